@@ -1,0 +1,1 @@
+"""DeepLab v1/v2 replication library."""

@@ -1,0 +1,109 @@
+"""Execute the numbered notebooks with papermill on a profile (used by run_all.sh and the tests).
+
+    python -m dlib.notebooks --profile cpu --only 01 02
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .config import PROFILES, DEFAULT_PROFILE
+from .results import REPO_ROOT, results_root
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+_NAME = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; the message names the notebook and the failing cell."""
+
+
+def discover(folder: Path = NOTEBOOK_DIR) -> dict[str, Path]:
+    """``{"01": Path(".../01_atrous_1d.ipynb"), ...}`` for every numbered notebook, in order."""
+    found = {}
+    for path in sorted(Path(folder).glob("*.ipynb")):
+        match = _NAME.match(path.name)
+        if match:
+            found[match.group(1)] = path
+    return found
+
+
+def select(only: Sequence[str] | None, folder: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The notebooks named by number (``["1", "02"]``) or all of them; unknown numbers are an error."""
+    available = discover(folder)
+    if not only:
+        return list(available.values())
+    chosen = []
+    for item in only:
+        for number in str(item).replace(",", " ").split():
+            key = number.zfill(2)
+            if key not in available:
+                raise ValueError(f"unknown notebook {number!r}; valid numbers are: "
+                                 + ", ".join(f"{k} ({p.stem})" for k, p in available.items()))
+            chosen.append(available[key])
+    return chosen
+
+
+def execute(notebook: Path, profile: str, *, seed: int = 0, output_dir: Path | None = None,
+            parameters: dict | None = None, log_output: bool = False) -> Path:
+    """Run one notebook with papermill; returns the executed copy's path.
+
+    The executed copy goes to ``results/<profile>/notebooks/`` (or ``output_dir``), and is kept even
+    when a cell fails; the error then names the notebook and the failing cell.
+    """
+    import papermill as pm
+
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; valid profiles are {', '.join(PROFILES)}")
+    notebook = Path(notebook)
+    out_dir = Path(output_dir) if output_dir else results_root() / profile / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = out_dir / notebook.name
+    params = {"PROFILE": profile, "SEED": seed, **(parameters or {})}
+    try:
+        pm.execute_notebook(str(notebook), str(output), parameters=params, cwd=str(notebook.parent),
+                            kernel_name="python3", progress_bar=False, log_output=log_output)
+    except pm.PapermillExecutionError as err:
+        raise NotebookFailed(
+            f"notebook {notebook.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
+            f"{err.ename}: {err.evalue}\n  partial executed copy kept at {output}") from None
+    return output
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dlib.notebooks", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help=f"one of {', '.join(PROFILES)}")
+    parser.add_argument("--only", nargs="*", default=None, help="notebook numbers, e.g. --only 01 02")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.profile not in PROFILES:
+        print(f"error: unknown profile {args.profile!r}; valid profiles are {', '.join(PROFILES)}", file=sys.stderr)
+        return 2
+    try:
+        notebooks = select(args.only)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    total = time.time()
+    for nb in notebooks:
+        start = time.time()
+        print(f"[{args.profile}] {nb.name} ...", flush=True)
+        try:
+            out = execute(nb, args.profile, seed=args.seed)
+        except NotebookFailed as err:
+            print(f"FAILED: {err}", file=sys.stderr)
+            return 1
+        print(f"[{args.profile}] {nb.name} done in {time.time() - start:.1f} s -> {out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out}",
+              flush=True)
+    print(f"[{args.profile}] {len(notebooks)} notebook(s) in {time.time() - total:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Write metrics, tables and figures under ``results/<profile>/<NN_name>/``, atomically, with provenance.
+
+Every file is written to a temporary name in the same folder and renamed into place, so a reader
+(or an interrupted run) never sees half a file. Every JSON carries the provenance a reader needs
+to trust a number: the config, the seed, the git commit, the device, library versions, wall time.
+
+    >>> w = Results(cfg, "01_atrous_1d")          # doctest: +SKIP
+    >>> w.json("check", {"max_abs_error": 0.0})   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .config import Config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_ENV = "DLIB_RESULTS_DIR"  # tests point this at a temporary folder
+
+
+def results_root() -> Path:
+    """The top results folder: ``$DLIB_RESULTS_DIR`` if set, else ``<repo>/results``."""
+    return Path(os.environ.get(RESULTS_ENV, REPO_ROOT / "results"))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def git_commit(cwd: str | os.PathLike = REPO_ROOT) -> str:
+    """The current git commit (with ``-dirty`` if the tree has changes), or ``"unknown"``."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("-dirty" if dirty else "") if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("numpy", "torch", "torchvision", "pydensecrf", "scipy", "matplotlib", "pandas"):
+        module = sys.modules.get(name)
+        if module is None:
+            try:
+                module = __import__(name)
+            except Exception:  # noqa: BLE001 - a missing optional library is recorded, not fatal
+                continue
+        versions[name] = str(getattr(module, "__version__", "unknown"))
+    return versions
+
+
+def device_description() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+        threads = torch.get_num_threads()
+    except Exception:  # noqa: BLE001
+        threads = os.cpu_count()
+    return f"cpu:{platform.processor() or platform.machine()} ({os.cpu_count()} cores, {threads} torch threads)"
+
+
+def provenance(cfg: Config, started: float | None = None) -> dict[str, Any]:
+    return {
+        "config": cfg.to_dict(),
+        "profile": cfg.profile,
+        "seed": cfg.seed,
+        "git_commit": git_commit(),
+        "device": device_description(),
+        "versions": library_versions(),
+        "wall_time_s": None if started is None else round(time.time() - started, 3),
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    """Convert numpy/torch scalars and arrays, tuples and paths into plain JSON values."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):  # numpy arrays/scalars, torch tensors
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and value != value:
+        return None  # NaN is not JSON
+    return value
+
+
+class Results:
+    """The results folder of one notebook (or command) for one profile."""
+
+    def __init__(self, cfg: Config, name: str, root: str | os.PathLike | None = None):
+        self.cfg = cfg
+        self.name = name
+        self.dir = Path(root) if root is not None else results_root() / cfg.profile / name
+        self.started = time.time()
+
+    def path(self, filename: str) -> Path:
+        return self.dir / filename
+
+    def json(self, name: str, data: Mapping[str, Any]) -> Path:
+        """Write ``<name>.json`` = ``{"data": data, "provenance": {...}}``."""
+        payload = {"data": _jsonable(data), "provenance": provenance(self.cfg, self.started)}
+        return atomic_write_text(self.path(f"{name}.json"), json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+    def csv(self, name: str, rows: Any) -> Path:
+        """Write ``<name>.csv`` from a pandas DataFrame or an iterable of dicts (same keys)."""
+        if hasattr(rows, "to_csv"):
+            text = rows.to_csv(index=False)
+        else:
+            rows = list(rows)
+            buf = io.StringIO()
+            if rows:
+                writer = csv.DictWriter(buf, fieldnames=list(rows[0].keys()), lineterminator="\n")
+                writer.writeheader()
+                writer.writerows(_jsonable(r) for r in rows)
+            text = buf.getvalue()
+        return atomic_write_text(self.path(f"{name}.csv"), text)
+
+    def figure(self, name: str, fig: Any, dpi: int = 110) -> Path:
+        """Save a matplotlib figure as ``<name>.png``."""
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        return atomic_write_bytes(self.path(f"{name}.png"), buf.getvalue())
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a results JSON written by :meth:`Results.json` (returns the whole payload)."""
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def iter_json(folder: str | os.PathLike) -> Iterable[Path]:
+    return sorted(Path(folder).glob("*.json"))

@@ -1,0 +1,63 @@
+"""Small plotting helpers shared by the notebooks: the PASCAL VOC palette and label colouring."""
+
+from __future__ import annotations
+
+import numpy as np
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+IGNORE_INDEX = 255
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map, (n, 3) uint8: class c's colour from the bits of c (VOCdevkit's recipe)."""
+    palette = np.zeros((n, 3), dtype=np.uint8)
+    for c in range(n):
+        r = g = b = 0
+        v = c
+        for shift in range(7, -1, -1):
+            r |= ((v >> 0) & 1) << shift
+            g |= ((v >> 1) & 1) << shift
+            b |= ((v >> 2) & 1) << shift
+            v >>= 3
+        palette[c] = (r, g, b)
+    return palette
+
+
+def colorize(label: np.ndarray) -> np.ndarray:
+    """Class-index map (H, W) -> RGB (H, W, 3) uint8 with the VOC palette (255, void, is cream)."""
+    label = np.asarray(label)
+    return voc_palette()[label.astype(np.int64).clip(0, 255)]
+
+
+def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend a colourised label over an RGB image; void pixels stay as in the image."""
+    colour = colorize(label).astype(np.float32)
+    out = image.astype(np.float32).copy()
+    mask = np.asarray(label) != IGNORE_INDEX
+    out[mask] = (1 - alpha) * out[mask] + alpha * colour[mask]
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def plot_atrous_taps(ax, *, length: int, kernel: int, rate: int, output_index: int, title: str = "") -> None:
+    """Draw a 1-D input as a row of cells and mark the inputs one output of an atrous filter reads."""
+    from matplotlib.patches import Rectangle
+
+    taps = [output_index + rate * k for k in range(kernel)]
+    for i in range(length):
+        used = i in taps
+        ax.add_patch(Rectangle((i, 0), 0.9, 0.9, color="tab:orange" if used else "0.85"))
+        if used:
+            ax.annotate("", xy=(i + 0.45, 0.95), xytext=(output_index + rate * (kernel - 1) / 2 + 0.45, 2.2),
+                        arrowprops={"arrowstyle": "->", "color": "0.3"})
+    centre = output_index + rate * (kernel - 1) / 2
+    ax.add_patch(Rectangle((centre, 2.2), 0.9, 0.9, color="tab:blue"))
+    ax.text(centre + 1.2, 2.5, f"output, rate {rate}: {kernel} taps span {rate * (kernel - 1) + 1} inputs",
+            va="center", fontsize=9)
+    ax.set_xlim(-0.5, length + 0.5)
+    ax.set_ylim(-0.5, 3.5)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=10, loc="left")

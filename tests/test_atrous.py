@@ -1,0 +1,145 @@
+"""Atrous convolution (DeepLab v2, Eq. 1) against independent computations."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dlib import atrous
+from dlib.atrous import Layer, receptive_field
+
+
+def brute_force(x, w, r):
+    """An independent reading of y[i] = sum_k x[i + r k] w[k]: slide a zero-inserted window."""
+    span = r * (len(w) - 1) + 1
+    out = []
+    for start in range(len(x) - span + 1):
+        window = x[start:start + span]
+        out.append(sum(window[j] * w[j // r] for j in range(span) if j % r == 0))
+    return np.array(out)
+
+
+def test_matches_brute_force_on_random_cases():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        K = int(rng.integers(1, 6))
+        r = int(rng.integers(1, 7))
+        n = int(rng.integers(r * (K - 1) + 1, r * (K - 1) + 30))
+        x, w = rng.normal(size=n), rng.normal(size=K)
+        y = atrous.atrous_conv1d(x, w, r)
+        assert y.shape == (n - r * (K - 1),)
+        np.testing.assert_allclose(y, brute_force(x, w, r), rtol=1e-12, atol=1e-12)
+
+
+def test_rate_one_is_standard_correlation():
+    rng = np.random.default_rng(1)
+    x, w = rng.normal(size=20), rng.normal(size=3)
+    np.testing.assert_allclose(atrous.atrous_conv1d(x, w, 1), np.correlate(x, w, mode="valid"))
+
+
+def test_hand_computed_example():
+    # x = 0..9, w = (1, 10, 100), rate 3: y[0] = x0 + 10 x3 + 100 x6 = 0 + 30 + 600
+    y = atrous.atrous_conv1d(np.arange(10.0), [1.0, 10.0, 100.0], 3)
+    np.testing.assert_array_equal(y, [630.0, 741.0, 852.0, 963.0])
+
+
+@pytest.mark.parametrize("rate", [1, 2, 3, 5])
+def test_torch_dilation_agrees(rate):
+    rng = np.random.default_rng(rate)
+    x, w = rng.normal(size=40), rng.normal(size=3)
+    np.testing.assert_allclose(atrous.atrous_conv1d_torch(x, w, rate), atrous.atrous_conv1d(x, w, rate), atol=1e-12)
+
+
+@pytest.mark.parametrize("rate", [1, 2, 4])
+def test_kernel_with_holes_equals_atrous_1d(rate):
+    rng = np.random.default_rng(10 + rate)
+    x, w = rng.normal(size=30), rng.normal(size=3)
+    dense = atrous.dilate_kernel(w, rate)
+    assert dense.shape == (rate * 2 + 1,)
+    assert np.count_nonzero(dense) == 3
+    np.testing.assert_allclose(atrous.atrous_conv1d(x, dense, 1), atrous.atrous_conv1d(x, w, rate), atol=1e-12)
+
+
+@pytest.mark.parametrize("rate", [1, 2, 3])
+def test_kernel_with_holes_equals_atrous_2d(rate):
+    rng = np.random.default_rng(20 + rate)
+    x, w = rng.normal(size=(17, 19)), rng.normal(size=(3, 3))
+    dense = atrous.dilate_kernel(w, rate)
+    assert dense.shape == (2 * rate + 1, 2 * rate + 1)
+    via_holes = F.conv2d(torch.as_tensor(x)[None, None], torch.as_tensor(dense)[None, None])[0, 0].numpy()
+    np.testing.assert_allclose(atrous.atrous_conv2d_torch(x, w, rate), via_holes, atol=1e-12)
+    # and the 2-D sum written out for one output pixel
+    i, j = 2, 5
+    expected = sum(x[i + rate * k, j + rate * l] * w[k, l] for k in range(3) for l in range(3))
+    assert atrous.atrous_conv2d_torch(x, w, rate)[i, j] == pytest.approx(expected)
+
+
+def test_dilate_kernel_on_conv_weight_shape():
+    w = np.ones((4, 2, 3, 3))
+    assert atrous.dilate_kernel(w, 12).shape == (4, 2, 25, 25)
+
+
+@pytest.mark.parametrize("x,w,rate,match", [
+    (np.ones(10), np.ones(3), 0, "rate"),
+    (np.ones(10), np.ones(3), 1.5, "rate"),
+    (np.ones(10), np.ones(0), 1, "empty"),
+    (np.ones(4), np.ones(3), 2, "shorter"),
+    (np.ones((2, 5)), np.ones(3), 1, "1-D"),
+])
+def test_errors(x, w, rate, match):
+    with pytest.raises(ValueError, match=match):
+        atrous.atrous_conv1d(x, w, rate)
+
+
+def test_field_of_view_of_one_filter():
+    assert atrous.kernel_span(3, 2) == 5  # 3 taps at rate 2 see 5 inputs
+    assert atrous.kernel_span(3, 12) == 25
+
+
+def test_receptive_field_known_stacks():
+    # Two 3x3 convs: 5; three: 7 (VGG's argument for stacking 3x3 filters).
+    assert receptive_field([(3, 1, 1)] * 2).size == 5
+    assert receptive_field([(3, 1, 1)] * 3).size == 7
+    # conv3 -> pool2/2 -> conv3: 1 + 2 + 1*1 + 2*2 = 8, stride 2
+    fov = receptive_field([(3, 1, 1), (2, 2, 1), (3, 1, 1)])
+    assert (fov.size, fov.stride) == (8, 2)
+    # dilated 3x3 at rates 1, 2, 4 (Yu & Koltun's context module): 3, 7, 15
+    assert [receptive_field([(3, 1, d) for d in (1, 2, 4)[:n]]).size for n in (1, 2, 3)] == [3, 7, 15]
+
+
+def test_receptive_field_of_vgg16():
+    # VGG-16 up to pool5 (2x2 pools): the widely quoted 212 pixels, stride 32.
+    layers = atrous.vgg16_layers(output_stride=32)
+    upto_pool5 = receptive_field(layers[:-2])
+    assert (upto_pool5.size, upto_pool5.stride) == (212, 32)
+    deeplab = receptive_field(atrous.vgg16_layers(output_stride=8))
+    assert deeplab.stride == 8
+
+
+def test_receptive_field_accepts_layers_and_rejects_bad_ones():
+    assert receptive_field([Layer(3, 2, 1, "a")]).stride == 2
+    with pytest.raises(ValueError):
+        receptive_field([(0, 1, 1)])
+
+
+def test_dense_extraction_contains_the_sparse_one():
+    rng = np.random.default_rng(5)
+    x, w = rng.normal(size=41), rng.normal(size=3)
+    sparse, dense = atrous.sparse_vs_dense(x, w, rate=2)
+    np.testing.assert_allclose(dense[::2], sparse)
+    assert len(dense) > len(sparse)
+
+
+def test_effective_receptive_field_support_is_the_theoretical_one():
+    # For one linear atrous conv the gradient of the centre unit is the kernel with holes:
+    # non-zero exactly on a (2r+1)x(2r+1) lattice of 9 pixels.
+    for rate in (1, 2, 3):
+        net = atrous.atrous_stack(depth=1, rate=rate)
+        erf = atrous.effective_receptive_field(net, 15)
+        rows, cols = np.nonzero(erf)
+        assert len(rows) == 9
+        assert rows.max() - rows.min() + 1 == receptive_field([(3, 1, rate)]).size
+    # Two stacked rate-2 convs reach 1 + 2*4 = 9 pixels across.
+    erf = atrous.effective_receptive_field(atrous.atrous_stack(depth=2, rate=2), 21)
+    rows, _ = np.nonzero(erf > 1e-12)
+    assert rows.max() - rows.min() + 1 == receptive_field([(3, 1, 2)] * 2).size == 9

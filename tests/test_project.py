@@ -1,0 +1,80 @@
+"""The suite's own promises: clean notebooks, agreeing environment files, a working entry script."""
+
+import json
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dlib import notebooks
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_there_are_numbered_notebooks():
+    found = notebooks.discover()
+    assert "01" in found and "02" in found
+    assert list(found) == sorted(found)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.name)
+def test_notebook_is_committed_clean(path):
+    nb = json.loads(path.read_text())
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs") == [], f"{path.name} cell {i} has outputs: clear them before committing"
+            assert cell.get("execution_count") is None, f"{path.name} cell {i} has an execution count"
+    params = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(params) == 1, f"{path.name} needs exactly one cell tagged 'parameters'"
+    assert 'PROFILE = "cpu"' in "".join(params[0]["source"]) and "SEED = 0" in "".join(params[0]["source"])
+
+
+def test_environment_yml_agrees_with_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    pinned = {d for d in pip_section if not d.startswith("-e")}
+    assert pinned == wanted
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
+    assert python.split("=")[1] >= project["requires-python"].lstrip(">=")
+
+
+def test_pins_are_the_required_ones():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for pin in ("torch==2.14.1", "torchvision==0.29.1", "pydensecrf2==1.1"):
+        assert pin in deps
+
+
+def test_ci_calls_the_readme_test_command():
+    assert "./run_all.sh --test" in (ROOT / ".ci" / "run").read_text()
+    assert "./run_all.sh --test" in (ROOT / "README.md").read_text()
+
+
+def _run_all(*args):
+    return subprocess.run([str(ROOT / "run_all.sh"), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_run_all_rejects_unknown_profile_and_notebook():
+    bad = _run_all("--profile", "laptop")
+    assert bad.returncode == 2 and "smoke cpu gpu" in bad.stderr
+    bad = _run_all("--profile", "smoke", "--only", "99")
+    assert bad.returncode == 2 and "unknown notebook '99'" in bad.stderr and "01" in bad.stderr
+    assert _run_all("--help").returncode == 0
+
+
+def test_notebook_failure_names_notebook_and_cell(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('PROFILE = "cpu"\nSEED = 0', metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_code_cell("raise RuntimeError('broken on purpose')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "98_broken.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(notebooks.NotebookFailed, match=r"98_broken.ipynb failed in cell .*broken on purpose"):
+        notebooks.execute(path, "smoke", output_dir=tmp_path / "out")
+    assert (tmp_path / "out" / "98_broken.ipynb").exists()  # the partial executed copy is kept

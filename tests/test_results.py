@@ -1,0 +1,56 @@
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from dlib import config, results  # noqa: E402
+
+
+def test_json_carries_provenance(tmp_path):
+    cfg = config.resolve("smoke", seed=3)
+    out = results.Results(cfg, "99_test")
+    path = out.json("metrics", {"miou": np.float32(0.5), "arr": np.arange(3), "t": (1, 2)})
+    assert path == Path(os.environ["DLIB_RESULTS_DIR"]) / "smoke" / "99_test" / "metrics.json"
+    payload = json.loads(path.read_text())
+    assert payload["data"] == {"miou": 0.5, "arr": [0, 1, 2], "t": [1, 2]}
+    prov = payload["provenance"]
+    assert prov["seed"] == 3 and prov["profile"] == "smoke"
+    assert prov["config"]["train"]["iterations"] == cfg.train.iterations
+    assert prov["git_commit"] == "unknown" or len(prov["git_commit"].split("-")[0]) == 40
+    assert "torch" in prov["versions"] and "numpy" in prov["versions"]
+    assert prov["device"].startswith(("cpu", "cuda"))
+    assert prov["wall_time_s"] >= 0
+
+
+def test_git_commit_unknown_outside_a_repo(tmp_path):
+    assert results.git_commit(tmp_path) == "unknown"
+
+
+def test_csv_and_figure(tmp_path):
+    out = results.Results(config.resolve("smoke"), "99_test", root=tmp_path)
+    out.csv("rows", [{"a": 1, "b": 2.5}, {"a": 3, "b": 4.0}])
+    assert (tmp_path / "rows.csv").read_text() == "a,b\n1,2.5\n3,4.0\n"
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    png = out.figure("fig", fig)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
+    target = tmp_path / "a.json"
+    results.atomic_write_text(target, "old")
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(results.os, "replace", boom)
+    with pytest.raises(OSError):
+        results.atomic_write_text(target, "new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temp file left behind
