@@ -221,3 +221,28 @@ def atrous_stack(*, depth: int, rate: int, channels: int = 1, seed: int = 0, rel
         if relu:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers).double()
+
+
+def label_at_output_stride(label: np.ndarray, stride: int, *, num_classes: int = 21,
+                           ignore_index: int = 255) -> np.ndarray:
+    """What a perfect network with output stride ``stride`` could give back after bilinear upsampling.
+
+    The one-hot label (C, H, W) is average-pooled over ``stride`` x ``stride`` cells (an ideal score map at
+    that stride), upsampled bilinearly to H x W (as DeepLab does, x8) and arg-maxed. Void pixels
+    (``ignore_index``) do not vote. Used to show why DeepLab keeps output stride 8 instead of FCN's 32.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    lab = torch.as_tensor(np.asarray(label, dtype=np.int64))
+    valid = lab != ignore_index
+    if ((lab[valid] < 0) | (lab[valid] >= num_classes)).any():
+        raise ValueError(f"label values must be in 0..{num_classes - 1} or {ignore_index}")
+    onehot = F.one_hot(torch.where(valid, lab, 0), num_classes).permute(2, 0, 1).float()  # (C, H, W)
+    onehot = onehot * valid.float()
+    h, w = lab.shape
+    coarse = F.avg_pool2d(onehot[None], stride, stride, ceil_mode=True)  # (1, C, ceil(H/s), ceil(W/s))
+    fine = F.interpolate(coarse, scale_factor=stride, mode="bilinear", align_corners=False)[..., :h, :w]
+    return fine[0].argmax(0).numpy().astype(np.uint8)

@@ -143,3 +143,24 @@ def test_effective_receptive_field_support_is_the_theoretical_one():
     erf = atrous.effective_receptive_field(atrous.atrous_stack(depth=2, rate=2), 21)
     rows, _ = np.nonzero(erf > 1e-12)
     assert rows.max() - rows.min() + 1 == receptive_field([(3, 1, 2)] * 2).size == 9
+
+
+def test_label_at_output_stride_exact_when_boundary_on_the_grid():
+    label = np.zeros((32, 64), dtype=np.uint8)
+    label[:, 16:] = 3
+    np.testing.assert_array_equal(atrous.label_at_output_stride(label, 8), label)
+    np.testing.assert_array_equal(atrous.label_at_output_stride(label, 1), label)
+
+
+def test_label_at_output_stride_error_grows_with_stride():
+    # A vertical bar 10 px wide, off the grid: at stride 32 it vanishes, at stride 8 most of it survives.
+    label = np.zeros((64, 64), dtype=np.uint8)
+    label[:, 27:37] = 5
+    errors = {s: int((atrous.label_at_output_stride(label, s) != label).sum()) for s in (1, 8, 32)}
+    assert errors[1] == 0
+    assert errors[8] < errors[32] == 10 * 64  # at stride 32 the whole bar is lost
+
+
+def test_label_at_output_stride_rejects_bad_labels():
+    with pytest.raises(ValueError, match="0..20"):
+        atrous.label_at_output_stride(np.full((8, 8), 30), 8)
