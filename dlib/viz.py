@@ -61,3 +61,41 @@ def plot_atrous_taps(ax, *, length: int, kernel: int, rate: int, output_index: i
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=10, loc="left")
+
+
+def disc_scene(size: int, discs, *, background: float = 0.2, foreground: float = 1.0):
+    """Bright discs on a flat background, to show what works at which object scale (notebook 03).
+
+    ``discs``: (centre_y, centre_x, radius) in pixels. Returns the image (size, size, 3) float32 in
+    [0, 1] and a label map (size, size) int64: 0 background, i + 1 inside disc i (later discs on top).
+    """
+    yy, xx = np.mgrid[0:size, 0:size]
+    image = np.full((size, size), background, dtype=np.float32)
+    label = np.zeros((size, size), dtype=np.int64)
+    for i, (cy, cx, r) in enumerate(discs):
+        inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        image[inside] = foreground
+        label[inside] = i + 1
+    return np.repeat(image[..., None], 3, axis=2), label
+
+
+def plot_aspp_taps(ax, centre, rates, *, output_stride: int = 8, kernel: int = 3, colours=None) -> None:
+    """Mark, around image pixel ``centre`` (y, x), the k x k taps of each ASPP branch's atrous filter.
+
+    A rate-r filter on stride-``output_stride`` features reads features r steps apart, i.e. image
+    positions output_stride * r pixels apart (DeepLab v2, Fig. 4).
+    """
+    from matplotlib.patches import Rectangle
+
+    colours = colours or ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    cy, cx = centre
+    for rate, colour in zip(rates, colours):
+        step = output_stride * rate
+        offsets = [step * (k - (kernel - 1) / 2) for k in range(kernel)]
+        ys = [cy + dy for dy in offsets for _ in offsets]
+        xs = [cx + dx for _ in offsets for dx in offsets]
+        ax.scatter(xs, ys, s=28, color=colour, edgecolor="white", linewidth=0.6, zorder=3,
+                   label=f"rate {rate}: taps {step} px apart")
+        half = step * (kernel - 1) / 2
+        ax.add_patch(Rectangle((cx - half, cy - half), 2 * half, 2 * half, fill=False, color=colour,
+                               linestyle="--", linewidth=1))

@@ -1,0 +1,203 @@
+"""DeepLab backbones: VGG-16 and ResNet-101 made dense (output stride 8), and small variants for CPU.
+
+Every backbone maps an image (N, 3, H, W) to features (N, C, ceil(H/8), ceil(W/8)): all strided
+layers are 3x3 with padding 1 (or 7x7 with padding 3, or 1x1), so each one maps n -> ceil(n/2), and
+ceil(ceil(ceil(n/2)/2)/2) = ceil(n/8). Feature unit i is centred on input pixel 8*i; 321 -> 41.
+
+* VGG-16 (DeepLab v1, Sec. 3.1; released DeepLab prototxt): pool1-3 are 3x3 max pooling, stride 2,
+  padding 1; pool4 and pool5 are 3x3, stride 1, padding 1 (the "hole algorithm" removes their
+  subsampling); conv5_1-conv5_3 are atrous with rate 2 to keep their field of view.
+* ResNet-101 (DeepLab v2, Sec. 4.1): layer3 ("res4") at dilation 2 and layer4 ("res5") at dilation 4
+  instead of stride 2; batch normalisation frozen (ImageNet statistics and affine parameters fixed).
+* Small variants (our deviation, for the ``cpu`` profile, trained from scratch): same output stride
+  and heads, narrower and shallower, with trainable batch normalisation.
+
+Module order inside every backbone is the forward order, so :func:`stack_layers` can read the layer
+stack (kernel, stride, dilation) off the modules for receptive-field arithmetic (dlib.atrous).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .atrous import Layer
+
+# VGG-16 configuration D (Simonyan & Zisserman 2015): channels per block, convolutions per block.
+VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
+
+
+class VGG16Dense(nn.Module):
+    """VGG-16 conv1_1..pool5 at output stride 8 (DeepLab v1, Sec. 3.1). Output (N, widths[-1], H/8, W/8).
+
+    ``features`` uses torchvision's layer indices (conv, ReLU, ..., pool; or conv, BN, ReLU with
+    ``batch_norm=True``, as torchvision's ``vgg16_bn``), so torchvision ImageNet ``features.*`` weights
+    load by name. ``avg_pool5`` appends the 3x3 stride-1 average pooling ("pool5a") that the released
+    DeepLab-LargeFOV prototxt has after pool5; the paper's text does not mention it (default off).
+    """
+
+    def __init__(self, *, widths: Sequence[int] = (64, 128, 256, 512, 512), batch_norm: bool = False,
+                 conv5_rate: int = 2, avg_pool5: bool = False):
+        super().__init__()
+        if len(widths) != 5:
+            raise ValueError(f"widths must give 5 block widths (VGG-16 has 5 blocks), got {widths!r}")
+        layers: list[nn.Module] = []
+        self.layer_names: dict[int, str] = {}
+        in_ch = 3
+        for block, ((n_conv, _), width) in enumerate(zip(VGG16_BLOCKS, widths), start=1):
+            rate = conv5_rate if block == 5 else 1
+            for i in range(n_conv):
+                self.layer_names[len(layers)] = f"conv{block}_{i + 1}"
+                # 3x3 atrous convolution, padding = rate keeps the spatial size (DeepLab v2, Eq. 1).
+                layers.append(nn.Conv2d(in_ch, width, 3, padding=rate, dilation=rate))
+                if batch_norm:
+                    layers.append(nn.BatchNorm2d(width))
+                layers.append(nn.ReLU(inplace=True))
+                in_ch = width
+            self.layer_names[len(layers)] = f"pool{block}"
+            # pool1-3: 3x3 stride 2 (n -> ceil(n/2)); pool4-5: 3x3 stride 1 (size kept), DeepLab v1 Sec. 3.1.
+            layers.append(nn.MaxPool2d(3, stride=2 if block <= 3 else 1, padding=1))
+        if avg_pool5:
+            self.layer_names[len(layers)] = "pool5a"
+            layers.append(nn.AvgPool2d(3, stride=1, padding=1))
+        self.features = nn.Sequential(*layers)
+        self.out_channels = in_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)  # (N, 3, H, W) -> (N, C5, ceil(H/8), ceil(W/8))
+
+
+def _conv3x3(in_ch: int, out_ch: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block (He et al. 2016): two 3x3 convolutions and an identity (or 1x1) shortcut."""
+
+    def __init__(self, in_ch: int, out_ch: int, *, stride: int = 1, dilation: int = 1):
+        super().__init__()
+        self.conv1 = _conv3x3(in_ch, out_ch, stride, dilation)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = _conv3x3(out_ch, out_ch, 1, dilation)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or in_ch != out_ch:
+            self.downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False),
+                                            nn.BatchNorm2d(out_ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + shortcut)
+
+
+class SmallDilatedResNet(nn.Module):
+    """A small dilated ResNet (our CPU stand-in for ResNet-101), output stride 8.
+
+    stem: 3x3/2 conv, 3x3 conv, 3x3/2 max pool (stride 4); layer1 at stride 4; layer2 reaches stride 8;
+    layer3 at dilation 2 and layer4 at dilation 4, as ResNet-101's res4/res5 in DeepLab v2.
+    Deviation from paper: basic blocks, few channels and trainable batch normalisation, because it is
+    trained from scratch on small batches (frozen BN only makes sense with pretrained statistics).
+    """
+
+    def __init__(self, *, widths: Sequence[int] = (32, 32, 64, 128, 160), blocks: Sequence[int] = (1, 2, 2, 1)):
+        super().__init__()
+        if len(widths) != 5 or len(blocks) != 4:
+            raise ValueError(f"widths needs 5 entries (stem + 4 stages) and blocks 4, got {widths!r}, {blocks!r}")
+        stem = widths[0]
+        self.conv1 = nn.Conv2d(3, stem, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        self.conv2 = _conv3x3(stem, stem)
+        self.bn2 = nn.BatchNorm2d(stem)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        stages = []
+        in_ch = stem
+        # (stride, dilation) per stage: output strides 4, 8, 8 (rate 2), 8 (rate 4).
+        for width, n, (stride, dilation) in zip(widths[1:], blocks, ((1, 1), (2, 1), (1, 2), (1, 4))):
+            layer = [BasicBlock(in_ch, width, stride=stride, dilation=dilation)]
+            layer += [BasicBlock(width, width, dilation=dilation) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*layer))
+            in_ch = width
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.out_channels = in_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))  # (N, C0, H/2, W/2)
+        x = self.maxpool(self.relu(self.bn2(self.conv2(x))))  # (N, C0, H/4, W/4)
+        x = self.layer2(self.layer1(x))  # (N, C2, H/8, W/8)
+        return self.layer4(self.layer3(x))  # (N, C4, H/8, W/8)
+
+
+class ResNet101Dense(nn.Module):
+    """ResNet-101 conv1..layer4 with layer3 at dilation 2 and layer4 at dilation 4 (DeepLab v2, Sec. 4.1).
+
+    Output (N, 2048, ceil(H/8), ceil(W/8)). Parameter names are torchvision's (``conv1.weight``,
+    ``layer3.0.conv2.weight``...), so torchvision ImageNet weights load by name.
+    With ``freeze_bn`` (the paper's setting) every BatchNorm stays in eval mode, even under
+    ``model.train()``, and its affine parameters do not require gradients.
+    Deviation from paper: torchvision's ResNet ("v1.5", stride in the 3x3 convolution, first block of a
+    dilated stage at the previous dilation) instead of the original Caffe ResNet-101 (stride in the 1x1).
+    """
+
+    def __init__(self, *, freeze_bn: bool = True):
+        super().__init__()
+        from torchvision.models import resnet101
+
+        tv = resnet101(weights=None, replace_stride_with_dilation=[False, True, True])
+        self.conv1, self.bn1, self.relu, self.maxpool = tv.conv1, tv.bn1, tv.relu, tv.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = tv.layer1, tv.layer2, tv.layer3, tv.layer4
+        self.out_channels = 2048
+        self.freeze_bn = freeze_bn
+        if freeze_bn:
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    for p in module.parameters():
+                        p.requires_grad_(False)
+            self.train(self.training)
+
+    def train(self, mode: bool = True) -> "ResNet101Dense":
+        super().train(mode)
+        if self.freeze_bn:
+            # DeepLab v2 (released prototxt): BN uses ImageNet statistics, never batch statistics.
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, H/4, W/4)
+        x = self.layer2(self.layer1(x))  # (N, 512, H/8, W/8)
+        return self.layer4(self.layer3(x))  # (N, 2048, H/8, W/8)
+
+
+def stack_layers(module: nn.Module, *, skip: Iterable[str] = ("downsample",)) -> list[Layer]:
+    """The main-path layer stack of ``module`` (convolutions and poolings in registration order).
+
+    Shortcut branches (modules whose name contains ``downsample``) are left out: the receptive field
+    of a residual network is that of its longest path. Registration order must be forward order
+    (true for every module in this package).
+    """
+    skip = tuple(skip)
+    names = getattr(module, "layer_names", {})
+    out = []
+    for name, m in module.named_modules():
+        if any(s in name.split(".") for s in skip):
+            continue
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            k, s = m.kernel_size, m.stride
+            d = getattr(m, "dilation", 1)
+            k, s, d = (v[0] if isinstance(v, tuple) else v for v in (k, s, d))
+            index = name.split(".")[-1]
+            label = names.get(int(index), name) if index.isdigit() else name
+            out.append(Layer(int(k), int(s), int(d), label))
+    return out
+
+
+def output_size(n: int, output_stride: int = 8) -> int:
+    """Feature-map size for an input of n pixels: ceil(n / output_stride) (321 -> 41)."""
+    return -(-int(n) // output_stride)

@@ -1,0 +1,123 @@
+"""dlib.msc: per-scale shapes, max fusion against an elementwise max computed here, train/eval
+outputs, label subsampling and the summed loss."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dlib import models
+from dlib.msc import MSC, MSCOutput, labels_at_logits, msc_loss, scaled_size
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return models.build("small_resnet_aspp", num_classes=3).eval()
+
+
+def test_scaled_sizes_follow_caffe_interp():
+    # DeepLab v2's 321 crops at 0.75 and 0.5: (321 - 1) * s + 1.
+    assert [scaled_size(321, s) for s in (1.0, 0.75, 0.5)] == [321, 241, 161]
+
+
+def test_training_output_shapes_per_scale(model):
+    msc = MSC(model).train()
+    x = torch.randn(2, 3, 112, 100)
+    with torch.no_grad():
+        out = msc(x)
+    assert isinstance(out, MSCOutput)
+    sizes = [(int(111 * s) + 1, int(99 * s) + 1) for s in (1.0, 0.75, 0.5)]
+    assert out.input_sizes == sizes
+    assert [tuple(o.shape) for o in out.per_scale] == [(2, 3, math.ceil(h / 8), math.ceil(w / 8)) for h, w in sizes]
+    assert out.fused.shape == (2, 3, 14, 13)
+    assert len(out.all()) == 4
+    msc.eval()
+
+
+def test_eval_returns_the_max_fusion_of_independently_computed_scales(model):
+    msc = MSC(model, scales=(1.0, 0.75, 0.5)).eval()
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 65, 65)  # 8k+1: every scale's grid aligns with the scale-1 grid
+    with torch.no_grad():
+        fused = msc(x)
+        expected = None
+        for s in (1.0, 0.75, 0.5):
+            n = int(64 * s) + 1  # 65, 49, 33
+            logits = model(F.interpolate(x, size=(n, n), mode="bilinear", align_corners=True))
+            logits = F.interpolate(logits, size=(9, 9), mode="bilinear", align_corners=True)
+            expected = logits if expected is None else torch.maximum(expected, logits)
+    assert fused.shape == (1, 3, 9, 9)
+    assert torch.allclose(fused, expected, atol=1e-5)
+
+
+def test_single_scale_msc_is_the_model(model):
+    x = torch.randn(1, 3, 40, 56)
+    with torch.no_grad():
+        assert torch.allclose(MSC(model, scales=(1.0,)).eval()(x), model(x))
+
+
+def test_labels_are_subsampled_on_the_logit_centres():
+    labels = torch.randint(0, 5, (2, 65, 65))
+    # scale 1: logit i sits on pixel 8i; scale 0.5 (33 px): on pixel 16i of the original.
+    assert torch.equal(labels_at_logits(labels, (65, 65), (65, 65), (9, 9)), labels[:, ::8, ::8])
+    assert torch.equal(labels_at_logits(labels, (65, 65), (33, 33), (5, 5)), labels[:, ::16, ::16])
+
+
+def test_msc_loss_sums_every_scale_and_the_fusion(model):
+    msc = MSC(model).train()
+    x = torch.randn(2, 3, 65, 65)
+    labels = torch.randint(0, 3, (2, 65, 65))
+    out = msc(x)
+    loss = msc_loss(out, labels, F.cross_entropy)
+    expected = (F.cross_entropy(out.per_scale[0], labels[:, ::8, ::8])
+                + F.cross_entropy(out.per_scale[2], labels[:, ::16, ::16])
+                + F.cross_entropy(out.fused, labels[:, ::8, ::8])
+                + F.cross_entropy(out.per_scale[1], labels_at_logits(labels, (65, 65), (49, 49), (7, 7))))
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    assert model.head.branches[0].conv.weight.grad is not None
+    model.zero_grad()
+    msc.eval()
+
+
+def test_msc_exposes_the_models_parameter_groups(model):
+    groups = models.param_groups(MSC(model))
+    assert [id(p) for p in groups["head_weight"]] == [id(b.conv.weight) for b in model.head.branches]
+
+
+def test_bad_scales_are_rejected(model):
+    with pytest.raises(ValueError, match="scales"):
+        MSC(model, scales=())
+    with pytest.raises(ValueError, match="scales"):
+        MSC(model, scales=(1.0, -0.5))
+
+
+def test_disc_scene_draws_the_discs():
+    from dlib import viz
+
+    image, label = viz.disc_scene(41, [(10, 10, 3), (30, 25, 5)], background=0.1, foreground=0.9)
+    assert image.shape == (41, 41, 3) and label.shape == (41, 41)
+    yy, xx = torch.meshgrid(torch.arange(41), torch.arange(41), indexing="ij")
+    second = ((yy - 30) ** 2 + (xx - 25) ** 2 <= 25).numpy()
+    assert (label == 2).sum() == second.sum() and (label[second] == 2).all()
+    assert (label == 1).sum() == 29  # lattice points within radius 3 (Gauss circle problem, r = 3)
+    assert torch.allclose(torch.from_numpy(image[..., 0][label > 0]), torch.tensor(0.9))
+    assert torch.allclose(torch.from_numpy(image[..., 0][label == 0]), torch.tensor(0.1))
+
+
+def test_msc_finds_with_a_smaller_scale_what_a_fixed_scale_detector_misses():
+    from dlib import viz
+    from dlib.msc import CentreSurroundDetector
+
+    image, label = viz.disc_scene(97, [(24, 24, 6), (64, 64, 12)])
+    x = torch.from_numpy(image).permute(2, 0, 1)[None]
+    detector = CentreSurroundDetector(6)
+    single = detector(x)[0, 1]  # object score, scale 1
+    assert single[3, 3] > 0  # the 6 px disc: found
+    assert single[8, 8] < 0  # the 12 px disc: too large for this field of view
+    fused = MSC(detector, scales=(1.0, 0.5)).eval()(x)[0, 1]
+    assert fused[3, 3] > 0 and fused[8, 8] > 0  # at scale 0.5 the 12 px disc looks like a 6 px one
+    ys, xs = torch.nonzero(fused > 0, as_tuple=True)
+    assert (label[8 * ys.numpy(), 8 * xs.numpy()] > 0).all()  # nothing outside the discs is "object"
