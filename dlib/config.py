@@ -46,6 +46,7 @@ class DataConfig:
     proxy_train: int = 600
     proxy_val: int = 150
     proxy_large_train: int = 1800  # the larger proxy set standing in for MS-COCO
+    proxy_seed: int = 0  # the proxy images are fixed by this seed, not by the training seed
     loader_workers: int = 4
 
 
@@ -55,6 +56,7 @@ class ModelConfig:
     num_classes: int = 21  # PASCAL VOC: background + 20 classes
     pretrained: str | None = "imagenet"  # "imagenet", a local path, or None
     msc_scales: tuple[float, ...] = (1.0, 0.75, 0.5)  # DeepLab v2, Sec. 3.1
+    coco_checkpoint: str | None = None  # local COCO-pretrained DeepLab checkpoint (Table 4 "+COCO" rows, gpu)
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,10 @@ class TrainConfig:
     poly_power: float = 0.9  # DeepLab v2, Sec. 4.1: lr = base * (1 - iter/max_iter)^power
     head_lr_mult: float = 10.0  # classifier weights at 10x (Caffe lr_mult)
     head_bias_lr_mult: float = 20.0  # classifier biases at 20x
+    backbone_bias_lr_mult: float = 2.0  # backbone biases at 2x, no weight decay (Caffe prototxt)
+    bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     msc: bool = False
+    msc_loss: str = "sum"  # "sum" (DeepLab v2 prototxt: a loss on every scale + fusion, summed) or "mean"
     checkpoint_every: int = 1000
     log_every: int = 20
 
@@ -94,6 +99,17 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class AblationConfig:
+    """The ablation tables (notebook 06): which seeds, how long each row trains, CRF tuning data."""
+
+    seeds: tuple[int, ...] = (0,)  # the paper reports one run per row
+    iterations: int | None = None  # None: train.iterations
+    coco_iterations: int | None = None  # proxy "COCO" pretraining (cpu/smoke); None: train.iterations
+    crf_holdout: int = 100  # training images held out for CRF cross-validation (the paper used 100 images)
+    workers: int = 1  # trainings run side by side, each in its own process
+
+
+@dataclass(frozen=True)
 class Config:
     profile: str = "gpu"
     seed: int = 0
@@ -103,6 +119,13 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     crf: CRFConfig = field(default_factory=CRFConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Config":
+        """Rebuild a Config from :meth:`to_dict` (e.g. in a worker process)."""
+        rest = {k: v for k, v in d.items() if k != "profile"}
+        return _apply(cls(profile=d.get("profile", "gpu")), _flatten(rest))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -128,6 +151,8 @@ _PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         "train.iterations": 1000,
         "train.batch_size": 10,
         "train.base_lr": 1e-2,  # Deviation from paper: small nets trained from scratch need a larger lr
+        # Deviation from paper: average the MSC losses (the paper sums them); the sum at lr 1e-2 diverges.
+        "train.msc_loss": "mean",
         "train.checkpoint_every": 250,
         "train.log_every": 20,
         "crf.workers": 0,
@@ -146,6 +171,7 @@ _PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         "train.iterations": 4,
         "train.batch_size": 2,
         "train.base_lr": 1e-2,
+        "train.msc_loss": "mean",
         "train.checkpoint_every": 2,
         "train.log_every": 1,
         "crf.iterations": 2,

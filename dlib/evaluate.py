@@ -1,0 +1,209 @@
+"""Whole-image evaluation (DeepLab v2, Sec. 4): scores, optional multi-scale (MSC) and flip, cached softmax.
+
+For each image: normalise, pad to ``data.eval_pad`` (513 in the ``gpu`` profile, mean colour; the
+padding is cut off again), run the network (with MSC: max fusion over scales {1, 0.75, 0.5},
+DeepLab v2, Sec. 3.1), upsample the stride-8 scores bilinearly to the image size
+(:func:`dlib.models.upsample_logits`), optionally average with the horizontally flipped image's
+scores, take the softmax and its argmax. The confusion matrix is accumulated over the whole set
+and scored by :mod:`dlib.metrics` (mIoU, pixel accuracy, per-class IoU). With ``cache_dir`` every
+softmax is written as ``<cache_dir>/<id>.npz`` (key ``probs``, (C, H, W) float16, compressed;
+:func:`dlib.crf.save_probs`) for the CRF stage (:func:`dlib.crf.refine_dataset`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Config, pick_device
+from .transforms import to_tensor
+
+IGNORE_INDEX = 255
+_BATCH = 8  # same-sized images are scored together (batch norm is in eval mode: results do not change)
+
+
+def _net(model: nn.Module, cfg: Config, msc: bool) -> nn.Module:
+    from .train import _unwrap
+
+    base = _unwrap(model)
+    if not msc:
+        return base
+    from .msc import MSC
+
+    return MSC(base, scales=tuple(cfg.model.msc_scales))
+
+
+@torch.no_grad()
+def predict_logits(net: nn.Module, images: torch.Tensor, size: tuple[int, int], *, flip: bool = False,
+                   pad: int = 0) -> torch.Tensor:
+    """Full-resolution scores (N, C, H, W) for normalised images (N, 3, H, W) (already on the device).
+
+    ``pad`` > 0 pads bottom/right with zeros (the mean colour after normalisation) to pad x pad first;
+    the stride-8 scores are upsampled to the padded size and cropped back to ``size``. With ``flip``
+    the scores of the mirrored image, mirrored back, are averaged in.
+    """
+    from .models import upsample_logits
+
+    h, w = size
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if pad:  # bottom/right, so the image keeps its place on the stride-8 grid
+            x = F.pad(x, (0, max(pad - w, 0), 0, max(pad - h, 0)))
+        logits = net(x)
+        return upsample_logits(logits.float(), tuple(x.shape[-2:]))[..., :h, :w]
+
+    scores = run(images)
+    if flip:
+        scores = 0.5 * (scores + run(images.flip(-1)).flip(-1))
+    return scores
+
+
+def predict(model: nn.Module, image: np.ndarray, cfg: Config, *, msc: bool | None = None,
+            flip: bool | None = None, device: str | None = None) -> np.ndarray:
+    """Softmax probabilities (C, H, W) float32 for one uint8 image (H, W, 3)."""
+    msc = cfg.eval.msc if msc is None else msc
+    flip = cfg.eval.flip if flip is None else flip
+    dev = torch.device(device or pick_device(cfg))
+    net = _net(model, cfg, msc).to(dev).eval()
+    x, _ = to_tensor(image, None, cfg.data.mean, cfg.data.std)
+    scores = predict_logits(net, x[None].to(dev), image.shape[:2], flip=flip, pad=cfg.data.eval_pad)
+    return torch.softmax(scores[0], dim=0).cpu().numpy()
+
+
+def _dataset_id(dataset: Any, i: int) -> str:
+    ids = getattr(dataset, "ids", None)
+    return str(ids[i]) if ids is not None else f"{i:06d}"
+
+
+def evaluate(cfg: Config, model: nn.Module, dataset: Any, *, msc: bool | None = None, flip: bool | None = None,
+             cache_dir: str | os.PathLike | None = None, max_images: int | None = None, results: Any = None,
+             name: str = "scores", keep_predictions: bool = False, progress: bool | None = None,
+             device: str | None = None) -> dict[str, Any]:
+    """Score ``model`` on ``dataset`` (items ``(image uint8 (H, W, 3), label (H, W))``, whole images).
+
+    ``msc``/``flip`` default to ``cfg.eval``; ``max_images`` to ``cfg.eval.max_images`` (None: all).
+    Returns ``mean_iou``, ``pixel_acc`` (fractions), ``class_iou`` (list, NaN for classes absent from
+    both prediction and label), ``confusion`` (C, C) int64, ``num_images``, ``msc``, ``flip``, and
+    ``predictions`` (list of uint8 maps) with ``keep_predictions``. With ``results`` (a
+    :class:`dlib.results.Results`) writes ``<name>.json`` and ``<name>_class_iou.csv``.
+    """
+    from .crf import save_probs
+    from .metrics import confusion_matrix, scores
+
+    msc = cfg.eval.msc if msc is None else msc
+    flip = cfg.eval.flip if flip is None else flip
+    max_images = cfg.eval.max_images if max_images is None else max_images
+    num_classes = cfg.model.num_classes
+    dev = torch.device(device or pick_device(cfg))
+    was_training = model.training
+    net = _net(model, cfg, msc).to(dev).eval()
+    n = len(dataset) if max_images is None else min(len(dataset), max_images)
+    if n == 0:
+        raise ValueError("the evaluation data set is empty")
+    cache = Path(cache_dir) if cache_dir is not None else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    conf = np.zeros((num_classes, num_classes), dtype=np.int64)
+    predictions: list[np.ndarray] = []
+    from tqdm import tqdm
+
+    bar = tqdm(total=n, desc="evaluate", unit="img", disable=not (sys.stderr.isatty() if progress is None else progress))
+    i = 0
+    while i < n:
+        # Gather up to _BATCH consecutive images of one size.
+        batch = [dataset[i]]
+        while i + len(batch) < n and len(batch) < _BATCH:
+            nxt = dataset[i + len(batch)]
+            if nxt[0].shape != batch[0][0].shape:
+                break
+            batch.append(nxt)
+        images = torch.stack([to_tensor(img, None, cfg.data.mean, cfg.data.std)[0] for img, _ in batch]).to(dev)
+        size = batch[0][0].shape[:2]
+        with torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" and cfg.train.bf16 else contextlib.nullcontext():
+            logits = predict_logits(net, images, size, flip=flip, pad=cfg.data.eval_pad)
+        probs = torch.softmax(logits.float(), dim=1)
+        preds = probs.argmax(1).to(torch.uint8).cpu().numpy()
+        for k, ((_, label), pred) in enumerate(zip(batch, preds)):
+            conf += confusion_matrix(pred, np.asarray(label), num_classes, IGNORE_INDEX)
+            if cache is not None:
+                save_probs(cache / f"{_dataset_id(dataset, i + k)}.npz", probs[k].cpu().numpy())
+            if keep_predictions:
+                predictions.append(pred)
+        i += len(batch)
+        bar.update(len(batch))
+    bar.close()
+    if was_training:
+        model.train()
+    s = scores(conf)
+    out: dict[str, Any] = {"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"],
+                           "class_iou": [float(v) for v in s["class_iou"]], "confusion": conf,
+                           "num_images": n, "msc": bool(msc), "flip": bool(flip)}
+    if keep_predictions:
+        out["predictions"] = predictions
+    if results is not None:
+        write_scores(results, name, out, class_names(dataset, num_classes))
+    return out
+
+
+def class_names(dataset: Any, num_classes: int) -> list[str]:
+    names = getattr(dataset, "classes", None)
+    if names is not None and len(names) == num_classes:
+        return list(names)
+    from .viz import VOC_CLASSES
+
+    return list(VOC_CLASSES) if num_classes == len(VOC_CLASSES) else [str(c) for c in range(num_classes)]
+
+
+def write_scores(results: Any, name: str, out: dict[str, Any], names: Sequence[str]) -> None:
+    """``<name>.json`` (mIoU, pixel accuracy, per-class IoU by name, confusion matrix) and ``<name>_class_iou.csv``."""
+    payload = {"mean_iou": out["mean_iou"], "pixel_acc": out["pixel_acc"], "num_images": out["num_images"],
+               "msc": out["msc"], "flip": out["flip"],
+               "class_iou": {c: v for c, v in zip(names, out["class_iou"])},
+               "confusion": np.asarray(out["confusion"]).tolist(), "classes": list(names)}
+    results.json(name, payload)
+    results.csv(f"{name}_class_iou", [{"class": c, "iou": v} for c, v in zip(names, out["class_iou"])])
+
+
+def trivial_baseline(dataset: Any, num_classes: int = 21, *, max_images: int | None = None) -> dict[str, float]:
+    """Scores of predicting the most frequent training-free guess, class 0 (background), everywhere."""
+    from .metrics import confusion_matrix, scores
+
+    conf = np.zeros((num_classes, num_classes), dtype=np.int64)
+    n = len(dataset) if max_images is None else min(len(dataset), max_images)
+    for i in range(n):
+        label = np.asarray(dataset[i][1])
+        conf += confusion_matrix(np.zeros_like(label), label, num_classes, IGNORE_INDEX)
+    s = scores(conf)
+    return {"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"]}
+
+
+def train_and_score(cfg: Config, run_dir: str | os.PathLike, *, dataset: Any = None, val: Any = None,
+                    msc: bool | None = None, flip: bool | None = None, cache_dir: str | os.PathLike | None = None,
+                    resume: bool = True, results: Any = None, name: str = "scores") -> dict[str, Any]:
+    """One ablation cell: :func:`dlib.train.train` into ``run_dir``, then :func:`evaluate` on ``val``.
+
+    ``dataset``/``val`` default to the configured train and val sets; ``msc`` defaults to
+    ``cfg.train.msc or cfg.eval.msc`` (DeepLab v2 uses MSC in training and testing alike). For the
+    "+COCO" row, pretrain first on ``data.build_dataset(cfg, "train", large=True)`` and pass that run
+    folder as ``model.pretrained``. Returns the scores plus ``train_seconds``, ``images_per_s``,
+    ``iterations`` and ``run_dir``.
+    """
+    from . import data
+    from .train import train
+
+    result = train(cfg, run_dir, dataset=dataset, resume=resume, progress=False)
+    val = data.build_dataset(cfg, "val") if val is None else val
+    msc = (cfg.train.msc or cfg.eval.msc) if msc is None else msc
+    out = evaluate(cfg, result.model, val, msc=msc, flip=flip, cache_dir=cache_dir, results=results, name=name,
+                   progress=False)
+    out.update(train_seconds=result.seconds, images_per_s=result.images_per_s, iterations=result.iterations,
+               run_dir=str(result.out_dir))
+    return out
