@@ -113,40 +113,118 @@ def run_one(name: str, size: int, batch: int, repeats: int, threads: int) -> dic
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def gpu_throughput(iters: int = 20) -> dict | None:
-    """Paper-scale training speed on CUDA: batch 10, 321x321, bf16 autocast, channels_last."""
+GPU_CASES = [  # (model, bf16 autocast + channels_last, MSC): the paper's batch 10 at 321x321
+    ("deeplab_v2_resnet101_aspp", True, False),
+    ("deeplab_v2_resnet101_aspp", False, False),
+    ("deeplab_v2_resnet101_aspp", True, True),
+    ("deeplab_v2_resnet101_largefov", True, False),
+    ("deeplab_v1_largefov", True, False),
+    ("deeplab_v2_vgg16_aspp_l", True, False),
+    (REFERENCE, True, False),
+]
+
+
+def gpu_throughput(name: str = "deeplab_v2_resnet101_aspp", *, bf16: bool = True, msc: bool = False,
+                   iters: int = 20, batch: int = 10, size: int = 321, device: str = "cuda") -> dict | None:
+    """Paper-scale training speed on CUDA: batch 10, 321x321 (bf16 autocast and channels_last when ``bf16``)."""
     import torch
     import torch.nn.functional as F
 
-    from dlib import models
+    from dlib.msc import MSC, MSCOutput
 
-    if not torch.cuda.is_available():
+    cuda = device == "cuda"
+    if cuda and not torch.cuda.is_available():
         return None
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
     torch.manual_seed(0)
-    model = models.build("deeplab_v2_resnet101_aspp").cuda().to(memory_format=torch.channels_last).train()
+    torch.backends.cudnn.benchmark = True
+    model = _build(name, 21).to(device).train()
+    from bn_init import calibrate_bn  # random init: measured BN statistics stand in for ImageNet's
+
+    calibrate_bn(model, [torch.randn(4, 3, size, size, device=device) for _ in range(2)])
+    fmt = torch.channels_last if bf16 else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    net = MSC(model) if msc else model
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=2.5e-4, momentum=0.9)
-    x = torch.randn(10, 3, 321, 321, device="cuda").to(memory_format=torch.channels_last)
-    y = torch.randint(0, 21, (10, 41, 41), device="cuda")
-    torch.cuda.reset_peak_memory_stats()
+    x = torch.randn(batch, 3, size, size, device=device).to(memory_format=fmt)
+    targets: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def loss_of(out):
+        # As in training (and Caffe): the loss on each output's own grid, labels subsampled to it.
+        outs = out.all() if isinstance(out, MSCOutput) else [out]
+        total = 0.0
+        for o in outs:
+            shape = (o.shape[0], *o.shape[-2:])
+            if shape not in targets:
+                targets[shape] = torch.randint(0, 21, shape, device=device)
+            total = total + F.cross_entropy(o.float(), targets[shape])
+        return total
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = F.cross_entropy(model(x).float(), y)
-        loss.backward()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            out = net(x)
+        loss_of(out).backward()
         opt.step()
 
     for _ in range(5):
         step()
-    torch.cuda.synchronize()
+    sync()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
     for _ in range(iters):
         step()
-    torch.cuda.synchronize()
+    sync()
     elapsed = time.perf_counter() - t
-    return {"model": "deeplab_v2_resnet101_aspp", "device": torch.cuda.get_device_name(0), "batch": 10,
-            "size": 321, "amp": "bf16", "channels_last": True, "img_per_s": 10 * iters / elapsed,
-            "peak_gpu_mem_gib": torch.cuda.max_memory_allocated() / 2**30}
+    model.eval()
+    xe = torch.randn(1, 3, 513, 513, device=device).to(memory_format=fmt)
+    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+        for _ in range(3):
+            model(xe)
+        sync()
+        te = time.perf_counter()
+        for _ in range(20):
+            model(xe)
+        sync()
+    eval_s = (time.perf_counter() - te) / 20
+    row = {"model": name, "device": torch.cuda.get_device_name(0) if cuda else "cpu", "batch": batch, "size": size,
+           "amp": "bf16" if bf16 else "fp32", "channels_last": bf16, "msc": msc,
+           "train_img_per_s": batch * iters / elapsed, "train_step_ms": 1000 * elapsed / iters,
+           "eval_513_ms": 1000 * eval_s, "peak_gpu_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0}
+    del model, net, opt
+    if cuda:
+        torch.cuda.empty_cache()
+    return row
+
+
+def gpu_table(rows: list[dict]) -> str:
+    lines = ["| model | precision | MSC | train img/s (batch 10, 321x321) | train step (ms) | eval 513x513 (ms) "
+             "| peak GPU memory (GiB) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['amp']}{' + channels_last' if r['channels_last'] else ''} | "
+                     f"{'yes' if r['msc'] else 'no'} | {r['train_img_per_s']:.1f} | {r['train_step_ms']:.0f} | "
+                     f"{r['eval_513_ms']:.1f} | {r['peak_gpu_mem_gib']:.1f} |")
+    return "\n".join(lines)
+
+
+def run_gpu() -> list[dict]:
+    import torch
+
+    if not torch.cuda.is_available():
+        print("\nGPU: CUDA not available, GPU throughput not measured")
+        return []
+    rows = []
+    for name, bf16, msc in GPU_CASES:
+        row = gpu_throughput(name, bf16=bf16, msc=msc)
+        rows.append(row)
+        print(f"GPU {row['device']}: {name} {row['amp']} msc={msc}: {row['train_img_per_s']:.1f} img/s train, "
+              f"{row['eval_513_ms']:.1f} ms eval 513, peak {row['peak_gpu_mem_gib']:.1f} GiB", flush=True)
+    print(gpu_table(rows))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 3, quick 1)")
     parser.add_argument("--no-save", action="store_true")
+    parser.add_argument("--gpu-only", action="store_true", help="only the CUDA training/eval throughput table")
     parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -166,6 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     from dlib import config, models
 
     cfg = config.resolve("cpu")
+    if args.gpu_only:
+        gpu = run_gpu()
+        if gpu and not args.no_save:
+            from dlib import results
+
+            path = results.Results(config.resolve("gpu"), "bench_models").json("bench_models_gpu", {"gpu": gpu})
+            print(f"saved to {path}")
+        return 0 if gpu else 1
     small = [n for n in models.available() if n.startswith("small_")]
     if args.models:
         names = list(args.models)
@@ -190,15 +277,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(_format(row), flush=True)
         print(_format(ref), flush=True)
-    gpu = gpu_throughput()
     print(f"\n{len(rows)} measurements in {time.time() - started:.0f} s, {args.threads} threads, "
           f"median of {repeats} run(s) after 1 warm-up")
     print(_table(rows))
-    if gpu:
-        print(f"\nGPU ({gpu['device']}): {gpu['model']} training {gpu['img_per_s']:.1f} img/s at batch 10, 321x321, "
-              f"bf16 autocast, channels_last; peak {gpu['peak_gpu_mem_gib']:.1f} GiB")
-    else:
-        print("\nGPU: CUDA not available, GPU throughput not measured")
+    gpu = run_gpu()
     if not args.no_save:
         from dlib import results
 

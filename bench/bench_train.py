@@ -17,9 +17,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dlib import config, data, distributed, models, results, train  # noqa: E402
 from dlib.transforms import TrainTransform  # noqa: E402
+from bn_init import calibrate_bn  # noqa: E402
 
 
 def step_rate(cfg, model_name: str, *, batch: int, crop: int, steps: int, warmup: int, device: str,
@@ -28,6 +30,8 @@ def step_rate(cfg, model_name: str, *, batch: int, crop: int, steps: int, warmup
     dev = torch.device(device)
     torch.manual_seed(0)
     model = models.build(model_name, num_classes=21).to(dev).train()
+    if dev.type == "cuda":  # random init: measured BN statistics stand in for ImageNet's (see bn_init.py)
+        calibrate_bn(model, [torch.randn(4, 3, crop, crop, device=dev) for _ in range(2)])
     cfg = cfg.replace({"model.name": model_name, "train.msc": msc})
     net = train.wrap_msc(model, cfg) if msc else model
     if dev.type == "cuda":
@@ -72,6 +76,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (a rough figure in ~30 s)")
     parser.add_argument("--profile", default="cpu", choices=config.PROFILES)
+    parser.add_argument("--gpu-only", action="store_true", help="only the CUDA measurement")
     args = parser.parse_args(argv)
     cfg = config.resolve(args.profile)
     steps, warmup = (8, 2) if args.quick else (30, 5)
@@ -81,27 +86,31 @@ def main(argv=None) -> int:
         rows.append({"measurement": name, "images_per_s": round(value, 2), **info})
         print(f"{name:<48s} {value:8.1f} img/s  {info}", flush=True)
 
-    crop, batch = cfg.data.crop_size, cfg.train.batch_size
-    train_rate = step_rate(cfg, cfg.model.name, batch=batch, crop=crop, steps=steps, warmup=warmup, device="cpu")
-    report(f"train step, {cfg.model.name}", train_rate, batch=batch, crop=crop, threads=torch.get_num_threads())
-    report(f"train step, {cfg.model.name} + MSC",
-           step_rate(cfg, cfg.model.name, batch=batch, crop=crop, steps=steps, warmup=warmup, device="cpu", msc=True),
-           batch=batch, crop=crop)
-    for name in ("small_resnet_baseline", "small_vgg_largefov"):
-        report(f"train step, {name}", step_rate(cfg, name, batch=batch, crop=crop, steps=steps // 2 or 1,
-                                                warmup=warmup, device="cpu"), batch=batch, crop=crop)
-    load = loader_rate(cfg, batches=steps * 2)
-    report("data loader (proxy, scale/crop/flip/normalise)", load, workers=cfg.data.loader_workers,
-           ratio_to_training=round(load / train_rate, 1))
-    if load < 2 * train_rate:
-        print(f"WARNING: the data loader ({load:.0f} img/s) is less than twice the training rate "
-              f"({train_rate:.0f} img/s); raise data.loader_workers", flush=True)
+    if not args.gpu_only:
+        crop, batch = cfg.data.crop_size, cfg.train.batch_size
+        train_rate = step_rate(cfg, cfg.model.name, batch=batch, crop=crop, steps=steps, warmup=warmup, device="cpu")
+        report(f"train step, {cfg.model.name}", train_rate, batch=batch, crop=crop, threads=torch.get_num_threads())
+        msc_rate = step_rate(cfg, cfg.model.name, batch=batch, crop=crop, steps=steps, warmup=warmup, device="cpu",
+                             msc=True)
+        report(f"train step, {cfg.model.name} + MSC", msc_rate, batch=batch, crop=crop)
+        for name in ("small_resnet_baseline", "small_vgg_largefov"):
+            report(f"train step, {name}", step_rate(cfg, name, batch=batch, crop=crop, steps=steps // 2 or 1,
+                                                    warmup=warmup, device="cpu"), batch=batch, crop=crop)
+        load = loader_rate(cfg, batches=steps * 2)
+        report("data loader (proxy, scale/crop/flip/normalise)", load, workers=cfg.data.loader_workers,
+               ratio_to_training=round(load / train_rate, 1))
+        if load < 2 * train_rate:
+            print(f"WARNING: the data loader ({load:.0f} img/s) is less than twice the training rate "
+                  f"({train_rate:.0f} img/s); raise data.loader_workers", flush=True)
 
     if torch.cuda.is_available():
         gpu = config.resolve("gpu")
-        report("train step, deeplab_v2_resnet101_aspp (cuda, bf16)",
+        report("train step, deeplab_v2_resnet101_aspp (cuda, bf16 + channels_last)",
                step_rate(gpu, "deeplab_v2_resnet101_aspp", batch=10, crop=321, steps=steps, warmup=warmup,
                          device="cuda"), batch=10, crop=321, device=torch.cuda.get_device_name(0))
+        report("train step, deeplab_v2_resnet101_aspp + MSC (cuda, bf16 + channels_last)",
+               step_rate(gpu, "deeplab_v2_resnet101_aspp", batch=10, crop=321, steps=steps, warmup=warmup,
+                         device="cuda", msc=True), batch=10, crop=321, device=torch.cuda.get_device_name(0))
     else:
         print("no GPU: deeplab_v2_resnet101_aspp at batch 10, 321x321 not measured", flush=True)
     out = results.Results(cfg, "bench_train")

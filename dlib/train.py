@@ -46,6 +46,7 @@ import random
 import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -204,6 +205,12 @@ def build_model(cfg: Config) -> nn.Module:
     model = models.build(cfg.model.name, num_classes=cfg.model.num_classes, pretrained=pretrained)
     if ckpt is not None:
         load_weights(model, ckpt)
+    elif pretrained is None and any(getattr(m, "freeze_bn", False) for m in model.modules()):
+        # Frozen BN keeps its initial statistics (mean 0, var 1): from a random init nothing is normalised,
+        # activations grow through the 33 residual blocks and the loss overflows within a few iterations.
+        warnings.warn(f"{cfg.model.name} has frozen batch normalisation (DeepLab v2, Sec. 4.1) but no pretrained "
+                      "weights: expect the loss to diverge. Set model.pretrained='imagenet' (or a local weights "
+                      "file), or use a small_* model to train from scratch.", stacklevel=2)
     return model
 
 
