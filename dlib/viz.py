@@ -99,3 +99,33 @@ def plot_aspp_taps(ax, centre, rates, *, output_stride: int = 8, kernel: int = 3
         half = step * (kernel - 1) / 2
         ax.add_patch(Rectangle((cx - half, cy - half), 2 * half, 2 * half, fill=False, color=colour,
                                linestyle="--", linewidth=1))
+
+
+def image_grid(rows, *, col_titles=None, row_titles=None, size: float = 2.3, suptitle: str = ""):
+    """A figure of images, one list per row (RGB (H, W, 3) arrays or class maps (H, W), coloured with
+    :func:`colorize`); ``col_titles`` label the top row, ``row_titles`` the left column."""
+    import matplotlib.pyplot as plt
+
+    rows = [list(r) for r in rows]
+    if not rows or not rows[0]:
+        raise ValueError("image_grid needs at least one row with at least one image")
+    ncols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(size * ncols, size * len(rows)), squeeze=False,
+                             layout="constrained")
+    for i, row in enumerate(rows):
+        for j in range(ncols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(row):
+                ax.axis("off")
+                continue
+            panel = np.asarray(row[j])
+            ax.imshow(colorize(panel) if panel.ndim == 2 else panel)
+            if i == 0 and col_titles is not None:
+                ax.set_title(col_titles[j], fontsize=9)
+            if j == 0 and row_titles is not None:
+                ax.set_ylabel(row_titles[i], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
