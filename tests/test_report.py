@@ -1,0 +1,183 @@
+"""The report: paper beside measured in one row, stable figure names, links that resolve, nothing faked."""
+
+import csv
+import os
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nbformat  # noqa: E402
+import pytest  # noqa: E402
+
+from dlib import config, report, results  # noqa: E402
+
+PROFILE = "smoke"
+TABLE4_HEADER = ["table", "row", "components", "model", "paper_miou", "measured_mean", "measured_std", "seeds",
+                 "status", "per_seed", "paper_increment", "measured_increment"]
+
+
+def _notebook(path: Path, title: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(f"Some words first.\n\n# {title}\n\nMore."),
+                nbformat.v4.new_code_cell('PROFILE = "cpu"\nSEED = 0', metadata={"tags": ["parameters"]})]
+    nbformat.write(nb, path)
+    return path
+
+
+def _per_seed(values):
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return mean, std
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A fake results tree for profile smoke: notebooks 01 (ran), 06 (ablation tables), 07 (not run)."""
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _notebook(nbs / "01_alpha.ipynb", "01 · Alpha things")
+    _notebook(nbs / "06_ablation.ipynb", "Ablations")
+    _notebook(nbs / "07_gamma.ipynb", "07 · Gamma, never run")
+    root = Path(os.environ["DLIB_RESULTS_DIR"]) / PROFILE  # conftest points this at tmp_path/results
+
+    out = results.Results(config.resolve(PROFILE, seed=0), "01_alpha")
+    out.json("summary", {"mean_iou": 0.123456, "nested": {"k": 2}})
+    out.csv("short", [{"name": "a", "value": 0.333333}, {"name": "b", "value": 1234.5678}])
+    out.csv("long", [{"i": i, "square": i * i} for i in range(40)])
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [1, 0])
+    out.figure("curve", fig)
+    plt.close(fig)
+    (root / "notebooks").mkdir(parents=True)
+    (root / "notebooks" / "01_alpha.ipynb").write_text("{}")
+
+    seeds = [60.10, 60.55, 59.75]
+    mean, std = _per_seed(seeds)
+    rows = [["table4", "baseline", "baseline head", "small_resnet_baseline", 68.72, mean, std, 3, "ok",
+             ";".join(f"{v:.2f}" for v in seeds), "", ""],
+            ["table4", "+MSC", "MSC + baseline head", "", 71.27, "", "", 0, "not run: no time on this machine",
+             "", 2.55, ""]]
+    folder = root / "06_ablation"
+    folder.mkdir(parents=True)
+    with open(folder / "table4.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(TABLE4_HEADER)
+        writer.writerows(rows)
+    return {"root": root, "notebooks": nbs, "mean": mean, "std": std}
+
+
+def _row(text: str, first_cell: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.startswith(f"| {first_cell} |")]
+    assert len(lines) == 1, f"expected one table row starting with {first_cell!r}, found {lines}"
+    return lines[0]
+
+
+def _local_links(text: str) -> list[str]:
+    return [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if not t.startswith(("#", "http"))]
+
+
+def test_paper_and_measured_side_by_side(tree):
+    path = report.build_report(PROFILE, notebook_dir=tree["notebooks"])
+    assert path == tree["root"] / "report" / "README.md"  # default results dir honours DLIB_RESULTS_DIR
+    text = path.read_text()
+    head = text.split("## Provenance")[0]
+    assert "paper, DeepLab v2 Table 4" in head and "paper, DeepLab v2 Table 3" in head
+    base = _row(head, "baseline")
+    assert "68.72" in base and f"{tree['mean']:.2f} ± {tree['std']:.2f}" in base  # 60.13 ± 0.40
+    assert "60.10, 60.55, 59.75" in base and "| 3 |" in base
+    msc = _row(head, "+MSC")
+    assert "71.27" in msc and "not run: no time on this machine" in msc and "+2.55" in msc
+    # Table 3 has no CSV: the paper's numbers (DeepLab v2, Table 3) with "not run yet", nothing measured.
+    t3 = head.split("Table 3:")[1]
+    assert "65.76" in _row(t3, "LargeFOV") and "not run yet" in _row(t3, "LargeFOV")
+    assert "71.57" in _row(t3, "ASPP-L +CRF")
+
+
+def test_sections_figures_tables_and_links(tree):
+    path = report.build_report(PROFILE, notebook_dir=tree["notebooks"])
+    text = path.read_text()
+    rdir = path.parent
+    # Notebook order, titles from the first heading, missing notebooks listed as not run.
+    order = [text.index(s) for s in ("### 01 · Alpha things", "### 06 · Ablations", "### 07 · Gamma, never run")]
+    assert order == sorted(order)
+    gamma = text.split("### 07 · Gamma, never run")[1]
+    assert gamma.lstrip().startswith("_Not run yet_")
+    assert "2 of 3 notebooks have results" in text and "not run yet: 07_gamma" in text
+    # The figure: copied under its stable name, byte for byte, and embedded by a relative link.
+    copied = rdir / "figures" / "01_curve.png"
+    assert copied.read_bytes() == (tree["root"] / "01_alpha" / "curve.png").read_bytes()
+    assert "](figures/01_curve.png)" in text
+    # Every relative link resolves to a file or folder that exists.
+    links = _local_links(text)
+    assert "../notebooks/01_alpha.ipynb" in links and "../01_alpha/short.csv" in links
+    for link in links:
+        assert (rdir / link).exists(), f"broken link {link}"
+    # Tables: floats rounded, long tables cut with a note and a link to the CSV.
+    assert "| a | 0.3333 |" in text and "| b | 1235 |" in text
+    assert "_Showing 30 of 40 rows" in text and "| 29 | 841 |" in text and "| 30 | 900 |" not in text
+    # Provenance from the JSON the notebook wrote.
+    prov = results.read_json(tree["root"] / "01_alpha" / "summary.json")["provenance"]
+    assert prov["device"] in text and prov["versions"]["numpy"] in text
+    assert prov["git_commit"].split("-")[0][:10] in text
+
+
+def test_rerun_is_idempotent_and_stale_figures_go(tree):
+    path = report.build_report(PROFILE, notebook_dir=tree["notebooks"])
+    first = path.read_bytes()
+    stale = path.parent / "figures" / "01_old_name.png"
+    stale.write_bytes(b"not a figure any more")
+    assert report.build_report(PROFILE, notebook_dir=tree["notebooks"]).read_bytes() == first
+    assert not stale.exists()
+    (tree["root"] / "01_alpha" / "curve.png").unlink()  # the source goes: so does the copy and its link
+    text = report.build_report(PROFILE, notebook_dir=tree["notebooks"]).read_text()
+    assert not (path.parent / "figures" / "01_curve.png").exists() and "01_curve.png" not in text
+    assert list((path.parent / "figures").iterdir()) == []
+
+
+def test_empty_results_do_not_fail(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "01_alpha.ipynb", "01 · Alpha")
+    path = report.build_report(PROFILE, tmp_path / "nothing" / PROFILE, notebook_dir=nbs)
+    text = path.read_text()
+    assert "0 of 1 notebooks have results" in text and "_Not run yet_" in text
+    assert "68.72" in text and "77.69" in text  # DeepLab v2, Table 4: first and last rows, the paper's
+    for link in _local_links(text):
+        assert (path.parent / link).exists(), f"broken link {link}"
+
+
+def test_headline_frame_and_figure(tree):
+    frame = report.headline_frame(PROFILE)
+    assert len(frame) == 2 + 6  # our two Table-4 rows; Table 3 not run: the paper's 6 rows (DeepLab v2, Table 3)
+    base = frame[frame["row"] == "baseline"].iloc[0]
+    assert base["paper mIoU %"] == "68.72" and base["measured mIoU % (mean ± std)"].startswith(f"{tree['mean']:.2f}")
+    fig = report.plot_paper_vs_measured(PROFILE)
+    heights = [p.get_height() for p in fig.axes[0].patches]  # paper bars, then measured bars
+    assert heights == pytest.approx([68.72, 71.27, tree["mean"], 0.0])  # +MSC not run: no measured bar
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["not run"]
+    t3 = [p.get_height() for p in fig.axes[1].patches]
+    assert t3 == pytest.approx([65.76, 69.84, 66.98, 69.73, 68.96, 71.57] + [0.0] * 6)
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("value, text", [("0.7625468", "0.7625"), ("56.5017", "56.5"), ("134.347", "134.3"),
+                                         ("23197.19", "23197"), ("3.0", "3"), ("", ""), ("nan", ""),
+                                         ("2007_000170", "2007_000170"), ("(4,)", "(4,)"), (1e-7, "1.00e-07"),
+                                         ("-0.4", "-0.4"), ("12", "12")])
+def test_format_number(value, text):
+    assert report.format_number(value) == text
+
+
+def test_markdown_table_escapes_pipes():
+    table = report.markdown_table(["a|b", "c"], [["x|y", "1.50"]])
+    assert table.splitlines()[0] == "| a\\|b | c |" and table.splitlines()[2] == "| x\\|y | 1.5 |"
+
+
+def test_github_slug():
+    seen = {}
+    assert report.github_slug("05 — Training DeepLab-LargeFOV", seen) == "05--training-deeplab-largefov"
+    assert report.github_slug("05 — Training DeepLab-LargeFOV", seen) == "05--training-deeplab-largefov-1"
