@@ -5,6 +5,7 @@
 #   ./run_all.sh --test              set-up, then the test suite (unit tests + every notebook on smoke)
 #   ./run_all.sh --profile smoke     another profile (smoke | cpu | gpu)
 #   ./run_all.sh --only 01 02        some notebooks only
+#   ./run_all.sh --check             re-run a cheap part, compare with the committed results/cpu/
 #   ./run_all.sh --help
 set -euo pipefail
 
@@ -18,13 +19,15 @@ only=()
 pytest_args=()
 
 usage() {
-  sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
   cat <<EOF
 
 Options:
   --test               run the test suite (unit tests and every notebook on the smoke profile)
   --profile NAME       one of: $PROFILES (default: cpu)
   --only NN [NN ...]   notebook numbers to execute (default: all)
+  --check              re-measure a cheap part of the committed results/<profile>/ and compare
+                       (about a minute; exit 1 when a number is outside its tolerance)
   --setup-only         create/refresh .venv and stop
   -h, --help           this help
 
@@ -36,6 +39,7 @@ EOF
 while [ $# -gt 0 ]; do
   case "$1" in
     --test) mode="test"; shift ;;
+    --check) mode="check"; shift ;;
     --setup-only) mode="setup"; shift ;;
     --profile) [ $# -ge 2 ] || { echo "error: --profile needs a value ($PROFILES)" >&2; exit 2; }
                profile="$2"; shift 2 ;;
@@ -81,6 +85,11 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc 2>/dev/null || echo 2)}"
 if [ "$mode" = "test" ]; then
   echo "== tests (unit tests, then every notebook on the smoke profile) =="
   exec "$venv/bin/python" -m pytest "${pytest_args[@]}"
+fi
+
+# ---- check --------------------------------------------------------------------------------------
+if [ "$mode" = "check" ]; then
+  exec "$venv/bin/python" -m dlib.check --profile "$profile"
 fi
 
 # ---- notebooks ----------------------------------------------------------------------------------

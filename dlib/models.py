@@ -272,64 +272,74 @@ SMALL_VGG_HIDDEN = 128  # fc6/fc7 channels (LargeFOV: 1024)
 SMALL_RATES = {"baseline": (1,), "largefov": (4,), "aspp_s": (1, 2, 3, 4), "aspp_l": (2, 4, 6, 8)}
 
 
-def _small_resnet(name: str, *, num_classes: int, pretrained, rates) -> DeepLab:
+def _scaled(widths, width: float) -> tuple[int, ...]:
+    """Channel counts times ``width`` (at least 8 each): the cpu profile's cheaper ablation variants."""
+    if not width > 0:
+        raise ValueError(f"width must be a positive multiplier of the small models' channels, got {width!r}")
+    return tuple(max(8, int(round(c * width))) for c in widths)
+
+
+def _small_resnet(name: str, *, num_classes: int, pretrained, rates, width: float = 1.0) -> DeepLab:
     if isinstance(pretrained, str) and pretrained == "imagenet":
         raise ValueError(f"{name} is a small network trained from scratch: there are no ImageNet weights for it; "
                          "use pretrained=None or a local checkpoint of this same model")
-    backbone = SmallDilatedResNet(widths=SMALL_RESNET_WIDTHS, blocks=SMALL_RESNET_BLOCKS)
+    backbone = SmallDilatedResNet(widths=_scaled(SMALL_RESNET_WIDTHS, width), blocks=SMALL_RESNET_BLOCKS)
     _init_convs(backbone)
     head = ASPP(backbone.out_channels, num_classes, rates, hidden=None, kernel_size=3)
     _init_head(head)
     return _maybe_load(DeepLab(backbone, head, name=name), pretrained)
 
 
-def _small_vgg(name: str, *, num_classes: int, pretrained, rates, dropout: float) -> DeepLab:
+def _small_vgg(name: str, *, num_classes: int, pretrained, rates, dropout: float, width: float = 1.0) -> DeepLab:
     if isinstance(pretrained, str) and pretrained == "imagenet":
         raise ValueError(f"{name} is a small network trained from scratch: there are no ImageNet weights for it; "
                          "use pretrained=None or a local checkpoint of this same model")
     return vgg16_deeplab(name=name, num_classes=num_classes, pretrained=pretrained, rates=rates, kernel_size=3,
-                hidden=SMALL_VGG_HIDDEN, widths=SMALL_VGG_WIDTHS, batch_norm=True, dropout=dropout)
+                hidden=_scaled((SMALL_VGG_HIDDEN,), width)[0], widths=_scaled(SMALL_VGG_WIDTHS, width),
+                batch_norm=True, dropout=dropout)
 
 
 @_register("small_resnet_baseline", "small_resnet", "baseline", 3, SMALL_RATES["baseline"], None)
-def small_resnet_baseline(*, num_classes: int = 21, pretrained=None) -> DeepLab:
+def small_resnet_baseline(*, num_classes: int = 21, pretrained=None, width: float = 1.0) -> DeepLab:
     """Small dilated ResNet, one 3x3 classifier at rate 1 (CPU stand-in for the ResNet-101 baseline)."""
     return _small_resnet("small_resnet_baseline", num_classes=num_classes, pretrained=pretrained,
-                         rates=SMALL_RATES["baseline"])
+                         rates=SMALL_RATES["baseline"], width=width)
 
 
 @_register("small_resnet_largefov", "small_resnet", "largefov", 3, SMALL_RATES["largefov"], None)
-def small_resnet_largefov(*, num_classes: int = 21, pretrained=None) -> DeepLab:
+def small_resnet_largefov(*, num_classes: int = 21, pretrained=None, width: float = 1.0) -> DeepLab:
     """Small dilated ResNet, one 3x3 classifier at rate 4 (LargeFOV's 12 scaled to 14x14 features)."""
     return _small_resnet("small_resnet_largefov", num_classes=num_classes, pretrained=pretrained,
-                         rates=SMALL_RATES["largefov"])
+                         rates=SMALL_RATES["largefov"], width=width)
 
 
 @_register("small_resnet_aspp", "small_resnet", "aspp", 3, SMALL_RATES["aspp_l"], None)
-def small_resnet_aspp(*, num_classes: int = 21, pretrained=None, rates=SMALL_RATES["aspp_l"]) -> DeepLab:
+def small_resnet_aspp(*, num_classes: int = 21, pretrained=None, rates=SMALL_RATES["aspp_l"],
+                      width: float = 1.0) -> DeepLab:
     """Small dilated ResNet, four 3x3 classifiers at rates 2, 4, 6, 8 (ASPP-L scaled), summed."""
-    return _small_resnet("small_resnet_aspp", num_classes=num_classes, pretrained=pretrained, rates=tuple(rates))
+    return _small_resnet("small_resnet_aspp", num_classes=num_classes, pretrained=pretrained, rates=tuple(rates),
+                         width=width)
 
 
 @_register("small_vgg_largefov", "small_vgg", "largefov", 3, SMALL_RATES["largefov"], SMALL_VGG_HIDDEN)
-def small_vgg_largefov(*, num_classes: int = 21, pretrained=None, dropout: float = 0.5) -> DeepLab:
+def small_vgg_largefov(*, num_classes: int = 21, pretrained=None, dropout: float = 0.5, width: float = 1.0) -> DeepLab:
     """Narrow VGG-16 (with BN), LargeFOV head: fc6 3x3 at rate 4, fc6/fc7 128 channels."""
     return _small_vgg("small_vgg_largefov", num_classes=num_classes, pretrained=pretrained,
-                      rates=SMALL_RATES["largefov"], dropout=dropout)
+                      rates=SMALL_RATES["largefov"], dropout=dropout, width=width)
 
 
 @_register("small_vgg_aspp_s", "small_vgg", "aspp", 3, SMALL_RATES["aspp_s"], SMALL_VGG_HIDDEN)
-def small_vgg_aspp_s(*, num_classes: int = 21, pretrained=None, dropout: float = 0.5) -> DeepLab:
+def small_vgg_aspp_s(*, num_classes: int = 21, pretrained=None, dropout: float = 0.5, width: float = 1.0) -> DeepLab:
     """Narrow VGG-16 (with BN), ASPP-S scaled: fc6-fc7-fc8 branches at rates 1, 2, 3, 4, summed."""
     return _small_vgg("small_vgg_aspp_s", num_classes=num_classes, pretrained=pretrained,
-                      rates=SMALL_RATES["aspp_s"], dropout=dropout)
+                      rates=SMALL_RATES["aspp_s"], dropout=dropout, width=width)
 
 
 @_register("small_vgg_aspp_l", "small_vgg", "aspp", 3, SMALL_RATES["aspp_l"], SMALL_VGG_HIDDEN)
-def small_vgg_aspp_l(*, num_classes: int = 21, pretrained=None, dropout: float = 0.5) -> DeepLab:
+def small_vgg_aspp_l(*, num_classes: int = 21, pretrained=None, dropout: float = 0.5, width: float = 1.0) -> DeepLab:
     """Narrow VGG-16 (with BN), ASPP-L scaled: fc6-fc7-fc8 branches at rates 2, 4, 6, 8, summed."""
     return _small_vgg("small_vgg_aspp_l", num_classes=num_classes, pretrained=pretrained,
-                      rates=SMALL_RATES["aspp_l"], dropout=dropout)
+                      rates=SMALL_RATES["aspp_l"], dropout=dropout, width=width)
 
 
 # ----------------------------------------------------------------------------------------------------

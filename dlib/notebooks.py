@@ -76,6 +76,34 @@ def execute(notebook: Path, profile: str, *, seed: int = 0, output_dir: Path | N
     return output
 
 
+def record_time(profile: str, notebook: str, seconds: float) -> Path:
+    """Add one notebook's wall time to ``results/<profile>/notebook_times.csv`` (the README's timing table).
+
+    The machine and the cache state are recorded too: a notebook re-run over cached trainings is faster.
+    """
+    import csv
+    import io
+    import platform
+    from datetime import datetime, timezone
+
+    from .results import atomic_write_text
+
+    path = results_root() / profile / "notebook_times.csv"
+    fields = ["notebook", "seconds", "finished_utc", "machine", "cpus"]
+    rows = []
+    if path.is_file():
+        rows = [r for r in csv.DictReader(io.StringIO(path.read_text())) if r.get("notebook") != notebook]
+    rows.append({"notebook": notebook, "seconds": f"{seconds:.1f}",
+                 "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+                 "machine": platform.machine(), "cpus": str(os.cpu_count())})
+    rows.sort(key=lambda r: r["notebook"])
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dlib.notebooks", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help=f"one of {', '.join(PROFILES)}")
@@ -99,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except NotebookFailed as err:
             print(f"FAILED: {err}", file=sys.stderr)
             return 1
+        record_time(args.profile, nb.stem, time.time() - start)
         print(f"[{args.profile}] {nb.name} done in {time.time() - start:.1f} s -> {out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out}",
               flush=True)
     print(f"[{args.profile}] {len(notebooks)} notebook(s) in {time.time() - total:.1f} s")

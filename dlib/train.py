@@ -202,7 +202,8 @@ def build_model(cfg: Config) -> nn.Module:
     ckpt = None
     if isinstance(pretrained, str) and pretrained not in ("imagenet",) and Path(pretrained).exists():
         ckpt, pretrained = pretrained, None
-    model = models.build(cfg.model.name, num_classes=cfg.model.num_classes, pretrained=pretrained)
+    extra = {"width": cfg.model.width} if cfg.model.name.startswith("small_") else {}
+    model = models.build(cfg.model.name, num_classes=cfg.model.num_classes, pretrained=pretrained, **extra)
     if ckpt is not None:
         load_weights(model, ckpt)
     elif pretrained is None and any(getattr(m, "freeze_bn", False) for m in model.modules()):

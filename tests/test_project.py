@@ -78,3 +78,14 @@ def test_notebook_failure_names_notebook_and_cell(tmp_path):
     with pytest.raises(notebooks.NotebookFailed, match=r"98_broken.ipynb failed in cell .*broken on purpose"):
         notebooks.execute(path, "smoke", output_dir=tmp_path / "out")
     assert (tmp_path / "out" / "98_broken.ipynb").exists()  # the partial executed copy is kept
+
+
+def test_notebook_times_are_recorded_once_per_notebook(tmp_path, monkeypatch):
+    import csv
+
+    monkeypatch.setenv("DLIB_RESULTS_DIR", str(tmp_path))
+    notebooks.record_time("smoke", "02_b", 3.0)
+    notebooks.record_time("smoke", "01_a", 1.5)
+    path = notebooks.record_time("smoke", "02_b", 4.3)  # a re-run replaces the old time
+    rows = list(csv.DictReader(path.open()))
+    assert [(r["notebook"], float(r["seconds"])) for r in rows] == [("01_a", 1.5), ("02_b", 4.3)]

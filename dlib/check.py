@@ -1,0 +1,119 @@
+"""Re-run a cheap part of the committed results and compare (``./run_all.sh --check``).
+
+    python -m dlib.check [--profile cpu] [--results DIR]
+
+The committed ``results/<profile>/`` holds what a student should see. This re-measures, in a scratch folder,
+
+* the trivial all-background baseline of notebook 05 (the proxy val set and the metrics: exact), and
+* the Table-4 baseline of notebook 06, retrained from scratch for the first seed (about a minute on 2 cores):
+  training on CPU is deterministic, so on the same software the mIoU repeats to rounding; the tolerance
+  allows for another CPU or BLAS build,
+
+and prints each committed number beside the measured one. Exit status 1 when one is outside its tolerance,
+2 when the committed results are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .config import DEFAULT_PROFILE, PROFILES, resolve
+from .results import results_root
+
+TRIVIAL_TOLERANCE = 1e-9  # mIoU fraction: the same images, the same counts
+RETRAIN_TOLERANCE = 0.01  # mIoU fraction (1 point): the same seed on another CPU/BLAS may round differently
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    source: str  # committed file, relative to results/<profile>/
+    committed: Callable[[dict], float]  # reads the committed value from the JSON file's content
+    measure: Callable[[str], float]  # measures it again (argument: the profile)
+    tolerance: float
+
+
+class MissingResults(FileNotFoundError):
+    pass
+
+
+def _data(path: Path) -> dict:
+    if not path.is_file():
+        raise MissingResults(f"committed result {path} is missing: run ./run_all.sh (the cpu profile) first, "
+                             "or check out the committed results/")
+    content = json.loads(path.read_text())
+    return content.get("data", content)
+
+
+def _trivial(profile: str) -> float:
+    from . import data, evaluate
+
+    cfg = resolve(profile)
+    return evaluate.trivial_baseline(data.build_dataset(cfg, "val"), cfg.model.num_classes,
+                                     max_images=cfg.eval.max_images)["mean_iou"]
+
+
+def _ablation_baseline(profile: str) -> float:
+    from . import ablation
+
+    cfg = resolve(profile)
+    with tempfile.TemporaryDirectory(prefix="dlib-check-") as tmp:
+        scores = ablation.run_training(cfg, ablation.TABLE4[0].training, cfg.ablation.seeds[0], tmp)
+    return scores["mean_iou"]
+
+
+def _baseline_key(profile: str) -> str:
+    from . import ablation
+
+    return f"{ablation.TABLE4[0].training.key}_s{resolve(profile).ablation.seeds[0]}"
+
+
+def default_checks(profile: str) -> list[Check]:
+    key = _baseline_key(profile)
+    return [
+        Check("05 all-background baseline mIoU", "05_training/summary.json",
+              lambda d: d["trivial"]["mean_iou"], _trivial, TRIVIAL_TOLERANCE),
+        Check(f"06 Table 4 baseline mIoU ({key}, retrained)", "06_ablation/runs.json",
+              lambda d: d["runs"][key]["mean_iou"], _ablation_baseline, RETRAIN_TOLERANCE),
+    ]
+
+
+def run_checks(profile: str, checks: Sequence[Check], results_dir: Path | None = None) -> list[dict]:
+    """Measure every check; returns one dict per check (committed, measured, tolerance, ok)."""
+    folder = Path(results_dir) if results_dir else results_root() / profile
+    committed = [(c, c.committed(_data(folder / c.source))) for c in checks]  # all present before measuring
+    rows = []
+    for check, value in committed:
+        measured = float(check.measure(profile))
+        rows.append({"check": check.name, "committed": float(value), "measured": measured,
+                     "tolerance": check.tolerance, "ok": abs(measured - float(value)) <= check.tolerance})
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dlib.check", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILES)
+    parser.add_argument("--results", type=Path, default=None, help="committed results folder "
+                        "(default: results/<profile>/ in the repository)")
+    args = parser.parse_args(argv)
+    try:
+        rows = run_checks(args.profile, default_checks(args.profile), args.results)
+    except MissingResults as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for r in rows:
+        print(f"{'ok  ' if r['ok'] else 'FAIL'} {r['check']}: committed {r['committed']:.6f}, measured "
+              f"{r['measured']:.6f} (|diff| {abs(r['measured'] - r['committed']):.2g}, tolerance {r['tolerance']:g})")
+    failed = [r for r in rows if not r["ok"]]
+    print(f"{len(rows) - len(failed)} of {len(rows)} checks agree with the committed results/{args.profile}/")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""The ablation tables (dlib.ablation): the paper's rows, the per-row configs, the summary, CRF tuning data."""
+
+import statistics
+
+import numpy as np
+import pytest
+import torch
+
+from dlib import ablation, config, models
+
+
+def test_table4_rows_are_the_papers_numbers_and_add_one_component_each():
+    # DeepLab v2, Table 4 (ResNet-101, VOC 2012 val).
+    assert [r.paper_miou for r in ablation.TABLE4] == [68.72, 71.27, 73.28, 74.87, 75.54, 76.35, 77.69]
+    flags = [(r.training.msc, r.training.coco, r.training.aug, r.training.head != "baseline", r.crf)
+             for r in ablation.TABLE4]
+    # Each row switches on exactly one more component (ASPP replaces LargeFOV: same count, other head).
+    assert [sum(f) for f in flags] == [0, 1, 2, 3, 4, 4, 5]
+    assert ablation.TABLE4[4].training.head == "largefov" and ablation.TABLE4[5].training.head == "aspp_l"
+    assert ablation.TABLE4[5].training == ablation.TABLE4[6].training  # +CRF reuses the ASPP network
+
+
+def test_table3_rows_are_the_papers_numbers():
+    # DeepLab v2, Table 3 (VGG-16): before / after CRF.
+    got = {(r.training.head, r.crf): r.paper_miou for r in ablation.TABLE3}
+    assert got == {("largefov", False): 65.76, ("largefov", True): 69.84, ("aspp_s", False): 66.98,
+                   ("aspp_s", True): 69.73, ("aspp_l", False): 68.96, ("aspp_l", True): 71.57}
+    assert {r.training.backbone for r in ablation.TABLE3} == {"vgg"}
+
+
+def test_training_config_switches_the_rows_components():
+    cfg = config.resolve("cpu")
+    full = ablation.TABLE4[5].training
+    c = ablation.training_config(cfg, full, seed=2)
+    assert (c.seed, c.train.msc, c.eval.msc, c.data.scale_aug) == (2, True, True, True)
+    assert c.model.name == "small_resnet_aspp" and c.train.iterations == cfg.ablation.iterations
+    base = ablation.training_config(cfg, ablation.TABLE4[0].training, seed=0)
+    assert (base.train.msc, base.eval.msc, base.data.scale_aug, base.model.name) == (
+        False, False, False, "small_resnet_baseline")
+    # gpu profile: the paper's networks; VGG-16 at DeepLab's released base lr 1e-3, ResNet-101 at 2.5e-4.
+    gpu = config.resolve("gpu")
+    assert ablation.training_config(gpu, full, 0).model.name == "deeplab_v2_resnet101_aspp"
+    vgg = ablation.training_config(gpu, ablation.TABLE3[4].training, 0)
+    assert (vgg.model.name, vgg.train.base_lr) == ("deeplab_v2_vgg16_aspp_l", 1e-3)
+    assert ablation.training_config(gpu, full, 0).train.base_lr == 2.5e-4
+    for row in ablation.TABLE4 + ablation.TABLE3:  # every row's network is registered
+        for profile in ("cpu", "gpu"):
+            assert ablation.model_name(config.resolve(profile), row.training) in models.available()
+
+
+def test_cpu_profile_runs_at_least_three_seeds():
+    assert len(set(config.resolve("cpu").ablation.seeds)) >= 3
+
+
+def test_split_holdout_keeps_the_last_images_out_of_training():
+    class Fake:
+        ids = [f"id{i}" for i in range(10)]
+
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            return i
+
+    train, held = ablation.split_holdout(Fake(), 3)
+    assert [train[i] for i in range(len(train))] == list(range(7))
+    assert [held[i] for i in range(len(held))] == [7, 8, 9]
+    assert held.ids == ["id7", "id8", "id9"] and not set(train.ids) & set(held.ids)
+    for bad in (0, 10, 11):
+        with pytest.raises(ValueError, match="crf_holdout"):
+            ablation.split_holdout(Fake(), bad)
+
+
+def _fake_results(values):
+    """values: {training key: {seed: (miou, miou_crf)}} -> the results dict run_trainings returns."""
+    return {(key, seed): {"status": "ok", "mean_iou": a / 100, "mean_iou_crf": b / 100, "model": "m"}
+            for key, per_seed in values.items() for seed, (a, b) in per_seed.items()}
+
+
+def test_summarise_mean_std_and_paired_increments_against_statistics():
+    rows = ablation.TABLE4
+    keys = [r.training.key for r in rows]
+    rng = np.random.default_rng(0)
+    values = {k: {s: (float(rng.uniform(30, 60)), float(rng.uniform(30, 60))) for s in (0, 1, 2)} for k in keys}
+    df = ablation.summarise(rows, _fake_results(values), seeds=(0, 1, 2))
+    for i, row in enumerate(rows):
+        per = [values[row.training.key][s][1 if row.crf else 0] for s in (0, 1, 2)]
+        assert df.loc[i, "measured_mean"] == pytest.approx(statistics.mean(per))
+        assert df.loc[i, "measured_std"] == pytest.approx(statistics.stdev(per))
+        assert df.loc[i, "seeds"] == 3 and df.loc[i, "status"] == "ok"
+        if i:
+            prev = [values[rows[i - 1].training.key][s][1 if rows[i - 1].crf else 0] for s in (0, 1, 2)]
+            diffs = [a - b for a, b in zip(per, prev)]
+            assert df.loc[i, "measured_increment"] == pytest.approx(statistics.mean(diffs))
+            assert df.loc[i, "increment_std"] == pytest.approx(statistics.stdev(diffs))
+            assert df.loc[i, "paper_increment"] == pytest.approx(row.paper_miou - rows[i - 1].paper_miou)
+
+
+def test_summarise_reports_rows_that_did_not_run():
+    rows = ablation.TABLE4
+    results = _fake_results({rows[0].training.key: {0: (50.0, 55.0)}})
+    results[(rows[2].training.key, 0)] = {"status": "not run: no COCO-pretrained init"}
+    df = ablation.summarise(rows, results, seeds=(0,))
+    assert df.loc[0, "status"] == "ok" and df.loc[0, "measured_mean"] == pytest.approx(50.0)
+    assert df.loc[2, "status"].startswith("not run: no COCO") and np.isnan(df.loc[2, "measured_mean"])
+    assert df.loc[1, "status"] == "not run" and df.loc[2, "seeds"] == 0
+
+
+def test_coco_rows_on_voc_without_a_checkpoint_are_not_run_and_nothing_is_built(tmp_path, monkeypatch):
+    from dlib import train
+
+    def no_build(*_a, **_k):
+        raise AssertionError("must not build a model (nor download ImageNet weights)")
+
+    monkeypatch.setattr(train, "build_model", no_build)
+    cfg = config.resolve("gpu", overrides={"model.coco_checkpoint": str(tmp_path / "missing.pt")})
+    out = ablation.run_training(cfg, ablation.TABLE4[2].training, 0, tmp_path)
+    assert out["status"].startswith("not run: no COCO-pretrained init")
+
+
+def test_transfer_backbone_copies_the_backbone_only(tmp_path):
+    from dlib import train
+
+    torch.manual_seed(0)
+    source = models.build("small_resnet_aspp")
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"model": source.state_dict()}, tmp_path / "checkpoints" / "ckpt_0000005.pt")
+    assert train.latest_checkpoint(tmp_path) is not None
+    torch.manual_seed(1)
+    target = models.build("small_resnet_baseline")  # same backbone, another head
+    head_before = {k: v.clone() for k, v in target.state_dict().items() if not k.startswith("backbone.")}
+    copied = ablation._transfer_backbone(target, tmp_path)
+    src, dst = source.state_dict(), target.state_dict()
+    backbone = [k for k in dst if k.startswith("backbone.")]
+    assert copied == len(backbone) > 0
+    assert all(torch.equal(dst[k], src[k]) for k in backbone)
+    assert all(torch.equal(dst[k], v) for k, v in head_before.items())
+
+
+def test_crf_is_tuned_on_held_out_training_images_never_on_val(tmp_path, monkeypatch):
+    from dlib import crf as dlib_crf
+    from dlib import data
+
+    cfg = config.resolve("smoke")
+    seen = {}
+    real = dlib_crf.cross_validate
+
+    def spy(images, probs, labels, **kw):
+        seen["images"] = [np.asarray(i) for i in images]
+        return real(images, probs, labels, **kw)
+
+    monkeypatch.setattr(dlib_crf, "cross_validate", spy)
+    training = ablation.TABLE4[0].training
+    cv = ablation.tune_crf(cfg, training, 0, tmp_path)
+    train_set = data.build_dataset(ablation.training_config(cfg, training, 0), "train")
+    n, k = len(train_set), cfg.ablation.crf_holdout
+    expected = [train_set[i][0] for i in range(n - k, n)]
+    assert len(seen["images"]) == k and all(np.array_equal(a, b) for a, b in zip(seen["images"], expected))
+    val = data.build_dataset(cfg, "val")
+    assert not any(np.array_equal(a, val[j][0]) for a in seen["images"] for j in range(len(val)))
+    grid = ablation.crf_grid(cfg)
+    assert cv.best["w1"] in grid["w1"] and cv.best["theta_beta"] in grid["theta_beta"]
+    # Cached: a second call reads the JSON instead of running the search again.
+    monkeypatch.setattr(dlib_crf, "cross_validate", lambda *a, **k: pytest.fail("search ran twice"))
+    again = ablation.tune_crf(cfg, training, 0, tmp_path)
+    assert again.best == cv.best
+
+
+def test_run_tables_on_smoke_fills_every_row_and_resumes_without_retraining(tmp_path, monkeypatch):
+    from dlib import train
+
+    cfg = config.resolve("smoke")
+    res = ablation.run_tables(cfg, tmp_path)
+    t4, t3 = res.tables["table4"], res.tables["table3"]
+    assert list(t4["row"]) == [r.name for r in ablation.TABLE4] and list(t3["row"]) == [r.name for r in ablation.TABLE3]
+    assert (t4["status"] == "ok").all() and (t3["status"] == "ok").all()
+    assert (t4["seeds"] == len(cfg.ablation.seeds)).all()
+    assert set(res.crf) == {"table4", "table3"}
+    crf_runs = [v for (key, _), v in res.runs.items() if key == ablation.TABLE4[6].training.key]
+    best = res.crf["table4"].best
+    assert all(r["crf_params"] == {k: float(best[k]) for k in ("w1", "theta_alpha", "theta_beta")} for r in crf_runs)
+    assert 0 <= t4["measured_mean"].min() and t4["measured_mean"].max() <= 100
+    # Everything is cached: a second call trains and evaluates nothing.
+    from dlib import evaluate
+
+    monkeypatch.setattr(train, "_step", lambda *a, **k: pytest.fail("retrained a finished run"))
+    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: pytest.fail("re-evaluated a cached run"))
+    again = ablation.run_tables(cfg, tmp_path)
+    assert again.tables["table4"]["measured_mean"].tolist() == t4["measured_mean"].tolist()
+
+
+def test_verdicts_follow_the_stated_rules():
+    import pandas as pd
+
+    def table(deltas, stds, paper=2.0, seeds=4):
+        rows = [{"row": "baseline", "measured_increment": np.nan, "paper_increment": np.nan, "increment_std": np.nan,
+                 "seeds": seeds}]
+        rows += [{"row": f"c{i}", "measured_increment": d, "paper_increment": paper, "increment_std": s,
+                  "seeds": seeds} for i, (d, s) in enumerate(zip(deltas, stds))]
+        return pd.DataFrame(rows)
+
+    # standard error = std / sqrt(4) = std / 2; resolved when |delta| >= 2 se = std.
+    got = ablation.verdicts(table([2.5, 10.0, -3.0, 0.5, np.nan], [1.0, 1.0, 1.0, 1.0, 1.0]))["verdict"].tolist()
+    assert got == ["reproduces in sign and size", "reproduces in sign, not in size",
+                   "does not reproduce: opposite sign", "not resolved: within seed noise", "not measured"]
+    one_seed = ablation.verdicts(table([2.5], [np.nan], seeds=1))
+    assert one_seed["verdict"].tolist() == ["not resolved: within seed noise"]
