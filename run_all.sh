@@ -16,6 +16,7 @@ PROFILES="smoke cpu gpu"
 profile="cpu"
 mode="notebooks"
 only=()
+sets=()
 pytest_args=()
 
 usage() {
@@ -28,6 +29,8 @@ Options:
   --only NN [NN ...]   notebook numbers to execute (default: all)
   --check              re-measure a cheap part of the committed results/<profile>/ and compare
                        (about a minute; exit 1 when a number is outside its tolerance)
+  --set KEY=VALUE      config override for every notebook (repeatable), e.g.
+                       --set data.voc_root=/data/VOCdevkit --set data.sbd_root=/data/benchmark_RELEASE
   --setup-only         create/refresh .venv and stop
   -h, --help           this help
 
@@ -40,6 +43,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --test) mode="test"; shift ;;
     --check) mode="check"; shift ;;
+    --set) [ $# -ge 2 ] || { echo "error: --set needs KEY=VALUE" >&2; exit 2; }
+           sets+=(--set "$2"); shift 2 ;;
     --setup-only) mode="setup"; shift ;;
     --profile) [ $# -ge 2 ] || { echo "error: --profile needs a value ($PROFILES)" >&2; exit 2; }
                profile="$2"; shift 2 ;;
@@ -93,4 +98,4 @@ if [ "$mode" = "check" ]; then
 fi
 
 # ---- notebooks ----------------------------------------------------------------------------------
-exec "$venv/bin/python" -m dlib.notebooks --profile "$profile" ${only[@]+--only "${only[@]}"}
+exec "$venv/bin/python" -m dlib.notebooks --profile "$profile" ${only[@]+--only "${only[@]}"} ${sets[@]+"${sets[@]}"}

@@ -1,6 +1,9 @@
 """Execute the numbered notebooks with papermill on a profile (used by run_all.sh and the tests).
 
     python -m dlib.notebooks --profile cpu --only 01 02
+    python -m dlib.notebooks --profile gpu --set data.voc_root=/data/VOCdevkit --set data.sbd_root=/data/SBD
+
+Every notebook has a ``CONFIG = {}`` parameter: ``--set`` fills it with dotted-key config overrides.
 """
 
 from __future__ import annotations
@@ -109,13 +112,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help=f"one of {', '.join(PROFILES)}")
     parser.add_argument("--only", nargs="*", default=None, help="notebook numbers, e.g. --only 01 02")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", default=[],
+                        help="config override passed to every notebook (its CONFIG parameter), repeatable: "
+                             "--set data.voc_root=/data/VOCdevkit --set data.sbd_root=/data/benchmark_RELEASE")
     args = parser.parse_args(argv)
     if args.profile not in PROFILES:
         print(f"error: unknown profile {args.profile!r}; valid profiles are {', '.join(PROFILES)}", file=sys.stderr)
         return 2
     try:
         notebooks = select(args.only)
-    except ValueError as err:
+        from .__main__ import parse_overrides
+        from .config import resolve
+
+        overrides = parse_overrides(args.overrides)
+        resolve(args.profile, overrides=overrides)  # unknown keys fail here, before any notebook runs
+    except (ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     total = time.time()
@@ -123,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         start = time.time()
         print(f"[{args.profile}] {nb.name} ...", flush=True)
         try:
-            out = execute(nb, args.profile, seed=args.seed)
+            out = execute(nb, args.profile, seed=args.seed, parameters={"CONFIG": overrides} if overrides else None)
         except NotebookFailed as err:
             print(f"FAILED: {err}", file=sys.stderr)
             return 1

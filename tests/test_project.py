@@ -89,3 +89,26 @@ def test_notebook_times_are_recorded_once_per_notebook(tmp_path, monkeypatch):
     path = notebooks.record_time("smoke", "02_b", 4.3)  # a re-run replaces the old time
     rows = list(csv.DictReader(path.open()))
     assert [(r["notebook"], float(r["seconds"])) for r in rows] == [("01_a", 1.5), ("02_b", 4.3)]
+
+
+def test_set_reaches_every_notebook_as_config_and_bad_keys_stop_before_running(monkeypatch, tmp_path):
+    monkeypatch.setenv("DLIB_RESULTS_DIR", str(tmp_path))
+    seen = []
+    monkeypatch.setattr(notebooks, "execute", lambda nb, profile, seed=0, parameters=None: (
+        seen.append((nb.name[:2], parameters)), tmp_path / nb.name)[1])
+    assert notebooks.main(["--profile", "smoke", "--only", "01", "02", "--set", "data.voc_root=/x/VOCdevkit",
+                           "--set", "crf.w1=5"]) == 0
+    assert seen == [(n, {"CONFIG": {"data.voc_root": "/x/VOCdevkit", "crf.w1": 5}}) for n in ("01", "02")]
+    seen.clear()
+    assert notebooks.main(["--profile", "smoke", "--only", "01", "--set", "data.no_such_key=1"]) == 2
+    assert seen == []
+
+
+def test_every_notebook_takes_config_overrides():
+    import nbformat
+
+    for number, path in notebooks.discover().items():
+        nb = nbformat.read(path, as_version=4)
+        params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(params) == 1 and "CONFIG = {}" in params[0].source, path.name
+        assert any("config.resolve(" in c.source and "CONFIG" in c.source for c in nb.cells), path.name
