@@ -56,12 +56,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def git_commit(cwd: str | os.PathLike = REPO_ROOT) -> str:
-    """The current git commit (with ``-dirty`` if the tree has changes), or ``"unknown"``."""
+    """The current git commit (with ``-dirty`` if tracked files outside ``results/`` changed), or ``"unknown"``.
+
+    Changes under ``results/`` are the run's own outputs (results/cpu is committed), not a code change.
+    """
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"], cwd=cwd, capture_output=True, text=True, timeout=10).stdout.strip()
         return sha + ("-dirty" if dirty else "") if sha else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

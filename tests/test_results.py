@@ -54,3 +54,24 @@ def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
         results.atomic_write_text(target, "new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temp file left behind
+
+
+def test_git_commit_is_dirty_for_code_changes_not_for_results(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    run = lambda *args: subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    run("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("a = 1\n")
+    (tmp_path / "results" / "m.json").write_text("{}\n")
+    run("add", ".")
+    run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert results.git_commit(tmp_path) == sha
+    (tmp_path / "results" / "m.json").write_text('{"x": 1}\n')  # a re-run's own output
+    assert results.git_commit(tmp_path) == sha
+    (tmp_path / "code.py").write_text("a = 2\n")
+    assert results.git_commit(tmp_path) == sha + "-dirty"
