@@ -105,12 +105,16 @@ _PAPER_MODELS = {("resnet", "baseline"): "deeplab_v2_resnet101_baseline",
                  ("vgg", "largefov"): "deeplab_v1_largefov",
                  ("vgg", "aspp_s"): "deeplab_v2_vgg16_aspp_s",
                  ("vgg", "aspp_l"): "deeplab_v2_vgg16_aspp_l"}
+# Deviation from paper (cpu/smoke): Table 3's heads run on the small ResNet backbone, as single 3x3 classifiers
+# per rate. The small VGG-16 (and DeepLab-VGG's fc6-fc7-fc8 branches on the small ResNet) trained from scratch
+# stay near the all-background solution for the ablation's few hundred iterations (measured 4-16% mIoU against
+# 27% for these heads); DeepLab's VGG-16 and its fc6/fc7 start from ImageNet, which the proxy has no stand-in for.
 _SMALL_MODELS = {("resnet", "baseline"): "small_resnet_baseline",
                  ("resnet", "largefov"): "small_resnet_largefov",
                  ("resnet", "aspp_l"): "small_resnet_aspp",
-                 ("vgg", "largefov"): "small_vgg_largefov",
-                 ("vgg", "aspp_s"): "small_vgg_aspp_s",
-                 ("vgg", "aspp_l"): "small_vgg_aspp_l"}
+                 ("vgg", "largefov"): "small_resnet_largefov",
+                 ("vgg", "aspp_s"): "small_resnet_aspp_s",
+                 ("vgg", "aspp_l"): "small_resnet_aspp"}
 
 
 def model_name(cfg: Config, training: Training) -> str:

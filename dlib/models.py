@@ -321,6 +321,13 @@ def small_resnet_aspp(*, num_classes: int = 21, pretrained=None, rates=SMALL_RAT
                          width=width)
 
 
+@_register("small_resnet_aspp_s", "small_resnet", "aspp", 3, SMALL_RATES["aspp_s"], None)
+def small_resnet_aspp_s(*, num_classes: int = 21, pretrained=None, width: float = 1.0) -> DeepLab:
+    """Small dilated ResNet, four 3x3 classifiers at rates 1, 2, 3, 4 (ASPP-S scaled), summed."""
+    return _small_resnet("small_resnet_aspp_s", num_classes=num_classes, pretrained=pretrained,
+                         rates=SMALL_RATES["aspp_s"], width=width)
+
+
 @_register("small_vgg_largefov", "small_vgg", "largefov", 3, SMALL_RATES["largefov"], SMALL_VGG_HIDDEN)
 def small_vgg_largefov(*, num_classes: int = 21, pretrained=None, dropout: float = 0.5, width: float = 1.0) -> DeepLab:
     """Narrow VGG-16 (with BN), LargeFOV head: fc6 3x3 at rate 4, fc6/fc7 128 channels."""
