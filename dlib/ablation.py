@@ -494,6 +494,11 @@ def run_tables(cfg: Config, run_root: str | os.PathLike, tables: Sequence[str] =
     return AblationResult({name: summarise(TABLES[name], runs, seeds) for name in tables}, crf, crf_model, runs)
 
 
+def short_name(row: str) -> str:
+    """A row name short enough for an axis label ("ASPP (instead of LargeFOV)" -> "ASPP")."""
+    return row.replace(" (instead of LargeFOV)", "")
+
+
 def plot_increments(table4, ax=None):
     """Bars of each component's increment (percentage points), the paper's beside the measured mean +- std."""
     import matplotlib.pyplot as plt
@@ -506,7 +511,7 @@ def plot_increments(table4, ax=None):
     ax.bar(x + 0.2, df["measured_increment"], 0.4, yerr=df["increment_std"].fillna(0), capsize=3,
            label="measured (mean +- std of the per-seed differences)", color="tab:red")
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(x, df["row"], rotation=15)
+    ax.set_xticks(x, [short_name(r) for r in df["row"]], rotation=15)
     ax.set_ylabel("mIoU increment (points)")
     ax.legend()
     return ax
@@ -549,3 +554,25 @@ def runs_record(result: AblationResult) -> dict[str, Any]:
     best = {name: {k: float(cv.best[k]) for k in ("w1", "theta_alpha", "theta_beta", "mean_iou")}
             for name, cv in result.crf.items()}
     return {"runs": runs, "crf_best": best, "crf_model": result.crf_model}
+
+
+def msc_diagnosis(cfg: Config, run_root: str | os.PathLike, seed: int | None = None):
+    """Where MSC's effect comes from: the Table-4 baseline and +MSC networks, each scored single-scale and
+    with MSC max fusion at test time (mIoU %, val set). Uses the trained runs of ``run_tables``."""
+    import pandas as pd
+
+    from . import data as dlib_data
+    from . import train as dlib_train
+    from .evaluate import evaluate
+
+    seed = cfg.ablation.seeds[0] if seed is None else seed
+    lines = []
+    for row in TABLE4[:2]:
+        tcfg = training_config(cfg, row.training, seed)
+        model = dlib_train.build_model(tcfg)
+        dlib_train.load_weights(model, run_dir_of(cfg, row.training, seed, run_root))
+        val = dlib_data.build_dataset(tcfg, "val")
+        scores = {msc: 100 * evaluate(tcfg, model, val, msc=msc, progress=False)["mean_iou"] for msc in (False, True)}
+        lines.append({"trained": f"{row.name} ({'with' if row.training.msc else 'without'} MSC losses)",
+                      "test single-scale": scores[False], "test MSC (max fusion)": scores[True]})
+    return pd.DataFrame(lines).set_index("trained")
