@@ -273,6 +273,11 @@ def run_training(cfg: Config, training: Training, seed: int, run_root: str | os.
     if training.coco and cfg.data.dataset == "voc" and not (
             cfg.model.coco_checkpoint and Path(cfg.model.coco_checkpoint).is_file()):
         return {"status": "not run: no COCO-pretrained init (set model.coco_checkpoint to a local file)"}
+    import torch
+
+    # The initial weights come from the global RNG: seed it here, or a training's result would depend on what
+    # ran before it in the same worker process.
+    torch.manual_seed(seed)
     model = dlib_train.build_model(tcfg)
     if training.coco:
         if cfg.data.dataset == "voc":
@@ -286,7 +291,8 @@ def run_training(cfg: Config, training: Training, seed: int, run_root: str | os.
     scores = evaluate(tcfg, result.model, val, cache_dir=probs_dir if crf_params else None, progress=progress)
     out: dict[str, Any] = {"status": "ok", "mean_iou": scores["mean_iou"], "pixel_acc": scores["pixel_acc"],
                            "class_iou": scores["class_iou"], "train_seconds": result.seconds,
-                           "model": tcfg.model.name, "seed": seed, "run_dir": str(run_dir)}
+                           "model": tcfg.model.name, "seed": seed, "run_dir": str(run_dir),
+                           "threads": torch.get_num_threads()}  # CPU results repeat exactly for the same threads
     if crf_params:
         crf_scores = crf_score(tcfg, val, probs_dir, run_dir / "val_crf", crf_params)
         out.update({"mean_iou_crf": crf_scores["mean_iou"], "pixel_acc_crf": crf_scores["pixel_acc"],

@@ -215,3 +215,21 @@ def test_msc_diagnosis_scores_both_networks_both_ways(tmp_path):
     # The +MSC network scored with MSC at test time is the +MSC row of the table (the same evaluation).
     res = ablation.run_training(cfg, ablation.TABLE4[1].training, 0, tmp_path)
     assert df.iloc[1]["test MSC (max fusion)"] == pytest.approx(100 * res["mean_iou"])
+
+
+def test_a_training_does_not_depend_on_what_ran_before_it(tmp_path):
+    # Worker processes run several trainings in turn: the result must not depend on the global RNG state.
+    from dlib import train
+
+    cfg = config.resolve("smoke")
+    training = ablation.TABLE4[0].training
+    states = []
+    for k, noise in enumerate((0, 5)):
+        torch.manual_seed(1000 + noise)
+        torch.rand(noise + 1)  # another history of the global RNG
+        root = tmp_path / f"r{k}"
+        ablation.run_training(cfg, training, 0, root)
+        ckpt = train.latest_checkpoint(ablation.run_dir_of(cfg, training, 0, root))
+        states.append(torch.load(ckpt, map_location="cpu", weights_only=False)["model"])
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
