@@ -16,26 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import DEFAULT_PROFILE, PROFILES, resolve
-
-
-def parse_value(text: str) -> Any:
-    """A --set value: JSON (numbers, true/false/null, lists, quoted strings), Python's True/False/None, else text."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    return {"True": True, "False": False, "None": None, "none": None}.get(text, text)
-
-
-def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"--set expects key=value (e.g. train.iterations=500), got {item!r}")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = parse_value(value.strip())
-    return overrides
+from .config import DEFAULT_PROFILE, PROFILES, parse_overrides, parse_value, resolve  # noqa: F401
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

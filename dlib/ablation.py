@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .config import Config
-from .results import atomic_write_text
+from .results import atomic_write_text, jsonable
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,7 @@ def run_dir_of(cfg: Config, training: Training, seed: int, run_root: str | os.Pa
 
 def _canonical(value: Any) -> Any:
     """As it reads back from JSON (tuples become lists), so a cached key compares equal."""
-    return json.loads(json.dumps(value, default=_plain))
+    return json.loads(json.dumps(jsonable(value)))
 
 
 def _json_read(path: Path) -> dict[str, Any] | None:
@@ -297,14 +297,8 @@ def run_training(cfg: Config, training: Training, seed: int, run_root: str | os.
         crf_scores = crf_score(tcfg, val, probs_dir, run_dir / "val_crf", crf_params)
         out.update({"mean_iou_crf": crf_scores["mean_iou"], "pixel_acc_crf": crf_scores["pixel_acc"],
                     "class_iou_crf": crf_scores["class_iou"], "crf_params": crf_params})
-    atomic_write_text(cache, json.dumps({"key": wanted, "scores": out}, indent=1, default=_plain) + "\n")
+    atomic_write_text(cache, json.dumps(jsonable({"key": wanted, "scores": out}), indent=1) + "\n")
     return out
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
 def crf_score(cfg: Config, dataset: Any, probs_dir: Path, out_dir: Path, params: dict[str, float]) -> dict[str, Any]:
@@ -364,7 +358,7 @@ def tune_crf(cfg: Config, training: Training, seed: int, run_root: str | os.Path
                         iterations=cfg.crf.iterations, refine=cfg.profile != "smoke",
                         workers=max(1, cfg.ablation.workers), progress=False)
     record = {"key": wanted, "table": cv.table.to_dict("records"), "best": cv.best, "baseline": cv.baseline}
-    atomic_write_text(cache, json.dumps(record, indent=1, default=_plain) + "\n")
+    atomic_write_text(cache, json.dumps(jsonable(record), indent=1) + "\n")
     return cv
 
 

@@ -16,7 +16,6 @@ and prints each committed number beside the measured one. Exit status 1 when one
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .config import DEFAULT_PROFILE, PROFILES, resolve
-from .results import results_root
+from .results import read_json, results_root
 
 TRIVIAL_TOLERANCE = 1e-9  # mIoU fraction: the same images, the same counts
 RETRAIN_TOLERANCE = 0.01  # mIoU fraction (1 point): the same seed on another CPU/BLAS may round differently
@@ -47,7 +46,7 @@ def _data(path: Path) -> dict:
     if not path.is_file():
         raise MissingResults(f"committed result {path} is missing: run ./run_all.sh (the cpu profile) first, "
                              "or check out the committed results/")
-    content = json.loads(path.read_text())
+    content = read_json(path)
     return content.get("data", content)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 PROFILES = ("smoke", "cpu", "gpu")
 DEFAULT_PROFILE = "cpu"
@@ -194,6 +194,25 @@ _PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         "ablation.workers": 1,
     },
 }
+
+
+def parse_value(text: str) -> Any:
+    """A --set value: JSON (numbers, true/false/null, lists, quoted strings), Python's True/False/None, else text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    return {"True": True, "False": False, "None": None, "none": None}.get(text, text)
+
+
+def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value (e.g. train.iterations=500), got {item!r}")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = parse_value(value.strip())
+    return overrides
 
 
 def profile_overrides(profile: str) -> dict[str, Any]:

@@ -121,8 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         notebooks = select(args.only)
-        from .__main__ import parse_overrides
-        from .config import resolve
+        from .config import parse_overrides, resolve
 
         overrides = parse_overrides(args.overrides)
         resolve(args.profile, overrides=overrides)  # unknown keys fail here, before any notebook runs

@@ -108,16 +108,16 @@ def provenance(cfg: Config, started: float | None = None) -> dict[str, Any]:
     }
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Convert numpy/torch scalars and arrays, tuples and paths into plain JSON values."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "tolist"):  # numpy arrays/scalars, torch tensors
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, float) and value != value:
         return None  # NaN is not JSON
     return value
@@ -137,7 +137,7 @@ class Results:
 
     def json(self, name: str, data: Mapping[str, Any]) -> Path:
         """Write ``<name>.json`` = ``{"data": data, "provenance": {...}}``."""
-        payload = {"data": _jsonable(data), "provenance": provenance(self.cfg, self.started)}
+        payload = {"data": jsonable(data), "provenance": provenance(self.cfg, self.started)}
         return atomic_write_text(self.path(f"{name}.json"), json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
     def csv(self, name: str, rows: Any) -> Path:
@@ -150,7 +150,7 @@ class Results:
             if rows:
                 writer = csv.DictWriter(buf, fieldnames=list(rows[0].keys()), lineterminator="\n")
                 writer.writeheader()
-                writer.writerows(_jsonable(r) for r in rows)
+                writer.writerows(jsonable(r) for r in rows)
             text = buf.getvalue()
         return atomic_write_text(self.path(f"{name}.csv"), text)
 
