@@ -3,6 +3,7 @@
     python -m dlib train    --profile cpu --out runs/aspp [--set train.iterations=500 ...]
     python -m dlib evaluate --profile cpu --run runs/aspp [--msc] [--flip] [--cache probs/]
     python -m dlib crf      --profile cpu --probs probs/ --out crf/ [--set crf.w1=5]
+    python -m dlib pretrain imagenet|coco   (rebuild the cpu profile's shipped stand-in weights)
 
 Several GPUs or machines: ``torchrun --nproc_per_node=N -m dlib train ...`` (DistributedDataParallel;
 the global batch stays ``train.batch_size``). Each command has ``--help``.
@@ -33,7 +34,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dlib", description="DeepLab v1/v2 replication: train, "
                                      "evaluate and CRF post-processing with the config profiles.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,crf}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,crf,pretrain}")
 
     p = sub.add_parser("train", help="train a model; resumes from the output folder's latest checkpoint",
                        description="Train cfg.model.name on the configured training set (SGD, poly lr; DeepLab v2, "
@@ -68,11 +69,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the refined label PNGs")
     p.add_argument("--split", default="val", choices=("train", "val"), help="data split the probabilities are of")
     p.add_argument("--name", default=None, help="results folder name (default crf_<probs folder name>)")
+
+    p = sub.add_parser("pretrain", help="rebuild the cpu profile's pretrained stand-ins (dlib/weights/)",
+                       description="Train the stand-ins the cpu profile fine-tunes from (dlib.standins): 'imagenet' "
+                                   "(each small backbone on a pretext task; run first) or 'coco' (the whole model "
+                                   "per Table-4 head, from the ImageNet stand-in, on the larger proxy set). Writes "
+                                   "dlib/weights/<name>.pt and its card <name>.pt.json. Resumes when interrupted; "
+                                   "deterministic for a given thread count.")
+    p.add_argument("task", choices=("imagenet", "coco"))
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                   help="some stand-ins only (imagenet: small_resnet small_vgg; coco: the model names)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "pretrain":
+        return _pretrain(args)
     try:
         overrides = parse_overrides(args.overrides)
     except ValueError as err:
@@ -83,6 +97,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from . import standins
+
+    names = standins.FAMILIES if args.task == "imagenet" else standins.COCO_MODELS
+    unknown = [n for n in args.only or () if n not in names]
+    if unknown:
+        print(f"error: unknown {args.task} stand-in {unknown}; choose from {', '.join(names)}", file=sys.stderr)
+        return 2
+    build = standins.pretrain_imagenet if args.task == "imagenet" else standins.pretrain_coco
+    for name in args.only or names:
+        path = build(name, progress=not args.no_progress)
+        print(json.dumps(json.loads(standins.card_path(path).read_text())["final_scores"] | {"file": str(path)}))
+    return 0
 
 
 def _train(args: argparse.Namespace, overrides: dict[str, Any]) -> int:

@@ -39,7 +39,7 @@ class VGG16Dense(nn.Module):
     """
 
     def __init__(self, *, widths: Sequence[int] = (64, 128, 256, 512, 512), batch_norm: bool = False,
-                 conv5_rate: int = 2, avg_pool5: bool = False):
+                 conv5_rate: int = 2, avg_pool5: bool = False, freeze_bn: bool = False):
         super().__init__()
         if len(widths) != 5:
             raise ValueError(f"widths must give 5 block widths (VGG-16 has 5 blocks), got {widths!r}")
@@ -64,6 +64,13 @@ class VGG16Dense(nn.Module):
             layers.append(nn.AvgPool2d(3, stride=1, padding=1))
         self.features = nn.Sequential(*layers)
         self.out_channels = in_ch
+        self.freeze_bn = freeze_bn and batch_norm
+        _freeze_bn(self, self.freeze_bn)
+
+    def train(self, mode: bool = True) -> "VGG16Dense":
+        super().train(mode)
+        _bn_eval(self, self.freeze_bn)
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)  # (N, 3, H, W) -> (N, C5, ceil(H/8), ceil(W/8))
@@ -95,19 +102,40 @@ class BasicBlock(nn.Module):
         return self.relu(out + shortcut)
 
 
+def _freeze_bn(module: nn.Module, freeze: bool) -> None:
+    """Stop gradients into every BatchNorm's affine parameters (DeepLab v2: BN frozen at ImageNet values)."""
+    if freeze:
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                for p in m.parameters():
+                    p.requires_grad_(False)
+        module.train(module.training)
+
+
+def _bn_eval(module: nn.Module, freeze: bool) -> None:
+    """Keep every BatchNorm in eval mode (running statistics, never batch statistics) when frozen."""
+    if freeze:
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+
+
 class SmallDilatedResNet(nn.Module):
     """A small dilated ResNet (our CPU stand-in for ResNet-101), output stride 8.
 
     stem: 3x3/2 conv, 3x3 conv, 3x3/2 max pool (stride 4); layer1 at stride 4; layer2 reaches stride 8;
-    layer3 at dilation 2 and layer4 at dilation 4, as ResNet-101's res4/res5 in DeepLab v2.
-    Deviation from paper: basic blocks, few channels and trainable batch normalisation, because it is
-    trained from scratch on small batches (frozen BN only makes sense with pretrained statistics).
+    layer3 and layer4 keep stride 8 with atrous convolution at ``dilations`` (ResNet-101's res4/res5 in
+    DeepLab v2 use 2 and 4). ``freeze_bn``: as :class:`ResNet101Dense` (the paper's setting once the
+    backbone is pretrained, here on the "ImageNet" stand-in of dlib.standins).
+    Deviation from paper: basic blocks and few channels, so it trains on a CPU.
     """
 
-    def __init__(self, *, widths: Sequence[int] = (32, 32, 64, 128, 160), blocks: Sequence[int] = (1, 2, 2, 1)):
+    def __init__(self, *, widths: Sequence[int] = (32, 32, 64, 128, 160), blocks: Sequence[int] = (1, 2, 2, 1),
+                 dilations: Sequence[int] = (2, 4), freeze_bn: bool = False):
         super().__init__()
-        if len(widths) != 5 or len(blocks) != 4:
-            raise ValueError(f"widths needs 5 entries (stem + 4 stages) and blocks 4, got {widths!r}, {blocks!r}")
+        if len(widths) != 5 or len(blocks) != 4 or len(dilations) != 2:
+            raise ValueError(f"widths needs 5 entries (stem + 4 stages), blocks 4 and dilations 2 (layer3, layer4), "
+                             f"got {widths!r}, {blocks!r}, {dilations!r}")
         stem = widths[0]
         self.conv1 = nn.Conv2d(3, stem, 3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)
@@ -118,13 +146,21 @@ class SmallDilatedResNet(nn.Module):
         stages = []
         in_ch = stem
         # (stride, dilation) per stage: output strides 4, 8, 8 (rate 2), 8 (rate 4).
-        for width, n, (stride, dilation) in zip(widths[1:], blocks, ((1, 1), (2, 1), (1, 2), (1, 4))):
+        d3, d4 = (int(d) for d in dilations)
+        for width, n, (stride, dilation) in zip(widths[1:], blocks, ((1, 1), (2, 1), (1, d3), (1, d4))):
             layer = [BasicBlock(in_ch, width, stride=stride, dilation=dilation)]
             layer += [BasicBlock(width, width, dilation=dilation) for _ in range(n - 1)]
             stages.append(nn.Sequential(*layer))
             in_ch = width
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.out_channels = in_ch
+        self.freeze_bn = freeze_bn
+        _freeze_bn(self, freeze_bn)
+
+    def train(self, mode: bool = True) -> "SmallDilatedResNet":
+        super().train(mode)
+        _bn_eval(self, self.freeze_bn)
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))  # (N, C0, H/2, W/2)

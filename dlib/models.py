@@ -265,88 +265,73 @@ def deeplab_v2_resnet101_aspp(*, num_classes: int = 21, pretrained=None, rates=(
 
 
 # Small CPU variants ---------------------------------------------------------------------------------
-SMALL_RESNET_WIDTHS = (32, 32, 64, 128, 160)  # stem, layer1..layer4
-SMALL_RESNET_BLOCKS = (1, 2, 2, 1)
-SMALL_VGG_WIDTHS = (16, 32, 64, 96, 96)  # VGG-16's (64, 128, 256, 512, 512) narrowed
+# Deviation from paper (cpu profile): narrow, shallow networks so that 30-odd trainings fit a laptop's half hour.
+# Their "ImageNet" weights are the stand-ins of dlib.standins (pretrained='imagenet'), shipped with the project.
+SMALL_RESNET_WIDTHS = (16, 16, 32, 64, 96)  # stem, layer1..layer4
+SMALL_RESNET_BLOCKS = (1, 1, 1, 1)
+SMALL_RESNET_DILATIONS = (1, 2)  # layer3, layer4 (ResNet-101: 2, 4); a small field of view, see dlib.data
+SMALL_VGG_WIDTHS = (8, 16, 32, 48, 48)  # VGG-16's (64, 128, 256, 512, 512) narrowed
 SMALL_VGG_HIDDEN = 128  # fc6/fc7 channels (LargeFOV: 1024)
-SMALL_RATES = {"baseline": (1,), "largefov": (4,), "aspp_s": (1, 2, 3, 4), "aspp_l": (2, 4, 6, 8)}
+# The paper's rates scaled by the feature-map side: a 321 crop gives 41x41 features, the cpu profile's 145 crop
+# 19x19, about 1/2: LargeFOV 12 -> 6, ASPP-L (6, 12, 18, 24) -> (3, 6, 9, 12), ASPP-S (2, 4, 8, 12) -> (1, 2, 4, 6).
+SMALL_RATES = {"baseline": (1,), "largefov": (6,), "aspp_s": (1, 2, 4, 6), "aspp_l": (3, 6, 9, 12)}
 
 
 def _scaled(widths, width: float) -> tuple[int, ...]:
-    """Channel counts times ``width`` (at least 8 each): the cpu profile's cheaper ablation variants."""
+    """Channel counts times ``width`` (at least 8 each): cheaper (or wider) variants of the small models."""
     if not width > 0:
         raise ValueError(f"width must be a positive multiplier of the small models' channels, got {width!r}")
     return tuple(max(8, int(round(c * width))) for c in widths)
 
 
-def _small_resnet(name: str, *, num_classes: int, pretrained, rates, width: float = 1.0) -> DeepLab:
-    if isinstance(pretrained, str) and pretrained == "imagenet":
-        raise ValueError(f"{name} is a small network trained from scratch: there are no ImageNet weights for it; "
-                         "use pretrained=None or a local checkpoint of this same model")
-    backbone = SmallDilatedResNet(widths=_scaled(SMALL_RESNET_WIDTHS, width), blocks=SMALL_RESNET_BLOCKS)
+def _small(name: str, family: str, *, num_classes: int, pretrained, rates, width: float, freeze_bn: bool | None,
+           dropout: float = 0.5) -> DeepLab:
+    """A small model; ``pretrained="imagenet"`` loads its family's stand-in (dlib.standins) and, as DeepLab
+    does with ImageNet weights, freezes batch normalisation (``freeze_bn`` None: frozen exactly when pretrained)."""
+    freeze = pretrained is not None if freeze_bn is None else freeze_bn
+    if family == "small_resnet":
+        backbone = SmallDilatedResNet(widths=_scaled(SMALL_RESNET_WIDTHS, width), blocks=SMALL_RESNET_BLOCKS,
+                                      dilations=SMALL_RESNET_DILATIONS, freeze_bn=freeze)
+        hidden = None
+    else:
+        backbone = VGG16Dense(widths=_scaled(SMALL_VGG_WIDTHS, width), batch_norm=True, freeze_bn=freeze)
+        hidden = _scaled((SMALL_VGG_HIDDEN,), width)[0]
     _init_convs(backbone)
-    head = ASPP(backbone.out_channels, num_classes, rates, hidden=None, kernel_size=3)
+    head = ASPP(backbone.out_channels, num_classes, rates, hidden=hidden, kernel_size=3, dropout=dropout)
     _init_head(head)
-    return _maybe_load(DeepLab(backbone, head, name=name), pretrained)
-
-
-def _small_vgg(name: str, *, num_classes: int, pretrained, rates, dropout: float, width: float = 1.0) -> DeepLab:
+    model = DeepLab(backbone, head, name=name)
     if isinstance(pretrained, str) and pretrained == "imagenet":
-        raise ValueError(f"{name} is a small network trained from scratch: there are no ImageNet weights for it; "
-                         "use pretrained=None or a local checkpoint of this same model")
-    return vgg16_deeplab(name=name, num_classes=num_classes, pretrained=pretrained, rates=rates, kernel_size=3,
-                hidden=_scaled((SMALL_VGG_HIDDEN,), width)[0], widths=_scaled(SMALL_VGG_WIDTHS, width),
-                batch_norm=True, dropout=dropout)
+        from . import standins
+
+        standins.load_imagenet(model, family, width=width)
+        return model
+    return _maybe_load(model, pretrained)
 
 
-@_register("small_resnet_baseline", "small_resnet", "baseline", 3, SMALL_RATES["baseline"], None)
-def small_resnet_baseline(*, num_classes: int = 21, pretrained=None, width: float = 1.0) -> DeepLab:
-    """Small dilated ResNet, one 3x3 classifier at rate 1 (CPU stand-in for the ResNet-101 baseline)."""
-    return _small_resnet("small_resnet_baseline", num_classes=num_classes, pretrained=pretrained,
-                         rates=SMALL_RATES["baseline"], width=width)
+def _register_small(name: str, family: str, head: str, doc: str) -> None:
+    """Register a small model; its builder is made from the table below (one entry per name)."""
+    rates = SMALL_RATES[head]
+    kind = "aspp" if len(rates) > 1 else ("baseline" if head == "baseline" else "largefov")
+
+    def builder(*, num_classes: int = 21, pretrained=None, width: float = 1.0, freeze_bn: bool | None = None,
+                dropout: float = 0.5, rates: tuple[int, ...] = rates) -> DeepLab:
+        return _small(name, family, num_classes=num_classes, pretrained=pretrained, rates=tuple(rates), width=width,
+                      freeze_bn=freeze_bn, dropout=dropout)
+
+    builder.__name__, builder.__doc__ = name, doc
+    globals()[name] = builder
+    _register(name, family, kind, 3, rates, SMALL_VGG_HIDDEN if family == "small_vgg" else None)(builder)
 
 
-@_register("small_resnet_largefov", "small_resnet", "largefov", 3, SMALL_RATES["largefov"], None)
-def small_resnet_largefov(*, num_classes: int = 21, pretrained=None, width: float = 1.0) -> DeepLab:
-    """Small dilated ResNet, one 3x3 classifier at rate 4 (LargeFOV's 12 scaled to 14x14 features)."""
-    return _small_resnet("small_resnet_largefov", num_classes=num_classes, pretrained=pretrained,
-                         rates=SMALL_RATES["largefov"], width=width)
-
-
-@_register("small_resnet_aspp", "small_resnet", "aspp", 3, SMALL_RATES["aspp_l"], None)
-def small_resnet_aspp(*, num_classes: int = 21, pretrained=None, rates=SMALL_RATES["aspp_l"],
-                      width: float = 1.0) -> DeepLab:
-    """Small dilated ResNet, four 3x3 classifiers at rates 2, 4, 6, 8 (ASPP-L scaled), summed."""
-    return _small_resnet("small_resnet_aspp", num_classes=num_classes, pretrained=pretrained, rates=tuple(rates),
-                         width=width)
-
-
-@_register("small_resnet_aspp_s", "small_resnet", "aspp", 3, SMALL_RATES["aspp_s"], None)
-def small_resnet_aspp_s(*, num_classes: int = 21, pretrained=None, width: float = 1.0) -> DeepLab:
-    """Small dilated ResNet, four 3x3 classifiers at rates 1, 2, 3, 4 (ASPP-S scaled), summed."""
-    return _small_resnet("small_resnet_aspp_s", num_classes=num_classes, pretrained=pretrained,
-                         rates=SMALL_RATES["aspp_s"], width=width)
-
-
-@_register("small_vgg_largefov", "small_vgg", "largefov", 3, SMALL_RATES["largefov"], SMALL_VGG_HIDDEN)
-def small_vgg_largefov(*, num_classes: int = 21, pretrained=None, dropout: float = 0.5, width: float = 1.0) -> DeepLab:
-    """Narrow VGG-16 (with BN), LargeFOV head: fc6 3x3 at rate 4, fc6/fc7 128 channels."""
-    return _small_vgg("small_vgg_largefov", num_classes=num_classes, pretrained=pretrained,
-                      rates=SMALL_RATES["largefov"], dropout=dropout, width=width)
-
-
-@_register("small_vgg_aspp_s", "small_vgg", "aspp", 3, SMALL_RATES["aspp_s"], SMALL_VGG_HIDDEN)
-def small_vgg_aspp_s(*, num_classes: int = 21, pretrained=None, dropout: float = 0.5, width: float = 1.0) -> DeepLab:
-    """Narrow VGG-16 (with BN), ASPP-S scaled: fc6-fc7-fc8 branches at rates 1, 2, 3, 4, summed."""
-    return _small_vgg("small_vgg_aspp_s", num_classes=num_classes, pretrained=pretrained,
-                      rates=SMALL_RATES["aspp_s"], dropout=dropout, width=width)
-
-
-@_register("small_vgg_aspp_l", "small_vgg", "aspp", 3, SMALL_RATES["aspp_l"], SMALL_VGG_HIDDEN)
-def small_vgg_aspp_l(*, num_classes: int = 21, pretrained=None, dropout: float = 0.5, width: float = 1.0) -> DeepLab:
-    """Narrow VGG-16 (with BN), ASPP-L scaled: fc6-fc7-fc8 branches at rates 2, 4, 6, 8, summed."""
-    return _small_vgg("small_vgg_aspp_l", num_classes=num_classes, pretrained=pretrained,
-                      rates=SMALL_RATES["aspp_l"], dropout=dropout, width=width)
+for _name, _family, _head, _doc in (
+        ("small_resnet_baseline", "small_resnet", "baseline", "Small dilated ResNet, one 3x3 classifier at rate 1."),
+        ("small_resnet_largefov", "small_resnet", "largefov", "Small dilated ResNet, one 3x3 classifier at rate 6."),
+        ("small_resnet_aspp", "small_resnet", "aspp_l", "Small dilated ResNet, 3x3 classifiers at 3, 6, 9, 12, summed."),
+        ("small_resnet_aspp_s", "small_resnet", "aspp_s", "Small dilated ResNet, 3x3 classifiers at 1, 2, 4, 6, summed."),
+        ("small_vgg_largefov", "small_vgg", "largefov", "Narrow VGG-16 (BN), LargeFOV head: fc6 3x3 at rate 6."),
+        ("small_vgg_aspp_s", "small_vgg", "aspp_s", "Narrow VGG-16 (BN), ASPP-S: fc6-fc7-fc8 at 1, 2, 4, 6, summed."),
+        ("small_vgg_aspp_l", "small_vgg", "aspp_l", "Narrow VGG-16 (BN), ASPP-L: fc6-fc7-fc8 at 3, 6, 9, 12, summed.")):
+    _register_small(_name, _family, _head, _doc)
 
 
 # ----------------------------------------------------------------------------------------------------
