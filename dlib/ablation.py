@@ -4,22 +4,27 @@ Table 4 (ResNet-101, PASCAL VOC 2012 val; the components are cumulative, top to 
 
     baseline 68.72 | +MSC 71.27 | +COCO 73.28 | +Aug 74.87 | +LargeFOV 75.54 | ASPP 76.35 | +CRF 77.69
 
-Table 3 (VGG-16, before / after CRF): LargeFOV 65.76 / 69.84, ASPP-S 66.98 / 69.73, ASPP-L 68.96 / 71.57.
+Table 3 (VGG-16, no scale augmentation, before / after CRF): LargeFOV 65.76 / 69.84, ASPP-S 66.98 / 69.73,
+ASPP-L 68.96 / 71.57.
 
 A row is a *training* (backbone + head, MSC or not, COCO init or not, scale augmentation or not) plus
 whether the fully connected CRF post-processes its output. Trainings shared by several rows run once.
 Every training goes to its own folder under ``run_root`` and resumes there (``dlib.train``); every
-scored row is cached as JSON beside it, so an interrupted notebook picks up where it stopped.
+scored row is cached as JSON beside it, so an interrupted notebook picks up where it stopped. Beside the
+cumulative Table 4, :data:`ONE_AT_A_TIME` adds each component alone to the baseline.
 
-Profiles: ``gpu`` uses the paper's networks on VOC (the COCO rows need a COCO-pretrained DeepLab
-checkpoint at ``model.coco_checkpoint``; without one they are reported as not run, never faked).
-``cpu``/``smoke`` use the small variants on the proxy data set, and the larger proxy set stands in for
-MS-COCO: one pretraining (shared by every seed, as the paper fine-tunes from one COCO model) whose
-*backbone* initialises the "+COCO" rows (deviation from the paper: the proxy pretraining transfers the
-backbone only; the head starts afresh).
+Profiles: ``gpu`` uses the paper's networks on VOC from ImageNet weights; the COCO rows start from the
+COCO-pretrained DeepLab model at ``model.coco_checkpoint`` (without one they are reported as not run,
+never faked). ``cpu``/``smoke`` use the small variants on the proxy data set, fine-tuned from the shipped
+stand-ins (dlib.standins): the ImageNet stand-in for every row, the COCO stand-in (the whole model,
+classifier included) for the +COCO rows, as the paper does.
 
-The CRF's w1, theta_alpha, theta_beta are chosen by :func:`dlib.crf.cross_validate` on training images
-held out from training (``ablation.crf_holdout``), never on the evaluation images.
+Statistics: every row runs with the seeds of ``ablation.seeds``; an increment is the mean of the
+per-seed paired differences with a 95% t-interval (n - 1 degrees of freedom), and its verdict follows
+from the interval (:func:`increment_stats`).
+
+The CRF's w1, theta_alpha, theta_beta are chosen per CRF row by :func:`dlib.crf.cross_validate` on
+training images held out from training (``ablation.crf_holdout``), never on the evaluation images.
 """
 
 from __future__ import annotations
@@ -89,10 +94,10 @@ TABLE4 = (
     Row("table4", "+CRF", _t4(msc=True, coco=True, aug=True, head="aspp_l"), True, 77.69),
 )
 
-# DeepLab v2, Table 3 (VGG-16, VOC 2012 val, mIoU % before / after CRF). Trained like our
-# Table-4 baseline (no MSC, no COCO); scale augmentation as in the profile's default.
+# DeepLab v2, Table 3 (VGG-16, VOC 2012 val, mIoU % before / after CRF): no MSC, no COCO, no scale
+# augmentation (a Table-4 component), each row with its own cross-validated CRF.
 TABLE3 = tuple(
-    Row("table3", f"{name}{' +CRF' if crf else ''}", Training("vgg", head, aug=True), crf, paper)
+    Row("table3", f"{name}{' +CRF' if crf else ''}", Training("vgg", head), crf, paper)
     for name, head, before, after in (("LargeFOV", "largefov", 65.76, 69.84), ("ASPP-S", "aspp_s", 66.98, 69.73),
                                       ("ASPP-L", "aspp_l", 68.96, 71.57))
     for crf, paper in ((False, before), (True, after))
@@ -105,16 +110,23 @@ _PAPER_MODELS = {("resnet", "baseline"): "deeplab_v2_resnet101_baseline",
                  ("vgg", "largefov"): "deeplab_v1_largefov",
                  ("vgg", "aspp_s"): "deeplab_v2_vgg16_aspp_s",
                  ("vgg", "aspp_l"): "deeplab_v2_vgg16_aspp_l"}
-# Deviation from paper (cpu/smoke): Table 3's heads run on the small ResNet backbone, as single 3x3 classifiers
-# per rate. The small VGG-16 (and DeepLab-VGG's fc6-fc7-fc8 branches on the small ResNet) trained from scratch
-# stay near the all-background solution for the ablation's few hundred iterations (measured 4-16% mIoU against
-# 27% for these heads); DeepLab's VGG-16 and its fc6/fc7 start from ImageNet, which the proxy has no stand-in for.
 _SMALL_MODELS = {("resnet", "baseline"): "small_resnet_baseline",
                  ("resnet", "largefov"): "small_resnet_largefov",
                  ("resnet", "aspp_l"): "small_resnet_aspp",
-                 ("vgg", "largefov"): "small_resnet_largefov",
-                 ("vgg", "aspp_s"): "small_resnet_aspp_s",
-                 ("vgg", "aspp_l"): "small_resnet_aspp"}
+                 ("vgg", "largefov"): "small_vgg_largefov",
+                 ("vgg", "aspp_s"): "small_vgg_aspp_s",
+                 ("vgg", "aspp_l"): "small_vgg_aspp_l"}
+
+# Each component added alone to the Table-4 baseline (not in the paper, which adds them cumulatively).
+ONE_AT_A_TIME = (
+    Row("ofat", "baseline", _t4(), False, math.nan),
+    Row("ofat", "+MSC", _t4(msc=True), False, math.nan),
+    Row("ofat", "+COCO", _t4(coco=True), False, math.nan),
+    Row("ofat", "+Aug", _t4(aug=True), False, math.nan),
+    Row("ofat", "+LargeFOV", _t4(head="largefov"), False, math.nan),
+    Row("ofat", "+ASPP", _t4(head="aspp_l"), False, math.nan),
+    Row("ofat", "+CRF", _t4(), True, math.nan),
+)
 
 
 def model_name(cfg: Config, training: Training) -> str:
@@ -123,18 +135,24 @@ def model_name(cfg: Config, training: Training) -> str:
 
 
 def training_config(cfg: Config, training: Training, seed: int) -> Config:
-    """The resolved config of one training: the profile's, with the row's components switched."""
-    base_lr = cfg.train.base_lr
-    if cfg.data.dataset == "voc" and training.backbone == "vgg":
-        base_lr = 1e-3  # DeepLab's released VGG-16 solver; ResNet-101 uses 2.5e-4
+    """The resolved config of one training: the profile's, with the row's components switched.
+
+    The base lr is the profile's for the model's family (``train.base_lr`` for ResNet, ``train.base_lr_vgg``
+    for VGG-16: DeepLab's released solvers use 2.5e-4 and 1e-3). Every checkpoint is kept, for the
+    convergence curve of notebook 06.
+    """
+    name = model_name(cfg, training)
     overrides: dict[str, Any] = {
         "seed": seed,
-        "model.name": model_name(cfg, training),
+        "model.name": name,
         "train.msc": training.msc,
         "eval.msc": training.msc,  # MSC: multi-scale inputs with max fusion, in training and at test
         "data.scale_aug": training.aug,
-        "train.base_lr": base_lr,
+        "train.base_lr": base_lr(cfg, name),
+        "train.keep_checkpoints": 0,
     }
+    if not training.coco:
+        overrides["model.coco_checkpoint"] = None
     if cfg.ablation.width is not None:
         overrides["model.width"] = cfg.ablation.width
     if cfg.ablation.iterations is not None:
@@ -143,17 +161,11 @@ def training_config(cfg: Config, training: Training, seed: int) -> Config:
     return cfg.replace(overrides)
 
 
-COCO_SEED = 0  # the one proxy "COCO" pretraining
+def base_lr(cfg: Config, model_name: str) -> float:
+    """The profile's base learning rate for ``model_name``: ``train.base_lr_vgg`` for VGG-16 models."""
+    from .models import info
 
-
-def coco_config(cfg: Config) -> Config:
-    """The proxy "COCO" pretraining: the table-4 backbone on the larger proxy set (cpu/smoke only)."""
-    iters = cfg.ablation.coco_iterations or cfg.train.iterations
-    if cfg.ablation.width is not None:
-        cfg = cfg.replace({"model.width": cfg.ablation.width})  # the backbone the rows start from
-    return cfg.replace({"seed": COCO_SEED, "model.name": _SMALL_MODELS[("resnet", "aspp_l")], "train.msc": False,
-                        "data.scale_aug": True, "train.iterations": iters,
-                        "train.checkpoint_every": max(1, min(cfg.train.checkpoint_every, iters))})
+    return cfg.train.base_lr_vgg if info(model_name).backbone in ("vgg16", "small_vgg") else cfg.train.base_lr
 
 
 class Subset:
@@ -206,47 +218,19 @@ def _json_read(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _transfer_backbone(model, source_dir: Path) -> int:
-    """Copy the backbone weights of the latest checkpoint in ``source_dir`` into ``model``; returns tensors copied."""
-    import torch
+def load_coco_checkpoint(model, path: str) -> None:
+    """A COCO-pretrained DeepLab model (the stand-in on cpu, a user's file on gpu): backbone *and* head.
 
-    from .train import latest_checkpoint
+    DeepLab v2's +COCO rows fine-tune the whole COCO model, classifier included (same 21 classes here).
+    """
+    from .models import load_pretrained, read_state_dict
 
-    ckpt = latest_checkpoint(source_dir)
-    if ckpt is None:
-        raise FileNotFoundError(f"no pretraining checkpoint in {source_dir}")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["model"]
-    own = model.state_dict()
-    backbone = {k: v for k, v in state.items() if k.startswith("backbone.") and k in own and own[k].shape == v.shape}
-    if not backbone:
-        raise ValueError(f"the checkpoint in {source_dir} has no backbone weights that fit {model.name}")
-    model.load_state_dict(backbone, strict=False)
-    return len(backbone)
-
-
-def _load_coco_checkpoint(model, path: str) -> None:
-    """A COCO-pretrained DeepLab checkpoint (gpu profile): backbone and, where shapes fit, head."""
-    import torch
-
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    state = state.get("model", state.get("state_dict", state))
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = model.state_dict()
-    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not any(k.startswith("backbone.") for k in fitting):
+    report = load_pretrained(model, read_state_dict(path), source=path)
+    if not any(k.startswith("backbone.") for k in report.loaded):
         raise ValueError(f"{path} holds no backbone weights for {model.name}; is it a DeepLab checkpoint?")
-    model.load_state_dict(fitting, strict=False)
-
-
-def coco_pretrain(cfg: Config, run_root: str | os.PathLike, *, progress: bool = False) -> Path:
-    """Train (or resume) the proxy "COCO" pretraining on the larger proxy set; returns its run folder."""
-    from . import data as dlib_data
-    from . import train as dlib_train
-
-    pcfg = coco_config(cfg)
-    pre_dir = Path(run_root) / f"coco_pretrain_{config_tag(pcfg)}"
-    dlib_train.train(pcfg, pre_dir, dataset=dlib_data.build_dataset(pcfg, "train", large=True), progress=progress)
-    return pre_dir
+    if not any(k.startswith("head.") for k in report.loaded):
+        raise ValueError(f"{path} holds no head of {model.name}'s shape: the +COCO rows start from the whole COCO "
+                         "model; give the COCO checkpoint of this same network")
 
 
 def run_training(cfg: Config, training: Training, seed: int, run_root: str | os.PathLike, *,
@@ -270,8 +254,10 @@ def run_training(cfg: Config, training: Training, seed: int, run_root: str | os.
             crf_params is None or cached["key"]["crf_params"] == wanted["crf_params"]):
         return cached["scores"]  # (scores with the CRF also hold the scores without it)
 
-    if training.coco and cfg.data.dataset == "voc" and not (
-            cfg.model.coco_checkpoint and Path(cfg.model.coco_checkpoint).is_file()):
+    from .standins import resolve_coco
+
+    coco = resolve_coco(tcfg) if training.coco else None
+    if training.coco and not (coco and Path(coco).is_file()):
         return {"status": "not run: no COCO-pretrained init (set model.coco_checkpoint to a local file)"}
     import torch
 
@@ -279,11 +265,8 @@ def run_training(cfg: Config, training: Training, seed: int, run_root: str | os.
     # ran before it in the same worker process.
     torch.manual_seed(seed)
     model = dlib_train.build_model(tcfg)
-    if training.coco:
-        if cfg.data.dataset == "voc":
-            _load_coco_checkpoint(model, cfg.model.coco_checkpoint)
-        else:
-            _transfer_backbone(model, coco_pretrain(cfg, run_root, progress=progress))
+    if coco:
+        load_coco_checkpoint(model, coco)
     train_set, _ = split_holdout(dlib_data.build_dataset(tcfg, "train"), cfg.ablation.crf_holdout)
     result = dlib_train.train(tcfg, run_dir, model=model, dataset=train_set, progress=progress)
     val = dlib_data.build_dataset(tcfg, "val")
@@ -395,8 +378,6 @@ def run_trainings(cfg: Config, jobs: Sequence[tuple[Training, int, dict | None]]
     """
     workers = cfg.ablation.workers if workers is None else workers
     out: dict[tuple[str, int], dict[str, Any]] = {}
-    if cfg.data.dataset != "voc" and any(t.coco for t, _, _ in jobs):
-        coco_pretrain(cfg, run_root)  # the "+COCO" rows start from it: train it once, before them
     if workers <= 1:
         for training, seed, crf_params in jobs:
             out[(training.key, seed)] = run_training(cfg, training, seed, run_root, crf_params=crf_params)
@@ -412,24 +393,66 @@ def run_trainings(cfg: Config, jobs: Sequence[tuple[Training, int, dict | None]]
     return out
 
 
-def summarise(rows: Sequence[Row], results: dict[tuple[str, int], dict[str, Any]], seeds: Sequence[int]):
+def increment_stats(diffs: Sequence[float], level: float = 0.95) -> dict[str, float]:
+    """Mean of paired per-seed differences and its two-sided t-interval (n - 1 degrees of freedom).
+
+    ``mean +- t_{(1+level)/2, n-1} * sd / sqrt(n)``; with one seed the interval is undefined (nan).
+    """
+    from scipy import stats
+
+    d = np.asarray(list(diffs), dtype=float)
+    n = len(d)
+    if n == 0:
+        return {"mean": math.nan, "sd": math.nan, "n": 0, "ci_low": math.nan, "ci_high": math.nan}
+    mean = float(d.mean())
+    if n == 1:
+        return {"mean": mean, "sd": math.nan, "n": 1, "ci_low": math.nan, "ci_high": math.nan}
+    sd = float(d.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return {"mean": mean, "sd": sd, "n": n, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def verdict(ci_low: float, ci_high: float, paper: float = math.nan) -> str:
+    """What a 95% interval of an increment says: its sign (or none), and whether that is the paper's."""
+    if math.isnan(ci_low) or math.isnan(ci_high):
+        return "not measured (fewer than 2 seeds)"
+    if ci_low > 0:
+        sign = "helps (interval above 0)"
+    elif ci_high < 0:
+        sign = "hurts (interval below 0)"
+    else:
+        return "not resolved (interval contains 0)"
+    if math.isnan(paper):
+        return sign
+    return sign + ("; as in the paper" if (ci_low > 0) == (paper > 0) else "; the paper's sign is the opposite")
+
+
+def _row_values(row: Row, results: dict[tuple[str, int], dict[str, Any]], seeds: Sequence[int]):
+    values: dict[int, float] = {}
+    status = "not run"
+    for seed in seeds:
+        res = results.get((row.training.key, seed))
+        if res is None or res.get("status") != "ok":
+            status = (res or {}).get("status", "not run")
+            continue
+        values[seed] = 100 * res["mean_iou_crf" if row.crf else "mean_iou"]
+    return values, status
+
+
+def summarise(rows: Sequence[Row], results: dict[tuple[str, int], dict[str, Any]], seeds: Sequence[int], *,
+              reference: str = "previous"):
     """The table: one line per row, the paper's mIoU beside the measured mean and std over seeds (percent).
 
-    Table 4 is cumulative, so it also gets each row's increment over the row above: the paper's, and the
-    measured one as the mean and std of the per-seed differences (the two rows share their seeds).
+    Increments (Table 4 and the one-at-a-time table): each row against the row above (``reference=
+    "previous"``, cumulative Table 4) or against the first row (``"first"``), as the mean of the paired
+    per-seed differences with its 95% t-interval (columns ``increment_ci_low``/``increment_ci_high``) and
+    :func:`verdict`. Table 3 (``reference=None``) has no increments.
     """
     import pandas as pd
 
     lines, by_seed = [], []
     for row in rows:
-        values: dict[int, float] = {}
-        status = "not run"
-        for seed in seeds:
-            res = results.get((row.training.key, seed))
-            if res is None or res.get("status") != "ok":
-                status = (res or {}).get("status", "not run")
-                continue
-            values[seed] = 100 * res["mean_iou_crf" if row.crf else "mean_iou"]
+        values, status = _row_values(row, results, seeds)
         by_seed.append(values)
         arr = np.asarray(list(values.values()), dtype=float)
         lines.append({
@@ -441,34 +464,38 @@ def summarise(rows: Sequence[Row], results: dict[tuple[str, int], dict[str, Any]
             "seeds": len(arr), "status": "ok" if len(arr) else status,
             "per_seed": ";".join(f"{v:.2f}" for v in arr),
         })
-    cumulative = bool(rows) and rows[0].table == "table4"  # Table 4 adds one component per row
     for i, line in enumerate(lines):
-        line["paper_increment"] = line["paper_miou"] - lines[i - 1]["paper_miou"] if cumulative and i else math.nan
-        diffs = np.asarray([v - by_seed[i - 1][s] for s, v in by_seed[i].items() if s in by_seed[i - 1]]
-                           if cumulative and i else [], dtype=float)
-        line["measured_increment"] = float(diffs.mean()) if len(diffs) else math.nan
-        line["increment_std"] = float(diffs.std(ddof=1)) if len(diffs) > 1 else math.nan
+        j = None if reference is None or i == 0 else (i - 1 if reference == "previous" else 0)
+        if j is None:
+            line.update({"paper_increment": math.nan, "measured_increment": math.nan, "increment_std": math.nan,
+                         "increment_ci_low": math.nan, "increment_ci_high": math.nan, "verdict": ""})
+            continue
+        line["paper_increment"] = line["paper_miou"] - lines[j]["paper_miou"]
+        st = increment_stats([v - by_seed[j][s] for s, v in by_seed[i].items() if s in by_seed[j]])
+        line.update({"measured_increment": st["mean"], "increment_std": st["sd"], "increment_ci_low": st["ci_low"],
+                     "increment_ci_high": st["ci_high"],
+                     "verdict": verdict(st["ci_low"], st["ci_high"], line["paper_increment"])})
     return pd.DataFrame(lines)
 
 
-TABLES = {"table4": TABLE4, "table3": TABLE3}
+TABLES = {"table4": TABLE4, "table3": TABLE3, "ofat": ONE_AT_A_TIME}
+_REFERENCE = {"table4": "previous", "table3": None, "ofat": "first"}
 
 
 @dataclass
 class AblationResult:
-    tables: dict[str, Any]  # "table4"/"table3" -> pandas DataFrame (see summarise)
-    crf: dict[str, Any]  # table -> dlib.crf.CVResult of the CRF tuning (held-out training images)
-    crf_model: dict[str, str]  # table -> the training the CRF was tuned with
+    tables: dict[str, Any]  # "table4"/"table3"/"ofat" -> pandas DataFrame (see summarise)
+    crf: dict[str, Any]  # training key -> dlib.crf.CVResult of its CRF tuning (held-out training images)
     runs: dict[tuple[str, int], dict[str, Any]]  # (training key, seed) -> scores
 
 
-def run_tables(cfg: Config, run_root: str | os.PathLike, tables: Sequence[str] = ("table4", "table3")
+def run_tables(cfg: Config, run_root: str | os.PathLike, tables: Sequence[str] = ("table4", "table3", "ofat")
                ) -> AblationResult:
     """Every training of ``tables`` for every seed of ``cfg.ablation.seeds``, then the CRF rows.
 
-    The CRF parameters of a table are cross-validated once, on the held-out training images, with the
-    first seed's model of the table's last CRF row (Table 4: ASPP; Table 3: ASPP-L), and applied to every
-    CRF row of that table (the paper tuned on 100 val images; we never touch the evaluation images).
+    Each training that has a CRF row gets its own CRF parameters, cross-validated on the held-out training
+    images with its first seed's model and applied to every seed (the paper cross-validated per model on
+    100 val images; we never touch the evaluation images).
     """
     unknown = [t for t in tables if t not in TABLES]
     if unknown:
@@ -478,20 +505,16 @@ def run_tables(cfg: Config, run_root: str | os.PathLike, tables: Sequence[str] =
         raise ValueError("ablation.seeds is empty; give at least one seed")
     trainings = list(dict.fromkeys(row.training for name in tables for row in TABLES[name]))
     runs = run_trainings(cfg, [(t, s, None) for t in trainings for s in seeds], run_root)
-    crf, crf_model, crf_jobs = {}, {}, {}
-    for name in tables:
-        crf_rows = [r for r in TABLES[name] if r.crf]
-        target = crf_rows[-1].training
-        if runs[(target.key, seeds[0])].get("status") != "ok":
+    crf, crf_jobs = {}, []
+    for training in dict.fromkeys(r.training for name in tables for r in TABLES[name] if r.crf):
+        if runs[(training.key, seeds[0])].get("status") != "ok":
             continue  # e.g. the COCO rows on VOC without a COCO checkpoint: reported as not run
-        crf[name] = tune_crf(cfg, target, seeds[0], run_root)
-        crf_model[name] = target.key
-        params = {k: float(crf[name].best[k]) for k in ("w1", "theta_alpha", "theta_beta")}
-        for row in crf_rows:
-            for seed in seeds:
-                crf_jobs[(row.training.key, seed)] = (row.training, seed, params)
-    runs.update(run_trainings(cfg, list(crf_jobs.values()), run_root))
-    return AblationResult({name: summarise(TABLES[name], runs, seeds) for name in tables}, crf, crf_model, runs)
+        crf[training.key] = tune_crf(cfg, training, seeds[0], run_root)
+        params = {k: float(crf[training.key].best[k]) for k in ("w1", "theta_alpha", "theta_beta")}
+        crf_jobs += [(training, seed, params) for seed in seeds]
+    runs.update(run_trainings(cfg, crf_jobs, run_root))
+    return AblationResult({name: summarise(TABLES[name], runs, seeds, reference=_REFERENCE[name])
+                           for name in tables}, crf, runs)
 
 
 def short_name(row: str) -> str:
@@ -499,17 +522,20 @@ def short_name(row: str) -> str:
     return row.replace(" (instead of LargeFOV)", "")
 
 
-def plot_increments(table4, ax=None):
-    """Bars of each component's increment (percentage points), the paper's beside the measured mean +- std."""
+def plot_increments(table, ax=None, *, paper: bool = True):
+    """Bars of each component's increment (points): the paper's beside the measured mean with its 95% interval."""
     import matplotlib.pyplot as plt
 
-    df = table4.iloc[1:]
+    df = table.iloc[1:]
     if ax is None:
         _, ax = plt.subplots(figsize=(9, 3.6))
     x = np.arange(len(df))
-    ax.bar(x - 0.2, df["paper_increment"], 0.4, label="paper (DeepLab v2, Table 4)", color="0.6")
-    ax.bar(x + 0.2, df["measured_increment"], 0.4, yerr=df["increment_std"].fillna(0), capsize=3,
-           label="measured (mean +- std of the per-seed differences)", color="tab:red")
+    mean = df["measured_increment"].to_numpy(float)
+    err = np.vstack([mean - df["increment_ci_low"].to_numpy(float), df["increment_ci_high"].to_numpy(float) - mean])
+    if paper:
+        ax.bar(x - 0.2, df["paper_increment"], 0.4, label="paper (DeepLab v2, Table 4)", color="0.6")
+    ax.bar(x + (0.2 if paper else 0), mean, 0.4, yerr=np.nan_to_num(err), capsize=3,
+           label="measured (mean of the per-seed paired differences, 95% interval)", color="tab:red")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(x, [short_name(r) for r in df["row"]], rotation=15)
     ax.set_ylabel("mIoU increment (points)")
@@ -517,33 +543,10 @@ def plot_increments(table4, ax=None):
     return ax
 
 
-
-def verdicts(table4) -> Any:
-    """For each Table-4 component: the paper's increment, ours, and whether it reproduces.
-
-    A measured increment is *resolved* when it is at least two standard errors of the per-seed
-    differences away from zero; a resolved increment reproduces *in sign* when it has the paper's
-    sign, and *in size* when it is also within a factor of two of the paper's.
-    """
-    import pandas as pd
-
-    lines = []
-    for _, r in table4.iloc[1:].iterrows():
-        delta, paper, n = r["measured_increment"], r["paper_increment"], int(r["seeds"])
-        se = r["increment_std"] / math.sqrt(n) if n > 1 and not math.isnan(r["increment_std"]) else math.nan
-        if math.isnan(delta):
-            verdict = "not measured"
-        elif math.isnan(se) or abs(delta) < 2 * se:
-            verdict = "not resolved: within seed noise"
-        elif np.sign(delta) != np.sign(paper):
-            verdict = "does not reproduce: opposite sign"
-        elif 0.5 <= delta / paper <= 2:
-            verdict = "reproduces in sign and size"
-        else:
-            verdict = "reproduces in sign, not in size"
-        lines.append({"component": r["row"], "paper_increment": paper, "measured_increment": delta,
-                      "standard_error": se, "verdict": verdict})
-    return pd.DataFrame(lines)
+def verdicts(table) -> Any:
+    """For each increment: the paper's, ours with its 95% interval, and the verdict that interval gives."""
+    cols = ["row", "paper_increment", "measured_increment", "increment_ci_low", "increment_ci_high", "verdict"]
+    return table.iloc[1:][cols].rename(columns={"row": "component"}).reset_index(drop=True)
 
 
 def runs_record(result: AblationResult) -> dict[str, Any]:
@@ -553,7 +556,7 @@ def runs_record(result: AblationResult) -> dict[str, Any]:
         runs[f"{key}_s{seed}"] = {k: v for k, v in res.items() if k not in ("class_iou", "class_iou_crf", "run_dir")}
     best = {name: {k: float(cv.best[k]) for k in ("w1", "theta_alpha", "theta_beta", "mean_iou")}
             for name, cv in result.crf.items()}
-    return {"runs": runs, "crf_best": best, "crf_model": result.crf_model}
+    return {"runs": runs, "crf_best": best}
 
 
 def msc_diagnosis(cfg: Config, run_root: str | os.PathLike, seed: int | None = None):
@@ -576,3 +579,32 @@ def msc_diagnosis(cfg: Config, run_root: str | os.PathLike, seed: int | None = N
         lines.append({"trained": f"{row.name} ({'with' if row.training.msc else 'without'} MSC losses)",
                       "test single-scale": scores[False], "test MSC (max fusion)": scores[True]})
     return pd.DataFrame(lines).set_index("trained")
+
+
+def convergence(cfg: Config, training: Training, seed: int, run_root: str | os.PathLike, *, split: str = "val"):
+    """mIoU (%) of every kept checkpoint of one training on the proxy ``split`` (default the development
+    split): the curve that shows whether ``train.iterations`` reaches a plateau. Uses the trained run."""
+    import pandas as pd
+
+    from . import data as dlib_data
+    from . import train as dlib_train
+    from .evaluate import evaluate
+
+    tcfg = training_config(cfg, training, seed)
+    folder = run_dir_of(cfg, training, seed, run_root) / dlib_train.CHECKPOINT_DIR
+    val = dlib_data.build_dataset(tcfg.replace({"data.val_split": split}) if cfg.data.dataset == "proxy" else tcfg,
+                                  "val")
+    lines = []
+    for ckpt in sorted(folder.glob("ckpt_*.pt")):
+        model = dlib_train.build_model(tcfg)
+        dlib_train.load_weights(model, ckpt)
+        score = evaluate(tcfg, model, val, progress=False)["mean_iou"]
+        lines.append({"iteration": int(ckpt.stem.split("_")[1]), "mean_iou": 100 * score})
+    return pd.DataFrame(lines)
+
+
+def last_fifth_gain(curve) -> float:
+    """mIoU gained over the last fifth of training (points): final minus the checkpoint at 80% of the run."""
+    last = curve["iteration"].max()
+    at = curve.loc[(curve["iteration"] - 0.8 * last).abs().idxmin()]
+    return float(curve["mean_iou"].iloc[-1] - at["mean_iou"])

@@ -68,7 +68,7 @@ _CKPT = re.compile(r"^ckpt_(\d{7})\.pt$")
 LOG_FIELDS = ("iteration", "loss", "lr", "images_per_s", "elapsed_s")
 
 # Config keys that may change between an interrupted run and its resumption.
-RESUMABLE_KEYS = ("train.checkpoint_every", "train.log_every", "train.iter_size", "data.loader_workers",
+RESUMABLE_KEYS = ("train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "train.iter_size", "data.loader_workers",
                   "device", "eval.", "crf.", "model.pretrained")
 
 
@@ -313,7 +313,7 @@ def save_checkpoint(out_dir: Path, iteration: int, model: nn.Module, optimizer: 
     buf = io.BytesIO()
     torch.save(payload, buf)
     path = atomic_write_bytes(Path(out_dir) / CHECKPOINT_DIR / f"ckpt_{iteration:07d}.pt", buf.getvalue())
-    for old in sorted((Path(out_dir) / CHECKPOINT_DIR).glob("ckpt_*.pt"))[:-keep]:
+    for old in sorted((Path(out_dir) / CHECKPOINT_DIR).glob("ckpt_*.pt"))[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return path
 
@@ -504,7 +504,7 @@ def _train(cfg, out_dir, model, dataset, device, info, resume, stop_after, progr
             bar.update(1)
             if done % t.checkpoint_every == 0 or done == t.iterations:
                 if info.is_main:
-                    checkpoint = save_checkpoint(out_dir, done, model, optimizer, cfg)
+                    checkpoint = save_checkpoint(out_dir, done, model, optimizer, cfg, keep=t.keep_checkpoints)
                 distributed.barrier(info)
     finally:
         bar.close()
