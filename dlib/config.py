@@ -157,18 +157,19 @@ _PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         "model.name": "small_resnet_aspp",
         "model.pretrained": "imagenet",  # the shipped ImageNet stand-in (dlib.standins)
         "model.coco_checkpoint": "coco",  # the shipped COCO stand-in of the model being trained
-        "train.iterations": 500,
+        "train.iterations": 600,
         "train.batch_size": 8,
-        # Deviation from paper (2.5e-4 ResNet, 1e-3 VGG): the small nets fine-tune fastest at 1e-2, and 3e-2
-        # already diverges (development split), so both families use 1e-2.
-        "train.base_lr": 1e-2,
-        "train.base_lr_vgg": 1e-2,
+        # Deviation from paper (2.5e-4 ResNet, 1e-3 VGG): the small nets fine-tune at 5e-3, the largest rate at
+        # which the paper's summed MSC loss stayed stable on the development split (at 1e-2 it collapsed to
+        # all-background within 100 iterations; single-scale training alone tolerates 1e-2).
+        "train.base_lr": 5e-3,
+        "train.base_lr_vgg": 5e-3,
         "train.msc_loss": "sum",
         "train.checkpoint_every": 100,
         "train.log_every": 20,
         "crf.workers": 0,
         "ablation.seeds": (0, 1, 2),
-        "ablation.crf_holdout": 40,
+        "ablation.crf_holdout": 30,
         "ablation.workers": 2,
     },
     "smoke": {

@@ -404,6 +404,18 @@ def proxy_arrays(split: str, *, size: int, count: int, seed: int = 0, large: boo
     return images, labels
 
 
+def proxy_object_sizes(cfg, splits: Sequence[str], *, images: int = 150) -> dict[str, list[float]]:
+    """Object sizes (half the larger side, as a fraction of the image side) in the first ``images`` images
+    of each proxy split, drawn exactly as :func:`proxy_arrays` draws them."""
+    size, seed = cfg.data.proxy_image_size, cfg.data.proxy_seed
+    out = {}
+    for split in splits:
+        objects = [o for i in range(images) for o in make_proxy_sample(
+            np.random.default_rng([seed, _SPLIT_CODES[split], 0, i]), size, split=split, return_objects=True)[2]]
+        out[split] = [o["size"] / size for o in objects]
+    return out
+
+
 class ProxySegmentation:
     """The built-in proxy data set (see the module docstring). **A proxy, not PASCAL VOC.**
 

@@ -24,16 +24,16 @@ deeplab_v2_resnet101_aspp       ResNet-101, 4 3x3 classifiers at rates 6, 12, 18
 paper nor the released code spells out its classifier; we use one 3x3 convolution at rate 1, i.e.
 LargeFOV's layer without the large rate, so the three ResNet heads differ only in their rates.
 
-Small variants (deviation from paper, for the ``cpu`` profile; same heads, trained from scratch):
-``small_resnet_{baseline,largefov,aspp}`` and ``small_vgg_{largefov,aspp_s,aspp_l}``. Their atrous
-rates are the paper's scaled by the feature-map size: a 321 crop gives 41x41 features, a 112 crop
-14x14, about 1/3, so ASPP-L (6, 12, 18, 24) -> (2, 4, 6, 8), LargeFOV 12 -> 4, and ASPP-S
-(2, 4, 8, 12) -> (1, 2, 3, 4) (rounded up where 1/3 would repeat rate 1). This keeps the share of
-filter taps that land on the feature map rather than on zero padding (dlib.aspp.valid_tap_fraction)
-as in the paper: ASPP-L on 41x41 gives 0.81, 0.65, 0.50, 0.37 per branch, the scaled rates on 14x14
-give 0.82, 0.66, 0.51, 0.38, while the paper's rates on 14x14 would give 0.51, 0.18, 0.11, 0.11 (rates
-18 and 24 exceed the map: only the centre tap is left, a 1x1 filter), and ASPP-S vs ASPP-L would no
-longer differ in what they see.
+Small variants (deviation from paper, for the ``cpu`` profile; same heads, fine-tuned from the shipped
+stand-in weights of dlib.standins): ``small_resnet_{baseline,largefov,aspp,aspp_s}`` and
+``small_vgg_{largefov,aspp_s,aspp_l}``. Their atrous rates are the paper's scaled by the feature-map size:
+a 321 crop gives 41x41 features, the cpu profile's 145 crop 19x19, about 1/2, so ASPP-L (6, 12, 18, 24) ->
+(3, 6, 9, 12), LargeFOV 12 -> 6, and ASPP-S (2, 4, 8, 12) -> (1, 2, 4, 6). This keeps the share of filter
+taps that land on the feature map rather than on zero padding (dlib.aspp.valid_tap_fraction) as in the
+paper: ASPP-L on 41x41 gives 0.81, 0.65, 0.50, 0.37 per branch, the scaled rates on 19x19 give 0.80, 0.62,
+0.47, 0.34, while the paper's rates on 19x19 would give 0.62, 0.34, 0.14, 0.11 (rates 18 and 24 nearly
+exceed the map: only the centre tap is left, a 1x1 filter), and ASPP-S vs ASPP-L would no longer differ in
+what they see.
 """
 
 from __future__ import annotations

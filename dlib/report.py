@@ -328,7 +328,7 @@ def headline_rows(results_dir: str | os.PathLike, table: str) -> tuple[list[str]
     header = ["row", "components", f"paper, {label} (mIoU %)", "measured mIoU % (mean ± std)", "seeds",
               "per seed"]
     if with_increments:
-        header += ["paper Δ", "measured Δ"]
+        header += ["paper Δ", "measured Δ [95% interval]"]
     out = []
     for row in rows:
         paper = _float(row.get("paper_miou"))
@@ -336,7 +336,9 @@ def headline_rows(results_dir: str | os.PathLike, table: str) -> tuple[list[str]
                 _measured_text(row),
                 format_number(row.get("seeds", "")), (row.get("per_seed") or "").replace(";", ", ")]
         if with_increments:
-            line += [_delta(row.get("paper_increment")), _delta(row.get("measured_increment"))]
+            measured = _delta(row.get("measured_increment"))
+            low, high = _delta(row.get("increment_ci_low")), _delta(row.get("increment_ci_high"))
+            line += [_delta(row.get("paper_increment")), f"{measured} [{low}, {high}]" if low and high else measured]
         out.append(line)
     return header, out, exists
 
@@ -628,13 +630,54 @@ def build_report(profile: str, results_dir: str | os.PathLike | None = None, *,
     return readme
 
 
+def readme_headline(results_dir: str | os.PathLike) -> str:
+    """The README's headline block: Table 4 paper beside measured (with 95% intervals) and each verdict."""
+    header, rows, exists = headline_rows(results_dir, "table4")
+    if not exists:
+        return "_Not run yet_: no `06_ablation/table4.csv` (run notebook 06)."
+    keep = [0, 2, 3, 4, 6, 7]  # row, paper, measured, seeds, paper delta, measured delta [interval]
+    table = markdown_table([header[i] for i in keep], [[r[i] for i in keep] for r in rows], numbers=False)
+    verdicts, _ = ablation_rows(results_dir, "table4")
+    said = "; ".join(f"{v['row']}: {v['verdict']}" for v in verdicts[1:] if v.get("verdict"))
+    return table + "\n\nVerdicts from the 95% intervals (`dlib.ablation.verdict`): " + said + "."
+
+
+def readme_timings(results_dir: str | os.PathLike) -> str:
+    """The README's per-notebook wall times (cpu), from ``notebook_times.csv``."""
+    header, rows = _read_csv(Path(results_dir) / "notebook_times.csv")
+    if not rows:
+        return "_No timings yet_: run ./run_all.sh."
+    total = sum(float(r[1]) for r in rows)
+    lines = [[r[0], f"{float(r[1]):.0f}"] for r in rows] + [["**all**", f"**{total / 60:.1f} min**"]]
+    return markdown_table(["notebook", "cpu wall time (s)"], lines, numbers=False)
+
+
+def update_readme(readme: str | os.PathLike, results_dir: str | os.PathLike) -> Path:
+    """Rewrite the generated blocks of the README (between ``<!-- NAME -->`` and ``<!-- /NAME -->``)."""
+    import re
+
+    path = Path(readme)
+    text = path.read_text()
+    for name, block in (("HEADLINE_TABLE", readme_headline(results_dir)), ("TIMING_TABLE", readme_timings(results_dir))):
+        pattern = re.compile(rf"(<!-- {name} -->\n).*?(\n<!-- /{name} -->)", re.S)
+        if not pattern.search(text):
+            raise ValueError(f"{path} has no <!-- {name} --> ... <!-- /{name} --> block")
+        text = pattern.sub(lambda m: m.group(1) + block + m.group(2), text)
+    atomic_write_text(path, text)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dlib.report", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--results-dir", default=None, help="default: results/<profile>/ ($DLIB_RESULTS_DIR honoured)")
+    parser.add_argument("--readme", default=None, metavar="PATH",
+                        help="also rewrite the generated tables of this README (e.g. README.md) from the results")
     args = parser.parse_args(argv)
     path = build_report(args.profile, args.results_dir)
     print(path)
+    if args.readme:
+        print(update_readme(args.readme, args.results_dir or results_root() / args.profile))
     return 0
 
 

@@ -58,8 +58,8 @@ IMAGENET_SETTINGS: dict[str, Any] = {
 IMAGENET_ITERATIONS = {"small_resnet": 3000, "small_vgg": 2000}  # the VGG shape is 3x slower per image
 IMAGENET_IMAGES = 3000
 COCO_SETTINGS: dict[str, Any] = {
-    "data.scale_aug": True, "model.pretrained": "imagenet", "model.coco_checkpoint": None,
-    "train.iterations": 1500, "train.msc": False, "train.checkpoint_every": 500,
+    "data.scale_aug": True, "model.pretrained": "imagenet", "model.coco_checkpoint": None, "train.base_lr": 1e-2,
+    "train.batch_size": 8, "train.iterations": 1500, "train.msc": False, "train.checkpoint_every": 500,
 }
 COCO_IMAGES = 3000
 EVAL_IMAGES = 200

@@ -129,3 +129,20 @@ def image_grid(rows, *, col_titles=None, row_titles=None, size: float = 2.3, sup
     if suptitle:
         fig.suptitle(suptitle)
     return fig
+
+
+def class_legend(fig_or_ax, labels, names=VOC_CLASSES, *, ncol: int = 7, **kw):
+    """A legend of the palette colours of the classes present in ``labels`` (label maps; void listed if present).
+
+    Every segmentation figure gets one, so a reader can tell the colours apart.
+    """
+    from matplotlib.patches import Patch
+
+    present = sorted({int(v) for lab in labels for v in np.unique(np.asarray(lab))})
+    palette = voc_palette()
+    handles = [Patch(facecolor=palette[c] / 255, edgecolor="k", linewidth=0.3,
+                     label="void" if c == IGNORE_INDEX else (names[c] if c < len(names) else str(c)))
+               for c in present]
+    kw.setdefault("loc", "lower center")
+    kw.setdefault("fontsize", 8)
+    return fig_or_ax.legend(handles=handles, ncol=min(ncol, max(1, len(handles))), frameon=False, **kw)
