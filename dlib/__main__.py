@@ -26,7 +26,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", default=[],
                         help="override a config value, repeatable: --set train.iterations=500 --set model.name="
-                             "small_resnet_largefov (values are JSON: numbers, true/false/null, [lists])")
+                             "small_resnet_largefov (each value is converted to the key's type and range-checked: numbers, "
+                             "true/false/yes/no/on/off/1/0, null, [lists] or a,b,c)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
