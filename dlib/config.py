@@ -11,6 +11,11 @@ change to fit a machine (sizes, iterations, data set, model width). Everything e
 library receives the resolved ``Config`` and never reads a file or an environment variable
 for its settings.
 
+Every override (command line, a notebook's ``CONFIG``, the Python API) is converted to its
+field's annotated type and checked against its range (:func:`convert_value`, the ``RANGES``
+table and a default rule for sizes, counts and intervals); an invalid value raises
+:class:`ConfigError`, one line naming the key, what it expects and an example.
+
     >>> cfg = resolve("smoke", seed=1, overrides={"train.iterations": 3})
     >>> cfg.train.iterations, cfg.profile
     (3, 'smoke')
@@ -430,17 +435,20 @@ def _base_type(tp: Any) -> Any:
     return tp
 
 
+_TYPE_WORDS = {bool: "a boolean (true/false, yes/no, on/off, 1/0)", int: "an integer", float: "a number",
+               str: "text"}
+_PLURALS = {bool: "booleans", int: "integers", float: "numbers", str: "texts"}
+
+
 def _describe(tp: Any, rule: str = "") -> str:
+    """What a key expects, in words: "an integer >= 1", "a list of 2 numbers > 0", "text, or null"."""
     tp, nullable = _optional(tp)
-    names = {bool: "a boolean (true/false, yes/no, on/off, 1/0)", int: "an integer", float: "a number", str: "text"}
     if typing.get_origin(tp) is tuple:
         args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            text = f"a list of {names.get(args[0], 'values').split(' (')[0].replace('an ', '').replace('a ', '')}s"
-        else:
-            text = f"a list of {len(args)} {names.get(args[0], 'values').split(' (')[0].replace('an ', '').replace('a ', '')}s"
+        count = "" if len(args) == 2 and args[1] is Ellipsis else f"{len(args)} "
+        text = f"a list of {count}{_PLURALS.get(args[0], 'values')}"
     else:
-        text = names.get(tp, getattr(tp, "__name__", str(tp)))
+        text = _TYPE_WORDS.get(tp, getattr(tp, "__name__", str(tp)))
     return text + (rule and (", " if tp is str else " ") + rule) + (", or null" if nullable else "")
 
 
