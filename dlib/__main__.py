@@ -27,7 +27,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", default=[],
                         help="override a config value, repeatable: --set train.iterations=500 --set model.name="
-                             "small_resnet_largefov (values are JSON: numbers, true/false/null, [lists])")
+                             "small_resnet_largefov (each value is converted to the key's type and range-checked: numbers, "
+                             "true/false/yes/no/on/off/1/0, null, [lists] or a,b,c)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -89,13 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _pretrain(args)
     try:
         overrides = parse_overrides(args.overrides)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    try:
         return {"train": _train, "evaluate": _evaluate, "crf": _crf}[args.command](args, overrides)
     except (FileNotFoundError, ValueError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        # KeyError's str() is the repr of its message; print the message itself
+        print(f"error: {err.args[0] if isinstance(err, KeyError) and err.args else err}", file=sys.stderr)
         return 2
 
 
@@ -129,36 +127,79 @@ def _train(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     return 0
 
 
-def _saved_config(run: Path) -> dict[str, Any]:
-    import torch
+def _saved_checkpoint(run: Path) -> tuple[Path, dict[str, Any]]:
+    """(checkpoint file, its state): the newest intact checkpoint of a run folder, or the file given."""
+    from .train import load_latest_checkpoint, read_checkpoint
 
-    from .train import latest_checkpoint
+    if run.is_dir():
+        found = load_latest_checkpoint(run)
+        if found is not None:
+            return found
+    elif run.is_file():
+        return run, read_checkpoint(run)
+    raise FileNotFoundError(f"no checkpoint in {run}; expected a run folder written by 'python -m dlib train' "
+                            "(with checkpoints/ckpt_*.pt) or a checkpoint file")
 
-    path = latest_checkpoint(run) if run.is_dir() else run
-    if path is None or not path.is_file():
-        raise FileNotFoundError(f"no checkpoint in {run}; expected a run folder written by 'python -m dlib train' "
-                                "(with checkpoints/ckpt_*.pt) or a checkpoint file")
-    return torch.load(path, map_location="cpu", weights_only=False).get("config", {})
+
+# What a checkpoint fixes about the network: evaluate rebuilds exactly that.
+_ARCHITECTURE_KEYS = ("model.name", "model.width", "model.num_classes")
+
+
+def _model_overrides(path: Path, saved: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` plus the checkpoint's model name, width and classes; a conflicting override is an error."""
+    from .config import convert_value
+
+    out = dict(overrides)
+    model = saved.get("config", {}).get("model", {})
+    for key in _ARCHITECTURE_KEYS:
+        name = key.split(".", 1)[1]
+        if name not in model:
+            continue
+        recorded = convert_value(key, model[name])
+        if key in overrides and convert_value(key, overrides[key]) != recorded:
+            raise ValueError(f"--set {key}={overrides[key]} conflicts with checkpoint {path}, which was trained with "
+                             f"{key}={recorded}; evaluate takes the model from the checkpoint: drop the --set")
+        out[key] = recorded
+    return out
+
+
+def scores_name(split: str, *, msc: bool = False, flip: bool = False, max_images: int | None = None,
+                crf: dict[str, float] | None = None) -> str:
+    """The scores file's name: what was evaluated, so that two evaluations of one run never overwrite each other.
+
+    ``scores_val``, ``scores_val_msc_flip``, ``scores_val_first50``, ``scores_val_crf_w1-4_ta-67_tb-3_w2-3_tg-3_it-10``.
+    """
+    parts = [f"scores_{split}"] + (["msc"] if msc else []) + (["flip"] if flip else [])
+    if max_images is not None:
+        parts.append(f"first{max_images}")
+    if crf is not None:
+        short = {"w1": "w1", "theta_alpha": "ta", "theta_beta": "tb", "w2": "w2", "theta_gamma": "tg",
+                 "iterations": "it"}
+        parts.append("crf_" + "_".join(f"{short.get(k, k)}-{v:g}" for k, v in crf.items()))
+    return "_".join(parts)
 
 
 def _evaluate(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from . import data, evaluate, results, train
 
     run = Path(args.run)
-    saved = _saved_config(run)
-    if "model.name" not in overrides and saved.get("model", {}).get("name"):
-        overrides["model.name"] = saved["model"]["name"]  # evaluate the architecture that was trained
+    path, saved = _saved_checkpoint(run)
+    overrides = _model_overrides(path, saved, overrides)  # evaluate the architecture that was trained
     overrides.setdefault("model.pretrained", None)
     cfg = resolve(args.profile, seed=args.seed, overrides=overrides)
     model = train.build_model(cfg)
-    train.load_weights(model, run)
+    train.load_weights(model, path)
     dataset = data.build_dataset(cfg, args.split)
+    max_images = cfg.eval.max_images if args.max_images is None else args.max_images
+    truncated = max_images if max_images is not None and max_images < len(dataset) else None
     out = results.Results(cfg, args.name or f"evaluate_{run.name}")
     s = evaluate.evaluate(cfg, model, dataset, msc=args.msc, flip=args.flip, cache_dir=args.cache,
-                          max_images=args.max_images, results=out, name=f"scores_{args.split}",
+                          max_images=max_images, results=out,
+                          name=scores_name(args.split, msc=args.msc, flip=args.flip, max_images=truncated),
                           progress=False if args.no_progress else None)
     print(json.dumps({"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "num_images": s["num_images"],
-                      "msc": s["msc"], "flip": s["flip"], "results": str(out.dir)}))
+                      "msc": s["msc"], "flip": s["flip"], "checkpoint": str(path),
+                      "results": str(out.dir)}))
     return 0
 
 
@@ -188,7 +229,8 @@ def _crf(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     out_scores = {"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "class_iou": list(s["class_iou"]),
                   "confusion": conf, "num_images": len(ids), "msc": None, "flip": None}
     out = results.Results(cfg, args.name or f"crf_{probs_dir.name}")
-    evaluate.write_scores(out, f"scores_{args.split}", out_scores, evaluate.class_names(dataset, c))
+    params = crf.DenseCRF.from_config(cfg).params
+    evaluate.write_scores(out, scores_name(args.split, crf=params), out_scores, evaluate.class_names(dataset, c))
     out.json("crf_params", crf.DenseCRF.from_config(cfg).params)
     print(json.dumps({"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "num_images": len(ids),
                       "labels": str(args.out), "results": str(out.dir)}))

@@ -11,6 +11,11 @@ change to fit a machine (sizes, iterations, data set, model width). Everything e
 library receives the resolved ``Config`` and never reads a file or an environment variable
 for its settings.
 
+Every override (command line, a notebook's ``CONFIG``, the Python API) is converted to its
+field's annotated type and checked against its range (:func:`convert_value`, the ``RANGES``
+table and a default rule for sizes, counts and intervals); an invalid value raises
+:class:`ConfigError`, one line naming the key, what it expects and an example.
+
     >>> cfg = resolve("smoke", seed=1, overrides={"train.iterations": 3})
     >>> cfg.train.iterations, cfg.profile
     (3, 'smoke')
@@ -20,6 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Mapping, Sequence
 
@@ -233,8 +241,8 @@ def resolve(profile: str = DEFAULT_PROFILE, *, seed: int = 0,
     """Resolve ``profile`` (then ``overrides``, dotted keys or nested dicts) into a frozen Config."""
     _check_profile(profile)
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    cfg = _apply(Config(profile=profile, seed=seed), _PROFILE_OVERRIDES[profile])
+        raise ConfigError(f"config key 'seed' expects an integer >= 0 (e.g. seed=0), got {seed!r}")
+    cfg = _apply(Config(profile=profile), {**_PROFILE_OVERRIDES[profile], "seed": seed})
     if overrides:
         cfg = _apply(cfg, _flatten(overrides))
     return cfg
@@ -259,10 +267,12 @@ def _flatten(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def valid_keys(obj: Any = None, prefix: str = "") -> list[str]:
-    """Every dotted key an override may name."""
+    """Every dotted key an override may name (``profile`` is chosen separately, not overridden)."""
     obj = Config() if obj is None else obj
     keys = []
     for f in fields(obj):
+        if not prefix and f.name == "profile":
+            continue
         value = getattr(obj, f.name)
         if is_dataclass(value):
             keys.extend(valid_keys(value, prefix + f.name + "."))
@@ -274,8 +284,11 @@ def valid_keys(obj: Any = None, prefix: str = "") -> list[str]:
 def _apply(cfg: Config, flat: Mapping[str, Any]) -> Config:
     for dotted, value in flat.items():
         if dotted == "profile":
-            raise ValueError("set the profile with resolve(profile=...), not as an override")
+            raise ConfigError(
+                "'profile' is not an override key: choose it with --profile (command line), the notebook's PROFILE "
+                f"parameter, or resolve(profile=...) (Python); valid profiles are {', '.join(PROFILES)}")
         cfg = _set(cfg, dotted.split("."), value, dotted)
+    check_config(cfg)
     return cfg
 
 
@@ -288,12 +301,281 @@ def _set(obj: Any, path: list[str], value: Any, dotted: str) -> Any:
     if len(path) == 1:
         if is_dataclass(current):
             raise KeyError(f"config key {dotted!r} is a section; name one of its fields")
-        if isinstance(current, tuple) and isinstance(value, list):
-            value = tuple(value)
+        value = convert_value(dotted, value, _field_types(type(obj))[head], example=current)
         return dataclasses.replace(obj, **{head: value})
     if not is_dataclass(current):
         raise KeyError(f"unknown config key {dotted!r}; valid keys: {', '.join(valid_keys())}")
     return dataclasses.replace(obj, **{head: _set(current, path[1:], value, dotted)})
+
+
+# --------------------------------------------------------------------------------------------
+# Typed, validated values: every override is converted to its field's type and range-checked
+# --------------------------------------------------------------------------------------------
+
+class ConfigError(ValueError, TypeError):
+    """An invalid config value; the message is one line naming the key, what it expects and an example."""
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed numbers: ``low``/``high`` bounds (``None``: unbounded), open or closed; applied to each tuple item."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return True
+
+    def __str__(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        return " and ".join(parts)
+
+
+POSITIVE = Range(0, low_open=True)
+AT_LEAST_1 = Range(1)
+NON_NEGATIVE = Range(0)
+UNIT = Range(0, 1)
+
+# Ranges by dotted key; int fields not listed follow _default_range (sizes, counts, iterations: >= 1).
+RANGES: dict[str, Range] = {
+    "seed": NON_NEGATIVE,
+    "data.eval_pad": NON_NEGATIVE,  # 0: no padding
+    "data.scale_range": POSITIVE,
+    "data.mean": UNIT,
+    "data.std": POSITIVE,
+    "data.proxy_image_size": Range(16),  # the proxy generator's minimum
+    "data.proxy_seed": NON_NEGATIVE,
+    "model.width": POSITIVE,
+    "model.msc_scales": POSITIVE,
+    "train.base_lr": POSITIVE,
+    "train.momentum": Range(0, 1, high_open=True),
+    "train.weight_decay": NON_NEGATIVE,
+    "train.poly_power": NON_NEGATIVE,
+    "train.head_lr_mult": NON_NEGATIVE,
+    "train.head_bias_lr_mult": NON_NEGATIVE,
+    "train.backbone_bias_lr_mult": NON_NEGATIVE,
+    "crf.w1": NON_NEGATIVE,
+    "crf.w2": NON_NEGATIVE,
+    "crf.theta_alpha": POSITIVE,
+    "crf.theta_beta": POSITIVE,
+    "crf.theta_gamma": POSITIVE,
+    "ablation.seeds": NON_NEGATIVE,
+    "ablation.crf_holdout": NON_NEGATIVE,
+    "ablation.width": POSITIVE,
+}
+
+# Text fields with a fixed set of values.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.dataset": ("proxy", "voc"),
+    "train.msc_loss": ("sum", "mean"),
+}
+
+
+def _default_range(dotted: str, tp: Any) -> Range | None:
+    """Ints named *workers* are >= 0 (0: all cores / the main process); other counts, sizes,
+    iterations and intervals (*iterations*, *size*, *every*, *images*, *holdout*, *classes*, proxy counts) are >= 1."""
+    name = dotted.rsplit(".", 1)[-1]
+    if _base_type(tp) is not int:
+        return None
+    if "workers" in name:
+        return NON_NEGATIVE
+    if any(w in name for w in ("iterations", "size", "every", "images", "classes", "count")) or \
+            name.startswith("proxy_") and name != "proxy_seed":
+        return AT_LEAST_1
+    return None
+
+
+def range_of(dotted: str) -> Range | None:
+    """The allowed range of a dotted key (the table, else the default rule), or None."""
+    if dotted in RANGES:
+        return RANGES[dotted]
+    tp = field_type(dotted)
+    return _default_range(dotted, tp)
+
+
+_TYPE_CACHE: dict[type, dict[str, Any]] = {}
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    """The resolved annotations of a config dataclass (``from __future__ import annotations`` makes them text)."""
+    if cls not in _TYPE_CACHE:
+        _TYPE_CACHE[cls] = typing.get_type_hints(cls)
+    return _TYPE_CACHE[cls]
+
+
+def field_type(dotted: str) -> Any:
+    """The annotated type of a dotted key (``"train.msc"`` -> ``bool``)."""
+    obj: Any = Config()
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        obj = getattr(obj, part)
+    return _field_types(type(obj))[parts[-1]]
+
+
+def _optional(tp: Any) -> tuple[Any, bool]:
+    """(the type without None, whether None is allowed)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), len(args) < len(typing.get_args(tp))
+    return tp, False
+
+
+def _base_type(tp: Any) -> Any:
+    tp, _ = _optional(tp)
+    if typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        return args[0] if args else None
+    return tp
+
+
+_TYPE_WORDS = {bool: "a boolean (true/false, yes/no, on/off, 1/0)", int: "an integer", float: "a number",
+               str: "text"}
+_PLURALS = {bool: "booleans", int: "integers", float: "numbers", str: "texts"}
+
+
+def _describe(tp: Any, rule: str = "") -> str:
+    """What a key expects, in words: "an integer >= 1", "a list of 2 numbers > 0", "text, or null"."""
+    tp, nullable = _optional(tp)
+    if typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        count = "" if len(args) == 2 and args[1] is Ellipsis else f"{len(args)} "
+        text = f"a list of {count}{_PLURALS.get(args[0], 'values')}"
+    else:
+        text = _TYPE_WORDS.get(tp, getattr(tp, "__name__", str(tp)))
+    return text + (rule and (", " if tp is str else " ") + rule) + (", or null" if nullable else "")
+
+
+def _example(dotted: str, example: Any, tp: Any) -> str:
+    if example is None:  # an optional field left unset: show a value of its type
+        example = {int: 1, float: 1.0, str: "..."}.get(_base_type(tp), "...")
+    if isinstance(example, bool):
+        text = "true" if example else "false"
+    elif isinstance(example, tuple):
+        text = json.dumps(list(example), separators=(",", ":"))
+    elif example is None:
+        text = "null"
+    else:
+        text = str(example)
+    return f"{dotted}={text}"
+
+
+def _fail(dotted: str, tp: Any, value: Any, example: Any, rule: str = "") -> ConfigError:
+    return ConfigError(f"config key {dotted!r} expects {_describe(tp, rule)} (e.g. {_example(dotted, example, tp)}), "
+                       f"got {value!r}")
+
+
+def _scalar(dotted: str, value: Any, tp: Any, whole_tp: Any, example: Any) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (int, float)) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+    elif tp is float:
+        number = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                pass
+        if number is not None and math.isfinite(number):
+            return number
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    else:  # a type this table does not know: accepted as given
+        return value
+    raise _fail(dotted, whole_tp, value, example)
+
+
+def convert_value(dotted: str, value: Any, tp: Any | None = None, *, example: Any = None) -> Any:
+    """``value`` (from JSON, the command line's text or Python) as the type of config key ``dotted``, range-checked.
+
+    Booleans accept true/false, yes/no, on/off, 1/0 (any case); numbers accept their text; tuples accept lists
+    (and a single item for variable-length tuples); ``null``/``none`` only where the field allows None.
+    Raises :class:`ConfigError` naming the key, the expected type or range, and an example.
+    """
+    tp = field_type(dotted) if tp is None else tp
+    inner, nullable = _optional(tp)
+    if value is None or (nullable and isinstance(value, str) and value.strip().lower() in ("none", "null")):
+        if nullable:
+            return None
+        raise _fail(dotted, tp, value, example)
+    if typing.get_origin(inner) is tuple:
+        args = typing.get_args(inner)
+        variadic = len(args) == 2 and args[1] is Ellipsis
+        if isinstance(value, str) and "," in value:
+            value = [v for v in value.split(",") if v.strip()]
+        if variadic and not isinstance(value, (list, tuple)):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or (not variadic and len(value) != len(args)) or not value:
+            raise _fail(dotted, tp, value, example)
+        item_types = [args[0]] * len(value) if variadic else list(args)
+        converted = tuple(_scalar(dotted, v, t, tp, example) for v, t in zip(value, item_types))
+    else:
+        converted = _scalar(dotted, value, inner, tp, example)
+    _check_range(dotted, converted, tp, value, example)
+    return converted
+
+
+def _check_range(dotted: str, converted: Any, tp: Any, value: Any, example: Any) -> None:
+    choices = CHOICES.get(dotted)
+    if choices is not None and converted not in choices:
+        raise _fail(dotted, tp, value, example, f"one of {', '.join(choices)}")
+    rng = RANGES.get(dotted) or _default_range(dotted, tp)
+    if rng is None:
+        return
+    items = converted if isinstance(converted, tuple) else (converted,)
+    if any(isinstance(v, (int, float)) and not isinstance(v, bool) and v not in rng for v in items):
+        raise _fail(dotted, tp, value, example, str(rng))
+
+
+NUM_CLASSES_OF_DATASET = {"proxy": 21, "voc": 21}  # background + 20 classes, both data sets
+
+
+def check_config(cfg: Config) -> Config:
+    """Checks that span several keys; raises :class:`ConfigError` naming them."""
+    lo, hi = cfg.data.scale_range
+    if lo > hi:
+        raise ConfigError(f"config key 'data.scale_range' must be [low, high] with low <= high "
+                          f"(e.g. data.scale_range=[0.5,1.5]), got {list(cfg.data.scale_range)}")
+    expected = NUM_CLASSES_OF_DATASET.get(cfg.data.dataset)
+    if expected is not None and cfg.model.num_classes != expected:
+        raise ConfigError(f"config key 'model.num_classes' is {cfg.model.num_classes} but the {cfg.data.dataset!r} "
+                          f"data set has {expected} classes (background + 20); set model.num_classes={expected}")
+    if cfg.train.batch_size % cfg.train.iter_size:
+        raise ConfigError(f"config key 'train.batch_size' ({cfg.train.batch_size}) must be divisible by "
+                          f"'train.iter_size' ({cfg.train.iter_size}), e.g. train.iter_size=2 with train.batch_size=10")
+    return cfg
 
 
 def pick_device(cfg: Config) -> str:

@@ -477,10 +477,20 @@ def save_probs(path: str | os.PathLike, probs: np.ndarray) -> Path:
 
 def load_probs(path: str | os.PathLike) -> np.ndarray:
     """Read a cached softmax: (C, H, W) float32, renormalised to sum to 1 (float16 rounding undone)."""
-    with np.load(path) as data:
-        if "probs" not in data:
-            raise ValueError(f"{path} has no 'probs' array (keys: {list(data.keys())}); write it with save_probs")
-        probs = data["probs"].astype(np.float32)
+    import zipfile
+
+    try:
+        with np.load(path) as data:
+            if "probs" not in data:
+                raise ValueError(f"{path} has no 'probs' array (keys: {list(data.keys())}); write it with save_probs")
+            probs = data["probs"].astype(np.float32)
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as err:
+        if str(path) in str(err):
+            raise
+        raise ValueError(f"cached probabilities {path} are truncated or corrupt ({type(err).__name__}: {err}); "
+                         "delete the file and write it again with 'python -m dlib evaluate --cache'") from None
     return probs / probs.sum(axis=0, keepdims=True)
 
 

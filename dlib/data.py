@@ -460,13 +460,75 @@ class ProxySegmentation:
 # PASCAL VOC 2012 and SBD
 # --------------------------------------------------------------------------------------------
 
+class DataError(ValueError):
+    """A data file that cannot be used; the message names the file, the data set and the fix."""
+
+
+# Errors PIL, scipy and numpy raise for damaged files (truncated, not the format the name says).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError, KeyError, AttributeError)
+
+
+def _where(path: Path) -> str:
+    """Which data set a file belongs to, and how to repair it, from its location."""
+    text = str(path)
+    if "/cls/" in text or "benchmark_RELEASE" in text or "/img/" in text:
+        return f"SBD; re-extract it from benchmark.tgz ({SBD_URL})"
+    if "JPEGImages" in text or "SegmentationClass" in text or "VOC" in text:
+        return f"PASCAL VOC 2012; re-extract it from VOCtrainval_11-May-2012.tar ({VOC_URL})"
+    return "re-create or re-download it"
+
+
+def _damaged(kind: str, path: Path, err: BaseException) -> DataError:
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return DataError(f"{kind} {path} is truncated or corrupt ({type(err).__name__}: {reason}); data set: {_where(path)}, "
+                     "or remove its id from the split file")
+
+
+def _complete(path: Path) -> bool:
+    """The file ends as its format requires (JPEG: an EOI marker; PNG: the IEND chunk); other formats pass."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(fh.tell() - 1024, 0))
+        tail = fh.read()
+    if head[:3] == b"\xff\xd8\xff":
+        return b"\xff\xd9" in tail  # in the entropy-coded data 0xFF is never followed by 0xD9
+    if head == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" in tail[-32:]
+    return True
+
+
+def image_size(path: str | os.PathLike, kind: str = "image") -> tuple[int, int]:
+    """(H, W) of an image file from its header, after checking the file is complete; DataError names the file."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{kind} {path} is missing; data set: {_where(path)}")
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            mode = im.mode
+        complete = _complete(path)
+    except _DECODE_ERRORS as err:
+        raise _damaged(kind, path, err) from None
+    if not complete:
+        raise _damaged(kind, path, EOFError("the file ends before its end marker"))
+    if kind == "label":
+        _check_label_mode(path, mode)
+    return height, width
+
+
 def _read_image(path: Path) -> np.ndarray:
     from PIL import Image
 
     if not path.is_file():
         raise FileNotFoundError(f"image {path} is missing")
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except _DECODE_ERRORS as err:
+        raise _damaged("image", path, err) from None
 
 
 def check_label(label: np.ndarray, source: Any, num_classes: int = NUM_CLASSES) -> np.ndarray:
@@ -491,13 +553,22 @@ def read_label_png(path: str | os.PathLike, num_classes: int = NUM_CLASSES) -> n
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"label {path} is missing")
-    with Image.open(path) as im:
-        if im.mode not in ("P", "L", "I", "I;16"):
-            raise ValueError(f"label {path} is a {im.mode} image; VOC labels are palette (mode 'P') or index "
-                             "(mode 'L') PNGs whose pixel values are class indices, not colours — convert "
-                             "colours to indices with the VOC palette first")
-        label = np.asarray(im)
+    try:
+        with Image.open(path) as im:
+            _check_label_mode(path, im.mode)
+            label = np.asarray(im)
+    except DataError:
+        raise
+    except _DECODE_ERRORS as err:
+        raise _damaged("label", path, err) from None
     return check_label(label, path, num_classes)
+
+
+def _check_label_mode(path: Path, mode: str) -> None:
+    if mode not in ("P", "L", "I", "I;16"):
+        raise DataError(f"label {path} is a {mode} image; VOC labels are palette (mode 'P') or index "
+                        "(mode 'L') PNGs whose pixel values are class indices, not colours — convert "
+                        "colours to indices with the VOC palette first")
 
 
 def read_sbd_label(path: str | os.PathLike, num_classes: int = NUM_CLASSES) -> np.ndarray:
@@ -507,7 +578,10 @@ def read_sbd_label(path: str | os.PathLike, num_classes: int = NUM_CLASSES) -> n
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"SBD label {path} is missing")
-    mat = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
+    try:
+        mat = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
+    except _DECODE_ERRORS as err:  # scipy's MatReadError is a ValueError
+        raise _damaged("SBD label", path, err) from None
     if "GTcls" not in mat:
         raise ValueError(f"SBD label {path} has no 'GTcls' variable (found {sorted(k for k in mat if not k.startswith('__'))})"
                          "; expected benchmark_RELEASE/dataset/cls/<id>.mat")
@@ -593,6 +667,12 @@ class SBDSegmentation:
         label = read_sbd_label(self.root / "cls" / f"{name}.mat")
         return self.transform(image, label) if self.transform is not None else (image, label)
 
+    def preflight_item(self, i: int) -> None:
+        """Check image and label ``i`` are readable and of one size (:func:`preflight`)."""
+        name = self.ids[i]
+        _same_size(image_size(self.root / "img" / f"{name}.jpg"), self.root / "img" / f"{name}.jpg",
+                   read_sbd_label(self.root / "cls" / f"{name}.mat").shape, self.root / "cls" / f"{name}.mat")
+
 
 class VOCSegmentation:
     """PASCAL VOC 2012 segmentation over the VOCdevkit layout; ``split`` names ImageSets/Segmentation/<split>.txt.
@@ -638,18 +718,60 @@ class VOCSegmentation:
             return read_label_png(png)
         return read_sbd_label(self.sbd / "cls" / f"{name}.mat")
 
-    def read_image(self, name: str) -> np.ndarray:
+    def image_path(self, name: str) -> Path:
         path = self.root / "JPEGImages" / f"{name}.jpg"
         if not path.is_file() and self.sbd is not None and (self.sbd / "img" / f"{name}.jpg").is_file():
             path = self.sbd / "img" / f"{name}.jpg"
-        return _read_image(path)
+        return path
+
+    def read_image(self, name: str) -> np.ndarray:
+        return _read_image(self.image_path(name))
+
+    def preflight_item(self, i: int) -> None:
+        """Check image and label ``i`` are readable and of one size (:func:`preflight`): headers only for
+        PNG labels, the whole file for SBD's .mat labels."""
+        name = self.ids[i]
+        image = self.image_path(name)
+        png = self.label_path(name)
+        if png.is_file() or self.sbd is None:
+            _same_size(image_size(image), image, image_size(png, "label"), png)
+        else:
+            mat = self.sbd / "cls" / f"{name}.mat"
+            _same_size(image_size(image), image, read_sbd_label(mat).shape, mat)
 
     def __getitem__(self, i: int):
         name = self.ids[i]
         image, label = self.read_image(name), self.read_label(name)
         if image.shape[:2] != label.shape:
-            raise ValueError(f"image {name} is {image.shape[:2]} but its label is {label.shape}")
+            raise DataError(f"image {self.image_path(name)} is {image.shape[:2]} but its label is {label.shape}; "
+                            "the label must have the image's size")
         return self.transform(image, label) if self.transform is not None else (image, label)
+
+
+def _same_size(image_hw: tuple[int, int], image: Path, label_hw: tuple[int, ...], label: Path) -> None:
+    if tuple(image_hw) != tuple(label_hw):
+        raise DataError(f"image {image} is {tuple(image_hw)} (H, W) but its label {label} is {tuple(label_hw)}; "
+                        f"a label must have its image's size. Data set: {_where(label)}")
+
+
+def preflight(dataset: Any, *, max_images: int | None = None, progress: bool = False) -> int:
+    """Open every image and label of ``dataset`` before a long run starts; returns the number checked.
+
+    Fast checks (headers, sizes, the files' end markers; SBD's .mat labels are read whole): a
+    truncated JPEG, a colour (RGB) label, a corrupt .mat or a label of the wrong size raises
+    :class:`DataError` naming the file, the data set and the fix now rather than hours into training
+    inside a loader worker. Data sets without files (the proxy set, in memory) have nothing to check.
+    ``python -m dlib doctor`` can reuse this. ``max_images`` checks only the first N items.
+    """
+    check = getattr(dataset, "preflight_item", None)
+    if check is None:
+        return 0
+    n = len(dataset) if max_images is None else min(len(dataset), max_images)
+    from tqdm import tqdm
+
+    for i in tqdm(range(n), desc="pre-flight", unit="img", disable=not progress, mininterval=1.0):
+        check(i)
+    return n
 
 
 # --------------------------------------------------------------------------------------------

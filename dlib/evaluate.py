@@ -108,6 +108,9 @@ def evaluate(cfg: Config, model: nn.Module, dataset: Any, *, msc: bool | None = 
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
     if n == 0:
         raise ValueError("the evaluation data set is empty")
+    from .data import preflight
+
+    preflight(dataset, max_images=n)  # every image and label opened (headers, sizes) before any scoring
     cache = Path(cache_dir) if cache_dir is not None else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)

@@ -53,14 +53,52 @@ def select(only: Sequence[str] | None, folder: Path = NOTEBOOK_DIR) -> list[Path
     return chosen
 
 
+INCOMPLETE = "INCOMPLETE"  # marker file: this results folder holds an interrupted or failed run's files
+RUNNING_ENV = "DLIB_RUNNING_NOTEBOOK"  # set for the kernel: the notebook being run (its own folder is marked)
+
+
+def incomplete_marker(results_dir: Path) -> Path:
+    """The marker file of a notebook's results folder (present while a run is unfinished or after it failed)."""
+    return Path(results_dir) / INCOMPLETE
+
+
+def _mark_incomplete(paths: Sequence[Path], notebook: Path, output: Path) -> None:
+    from datetime import datetime, timezone
+
+    from .results import atomic_write_text
+
+    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    text = (f"{notebook.name} started at {started} and has not completed: the files beside this marker may mix "
+            f"this run's and an earlier run's. The (partial) executed copy is {output}. Re-run the notebook "
+            f"(python -m dlib.notebooks --only {notebook.name[:2]}); a completed run removes this file.\n")
+    for path in paths:
+        atomic_write_text(path, text)
+
+
+def _dead_kernel_cell(output: Path) -> str:
+    """The index of the cell that was running when the kernel died (the last one papermill started), or '?'."""
+    try:
+        import nbformat
+
+        nb = nbformat.read(output, as_version=4)
+    except Exception:  # noqa: BLE001 - no partial copy: the cell is unknown
+        return "?"
+    started = [i for i, c in enumerate(nb.cells) if (c.get("metadata", {}).get("papermill") or {}).get("start_time")]
+    return str(started[-1]) if started else "?"
+
+
 def execute(notebook: Path, profile: str, *, seed: int = 0, output_dir: Path | None = None,
             parameters: dict | None = None, log_output: bool = False) -> Path:
     """Run one notebook with papermill; returns the executed copy's path.
 
     The executed copy goes to ``results/<profile>/notebooks/`` (or ``output_dir``), and is kept even
-    when a cell fails; the error then names the notebook and the failing cell.
+    when a cell fails; the error then names the notebook and the failing cell. While the notebook
+    runs, and after it failed or was interrupted, its results folder ``results/<profile>/<NN_name>/``
+    holds an ``INCOMPLETE`` marker (and the executed copy a ``<NN_name>.INCOMPLETE`` beside it);
+    the report refuses a marked folder. A completed run removes both markers.
     """
     import papermill as pm
+    from nbclient.exceptions import DeadKernelError
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; valid profiles are {', '.join(PROFILES)}")
@@ -68,7 +106,12 @@ def execute(notebook: Path, profile: str, *, seed: int = 0, output_dir: Path | N
     out_dir = Path(output_dir) if output_dir else results_root() / profile / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / notebook.name
+    results_dir = results_root() / profile / notebook.stem
+    markers = [incomplete_marker(results_dir), out_dir / f"{notebook.stem}.{INCOMPLETE}"]
+    _mark_incomplete(markers, notebook, output)
     params = {"PROFILE": profile, "SEED": seed, **(parameters or {})}
+    previous = os.environ.get(RUNNING_ENV)
+    os.environ[RUNNING_ENV] = notebook.stem  # the kernel inherits it: the report may read its own marked folder
     try:
         pm.execute_notebook(str(notebook), str(output), parameters=params, cwd=str(notebook.parent),
                             kernel_name="python3", progress_bar=False, log_output=log_output)
@@ -76,6 +119,19 @@ def execute(notebook: Path, profile: str, *, seed: int = 0, output_dir: Path | N
         raise NotebookFailed(
             f"notebook {notebook.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
             f"{err.ename}: {err.evalue}\n  partial executed copy kept at {output}") from None
+    except DeadKernelError:
+        raise NotebookFailed(
+            f"notebook {notebook.name[:2]}, cell {_dead_kernel_cell(output)}: the kernel died (out of memory?) "
+            f"while running {notebook.name}\n  partial executed copy kept at {output}") from None
+    finally:
+        if previous is None:
+            os.environ.pop(RUNNING_ENV, None)
+        else:
+            os.environ[RUNNING_ENV] = previous
+    for marker in markers:
+        marker.unlink(missing_ok=True)
+    if results_dir.is_dir() and not any(results_dir.iterdir()):
+        results_dir.rmdir()  # the notebook writes no results: leave no empty folder behind
     return output
 
 

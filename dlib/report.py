@@ -112,7 +112,8 @@ def notebook_status(profile: str, results_dir: str | os.PathLike | None = None, 
     rows = []
     for f in numbered:
         files = sorted(p.suffix for p in f.path.iterdir() if p.is_file()) if f.path is not None else []
-        rows.append({"notebook": f.name, "title": f.title or f.name, "status": "ran" if f.path else "not run yet",
+        status = "not run yet" if f.path is None else ("incomplete" if (f.path / "INCOMPLETE").exists() else "ran")
+        rows.append({"notebook": f.name, "title": f.title or f.name, "status": status,
                      "tables": files.count(".csv"), "figures": files.count(".png"), "json": files.count(".json")})
     return rows
 
@@ -528,13 +529,33 @@ def _inside(path: Path, root: Path) -> bool:
 # The report
 # ---------------------------------------------------------------------------------------------
 
+class IncompleteResults(ValueError):
+    """A results folder is marked INCOMPLETE (a notebook run was interrupted or failed)."""
+
+
+def _refuse_incomplete(folders: Sequence[_Folder], profile: str) -> None:
+    """Raise naming every folder marked incomplete, except the one of the notebook running now (notebook 08)."""
+    from .notebooks import RUNNING_ENV, incomplete_marker
+
+    running = os.environ.get(RUNNING_ENV)
+    marked = [f for f in folders if f.path is not None and f.name != running and incomplete_marker(f.path).exists()]
+    if marked:
+        numbers = " ".join(f.name[:2] for f in marked if f.name[:2].isdigit())
+        raise IncompleteResults(
+            f"results folder(s) {', '.join(str(f.path) for f in marked)} are marked INCOMPLETE (a notebook run was "
+            "interrupted or failed, so old and new files may be mixed); re-run "
+            + (f"them (python -m dlib.notebooks --profile {profile} --only {numbers})" if numbers else "them")
+            + " before building the report")
+
+
 def build_report(profile: str, results_dir: str | os.PathLike | None = None, *,
                  notebook_dir: str | os.PathLike | None = None) -> Path:
     """Write ``<results_dir>/report/README.md`` (and ``report/figures/``); returns the README's path.
 
     ``results_dir`` defaults to ``results_root() / profile`` (``$DLIB_RESULTS_DIR`` is honoured);
     ``notebook_dir`` to the repository's ``notebooks/``. Notebooks without results are listed as
-    not run yet; nothing missing is an error.
+    not run yet; nothing missing is an error, but a folder marked INCOMPLETE (an interrupted or failed
+    notebook run) is: :class:`IncompleteResults` names it.
     """
     from .config import PROFILES, resolve
 
@@ -547,6 +568,7 @@ def build_report(profile: str, results_dir: str | os.PathLike | None = None, *,
     dataset = resolve(profile).data.dataset if profile in PROFILES else None
 
     numbered, others = _folders(results_dir, notebook_dir)
+    _refuse_incomplete(numbered + others, profile)
     ran = [f for f in numbered if f.path is not None]
 
     per_folder = {f.name: [p for _, p in _provenances(f.path)] for f in numbered + others if f.path is not None}
@@ -674,7 +696,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--readme", default=None, metavar="PATH",
                         help="also rewrite the generated tables of this README (e.g. README.md) from the results")
     args = parser.parse_args(argv)
-    path = build_report(args.profile, args.results_dir)
+    try:
+        path = build_report(args.profile, args.results_dir)
+    except IncompleteResults as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(path)
     if args.readme:
         print(update_readme(args.readme, args.results_dir or results_root() / args.profile))

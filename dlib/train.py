@@ -76,6 +76,13 @@ RESUMABLE_KEYS = ("train.checkpoint_every", "train.keep_checkpoints", "train.log
 # Learning rate
 # --------------------------------------------------------------------------------------------
 
+def available_cpus() -> int:
+    """The number of cores this process may run on (its CPU affinity, else ``os.cpu_count()``)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def poly_lr(base_lr: float, iteration: int, max_iter: int, power: float = 0.9) -> float:
     """DeepLab v2, Sec. 4.1: base_lr * (1 - iteration / max_iter) ** power."""
     if not 0 <= iteration <= max_iter:
@@ -216,16 +223,22 @@ def build_model(cfg: Config) -> nn.Module:
 
 
 def load_weights(model: nn.Module, source: str | Path) -> nn.Module:
-    """Load model weights from a checkpoint file or a run folder (its latest checkpoint)."""
+    """Load model weights from a checkpoint file or a run folder (its newest intact checkpoint)."""
     path = Path(source)
     if path.is_dir():
-        found = latest_checkpoint(path)
+        found = load_latest_checkpoint(path)
         if found is None:
             raise FileNotFoundError(f"no checkpoint (checkpoints/ckpt_*.pt) in run folder {path}")
-        path = found
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    state = state.get("model", state) if isinstance(state, dict) else state
-    missing, unexpected = _unwrap(model).load_state_dict(state, strict=False)
+        path, state = found
+    else:
+        state = read_checkpoint(path)
+    state = state.get("model", state)
+    try:
+        missing, unexpected = _unwrap(model).load_state_dict(state, strict=False)
+    except RuntimeError as err:  # tensor size mismatches
+        first = str(err).strip().splitlines()
+        raise ValueError(f"checkpoint {path} does not fit this model ({first[1].strip() if len(first) > 1 else first[0]}); "
+                         "was it trained with another model.name or model.width?") from None
     if missing or unexpected:
         raise ValueError(f"checkpoint {path} does not fit this model: missing {list(missing)[:5]}, "
                          f"unexpected {list(unexpected)[:5]}; was it trained with another model.name?")
@@ -284,10 +297,62 @@ def subsample_label(label: torch.Tensor, image_size: tuple[int, int], input_size
 # Checkpoints and the log
 # --------------------------------------------------------------------------------------------
 
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read; the message names the file."""
+
+
+def checkpoints(out_dir: str | Path) -> list[Path]:
+    """The run folder's ``checkpoints/ckpt_<iteration>.pt`` files, oldest first."""
     folder = Path(out_dir) / CHECKPOINT_DIR
-    found = sorted(p for p in folder.glob("ckpt_*.pt") if _CKPT.match(p.name)) if folder.is_dir() else []
+    return sorted(p for p in folder.glob("ckpt_*.pt") if _CKPT.match(p.name)) if folder.is_dir() else []
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The newest checkpoint file of a run folder (intact or not; see :func:`load_latest_checkpoint`)."""
+    found = checkpoints(out_dir)
     return found[-1] if found else None
+
+
+def read_checkpoint(path: str | Path, required: Sequence[str] = ()) -> dict[str, Any]:
+    """``torch.load`` a checkpoint on the CPU; an unreadable file raises :class:`CheckpointError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - truncated zip, pickle errors, EOF: all mean "unreadable"
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                              "it is probably truncated (a write killed mid-way or a full disk)") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict of tensors")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}; it was not written by dlib.train")
+    return state
+
+
+def load_latest_checkpoint(out_dir: str | Path, required: Sequence[str] = ("model",)) -> tuple[Path, dict] | None:
+    """(path, state) of the newest checkpoint of ``out_dir`` that can be read; None when there is none.
+
+    A corrupt newer checkpoint is reported (a warning naming it) and skipped, so training resumes
+    and evaluation runs from the newest intact one; if every checkpoint is corrupt the error names them.
+    """
+    bad: list[CheckpointError] = []
+    for path in reversed(checkpoints(out_dir)):
+        try:
+            state = read_checkpoint(path, required)
+        except CheckpointError as err:
+            bad.append(err)
+            continue
+        if bad:
+            warnings.warn(f"{'; '.join(str(b) for b in bad)}. Using the newest intact checkpoint, {path.name} "
+                          f"(iteration {state.get('iteration', '?')}); delete the corrupt file(s) when convenient",
+                          stacklevel=2)
+        return path, state
+    if bad:
+        raise CheckpointError(f"no intact checkpoint in {Path(out_dir) / CHECKPOINT_DIR}: {'; '.join(str(b) for b in bad)}. "
+                              "Start over with --fresh (python -m dlib train) or resume=False")
+    return None
 
 
 def _rng_state() -> dict[str, Any]:
@@ -399,6 +464,7 @@ def train(cfg: Config, out_dir: str | Path, *, model: nn.Module | None = None, d
             model = build_model(cfg)
         if dataset is None:
             dataset = dlib_data.build_dataset(cfg, "train")
+        dlib_data.preflight(dataset)  # a damaged file fails now, naming it, not hours in inside a loader worker
         return _train(cfg, out_dir, model, dataset, device, info, resume, stop_after, progress, callback, start_time)
     finally:
         distributed.cleanup(info)
@@ -414,13 +480,14 @@ def _train(cfg, out_dir, model, dataset, device, info, resume, stop_after, progr
                                 weight_decay=t.weight_decay)
 
     start = 0
-    ckpt_path = latest_checkpoint(out_dir) if resume else None
+    found = load_latest_checkpoint(out_dir, ("model", "optimizer", "rng", "iteration", "config")) if resume else None
+    ckpt_path = found[0] if found is not None else None
     if not resume and info.is_main and (out_dir / CHECKPOINT_DIR).is_dir():
         for old in (out_dir / CHECKPOINT_DIR).glob("ckpt_*.pt"):
             old.unlink()
     distributed.barrier(info)
-    if ckpt_path is not None:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if found is not None:
+        state = found[1]
         diff = _config_diff(state["config"], cfg)
         if diff:
             raise ValueError(f"{out_dir} holds a run with a different config ({', '.join(diff[:6])}); "
@@ -452,7 +519,9 @@ def _train(cfg, out_dir, model, dataset, device, info, resume, stop_after, progr
     view = AugmentedView(dataset, TrainTransform.from_config(cfg), cfg.seed)
     sampler = MicroBatches(stream, batch_size=t.batch_size, iter_size=t.iter_size, world=info.world_size,
                            rank=info.rank, start=start, stop=stop)
-    workers = cfg.data.loader_workers
+    # Never more loader processes than cores this process may use (more only oversubscribe the CPU, and
+    # PyTorch warns about "excessive worker creation"); the sample stream does not depend on the count.
+    workers = min(cfg.data.loader_workers, available_cpus())
     loader = torch.utils.data.DataLoader(
         view, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
         persistent_workers=False, generator=torch.Generator().manual_seed(cfg.seed),  # keeps the global RNG untouched

@@ -55,7 +55,7 @@ def test_train_evaluate_crf_end_to_end(tmp_path, monkeypatch, capsys):
     scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert scores["num_images"] == 3 and scores["msc"] and 0 <= scores["mean_iou"] <= 1
     assert len(list(probs.glob("*.npz"))) == 3
-    written = results.read_json(results.results_root() / "smoke" / "evaluate_run" / "scores_val.json")
+    written = results.read_json(results.results_root() / "smoke" / "evaluate_run" / "scores_val_msc_first3.json")
     assert written["data"]["mean_iou"] == pytest.approx(scores["mean_iou"])
 
     assert main(["crf", "--probs", str(probs), "--out", str(tmp_path / "crf"), *common,
@@ -63,8 +63,75 @@ def test_train_evaluate_crf_end_to_end(tmp_path, monkeypatch, capsys):
     refined = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert refined["num_images"] == 3 and len(list((tmp_path / "crf").glob("*.png"))) == 3
     assert (results.results_root() / "smoke" / "crf_probs" / "crf_params.json").exists()
+    # the CRF's scores are keyed by its parameters: another setting never overwrites them
+    assert (results.results_root() / "smoke" / "crf_probs" / "scores_val_crf_w1-4_ta-67_tb-3_w2-3_tg-3_it-1.json").exists()
 
 
 def test_evaluate_without_a_run_is_a_clear_error(tmp_path, capsys):
     assert main(["evaluate", "--profile", "smoke", "--run", str(tmp_path / "none")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+# ---- issue 10: typed --set values, evaluations that never overwrite, the model from the checkpoint -------
+
+@pytest.mark.parametrize("setting, key", [
+    ("train.iterations=abc", "train.iterations"), ("train.iterations=3.7", "train.iterations"),
+    ("train.checkpoint_every=0", "train.checkpoint_every"), ("train.batch_size=0", "train.batch_size"),
+    ("model.num_classes=5", "model.num_classes"), ("seed=abc", "seed"), ("train.base_lr=-1", "train.base_lr"),
+    ("train.msc=maybe", "train.msc"), ("profile=gpu", "profile"),
+])
+def test_a_bad_set_value_is_one_line_naming_the_key(setting, key, tmp_path, capsys):
+    code = main(["train", "--profile", "smoke", "--out", str(tmp_path / "run"), "--set", setting])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1 and repr(key) in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+@pytest.fixture
+def trained_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DLIB_CACHE_DIR", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--profile", "smoke", "--no-progress", "--set", "train.iterations=1",
+                 "--set", "train.msc=off", "--set", "model.width=0.5"]) == 0
+    capsys.readouterr()
+    return run
+
+
+def test_two_evaluations_of_one_run_keep_both_scores(trained_run, capsys):
+    import torch
+
+    saved = torch.load(trained_run / "checkpoints" / "ckpt_0000001.pt", weights_only=False)["config"]
+    assert saved["train"]["msc"] is False  # the checkpoint records the boolean, not the text 'off'
+    common = ["--profile", "smoke", "--no-progress", "--run", str(trained_run)]
+    assert main(["evaluate", *common]) == 0  # model.width=0.5 comes from the checkpoint
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["evaluate", *common, "--flip"]) == 0
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    folder = results.results_root() / "smoke" / "evaluate_run"
+    plain, flipped = results.read_json(folder / "scores_val.json"), results.read_json(folder / "scores_val_flip.json")
+    assert plain["data"]["flip"] is False and flipped["data"]["flip"] is True  # nothing overwritten
+    assert plain["data"]["mean_iou"] == pytest.approx(first["mean_iou"])
+    assert flipped["data"]["mean_iou"] == pytest.approx(second["mean_iou"])
+
+
+def test_evaluate_refuses_a_model_override_that_conflicts_with_the_checkpoint(trained_run, capsys):
+    common = ["--profile", "smoke", "--no-progress", "--run", str(trained_run)]
+    assert main(["evaluate", *common, "--set", "model.name=small_resnet_aspp_s"]) == 2
+    err = capsys.readouterr().err
+    assert "model.name" in err and "small_resnet_aspp" in err and "ckpt_0000001.pt" in err
+    assert main(["evaluate", *common, "--set", "model.width=1.0"]) == 2
+    assert "model.width" in capsys.readouterr().err
+    assert not (results.results_root() / "smoke" / "evaluate_run").exists()
+    assert main(["evaluate", *common, "--set", "model.width=0.5"]) == 0  # agreeing with it is fine
+
+
+def test_evaluate_names_a_truncated_checkpoint_and_uses_the_intact_one(trained_run, capsys):
+    ckpt = trained_run / "checkpoints" / "ckpt_0000001.pt"
+    raw = ckpt.read_bytes()
+    (trained_run / "checkpoints" / "ckpt_0000002.pt").write_bytes(raw[: len(raw) // 2])  # a truncated newer one
+    with pytest.warns(UserWarning, match=r"ckpt_0000002\.pt cannot be read"):
+        assert main(["evaluate", "--profile", "smoke", "--no-progress", "--run", str(trained_run)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["checkpoint"].endswith("ckpt_0000001.pt")
+    assert main(["evaluate", "--profile", "smoke", "--no-progress", "--run",
+                 str(trained_run / "checkpoints" / "ckpt_0000002.pt")]) == 2
+    assert "ckpt_0000002.pt cannot be read" in capsys.readouterr().err

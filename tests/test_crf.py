@@ -319,3 +319,15 @@ def test_sample_images_read_the_shared_voc_subset():
         assert image.shape[:2] == label.shape and image.dtype == np.uint8
         assert set(np.unique(label)) <= set(range(21)) | {255}
         assert (data.shared_voc_root() / "JPEGImages" / f"{image_id}.jpg").exists()
+
+
+def test_a_corrupt_cached_npz_is_named(tmp_path):
+    good = np.full((3, 4, 5), 1 / 3, np.float32)
+    crf.save_probs(tmp_path / "a.npz", good)
+    raw = (tmp_path / "a.npz").read_bytes()
+    (tmp_path / "b.npz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match=r"b\.npz are truncated or corrupt.*--cache"):
+        crf.load_probs(tmp_path / "b.npz")
+    assert np.allclose(crf.load_probs(tmp_path / "a.npz"), good, atol=1e-3)  # the intact file is untouched
+    with pytest.raises(FileNotFoundError):
+        crf.load_probs(tmp_path / "missing.npz")

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import scipy.io
+import torch
 from PIL import Image
 from scipy import ndimage
 
@@ -268,3 +269,80 @@ def test_shared_voc_subset():
         assert image.dtype == np.uint8 and image.shape[:2] == label.shape and image.shape[2] == 3
         assert set(np.unique(label).tolist()) <= set(range(21)) | {255}
         assert (label == 255).any()  # VOC outlines objects with void
+
+
+# --------------------------------------------------------------------------------------------
+# Pre-flight: every file opened before a run starts; a damaged one is named (issue 10, defect 5)
+# --------------------------------------------------------------------------------------------
+
+def _truncate(path, keep=0.5):
+    raw = path.read_bytes()
+    path.write_bytes(raw[:int(len(raw) * keep)])
+
+
+def _voc_of_three(tmp_path):
+    rng = np.random.default_rng(1)
+    labels = {n: rng.integers(0, 21, (40, 48)).astype(np.uint8) for n in ("a", "b", "c")}
+    return _write_voc(tmp_path, labels)
+
+
+def test_preflight_passes_intact_data_and_skips_the_in_memory_proxy(tmp_path):
+    voc = _voc_of_three(tmp_path)
+    assert data.preflight(data.VOCSegmentation(voc, "train")) == 3
+    assert data.preflight(data.ProxySegmentation("val", size=32, count=2, cache_dir=tmp_path)) == 0
+
+
+def test_preflight_names_a_truncated_jpeg(tmp_path):
+    voc = _voc_of_three(tmp_path)
+    before = (voc / "JPEGImages" / "b.jpg").read_bytes()
+    _truncate(voc / "JPEGImages" / "b.jpg")
+    ds = data.VOCSegmentation(voc, "train")
+    with pytest.raises(data.DataError, match=r"image .*JPEGImages/b\.jpg is truncated.*VOC 2012.*VOCtrainval"):
+        data.preflight(ds)
+    with pytest.raises(data.DataError, match=r"JPEGImages/b\.jpg"):  # reading it later names it too
+        ds[1]
+    assert (voc / "JPEGImages" / "b.jpg").read_bytes() == before[:len(before) // 2]  # nothing was changed
+
+
+def test_preflight_names_an_rgb_label_and_a_label_of_the_wrong_size(tmp_path):
+    voc = _voc_of_three(tmp_path)
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(voc / "SegmentationClass" / "c.png")
+    with pytest.raises(data.DataError, match=r"SegmentationClass/c\.png is a RGB image"):
+        data.preflight(data.VOCSegmentation(voc, "train"))
+    _palette_png(voc / "SegmentationClass" / "c.png", np.zeros((40, 40), np.uint8))
+    with pytest.raises(data.DataError, match=r"c\.jpg is \(40, 48\).*c\.png is \(40, 40\)"):
+        data.preflight(data.VOCSegmentation(voc, "train"))
+
+
+def test_preflight_names_a_corrupt_sbd_mat(tmp_path):
+    label = np.ones((10, 12), np.uint8)
+    sbd = _write_sbd(tmp_path, {"x": label, "y": label}, ["x", "y"], [])
+    _truncate(sbd / "cls" / "y.mat", 0.6)
+    ds = data.SBDSegmentation(tmp_path / "benchmark_RELEASE", "train")
+    with pytest.raises(data.DataError, match=r"SBD label .*cls/y\.mat is truncated or corrupt.*benchmark\.tgz"):
+        data.preflight(ds)
+
+
+def test_a_damaged_file_is_named_from_inside_loader_workers(tmp_path):
+    voc = _voc_of_three(tmp_path)
+    _truncate(voc / "JPEGImages" / "c.jpg")
+    loader = torch.utils.data.DataLoader(data.VOCSegmentation(voc, "train"), batch_size=1, num_workers=2,
+                                         collate_fn=lambda batch: batch)
+    with pytest.raises(data.DataError, match=r"JPEGImages/c\.jpg"):
+        for _ in loader:
+            pass
+
+
+def test_training_fails_before_the_first_step_on_a_damaged_file(tmp_path, monkeypatch):
+    from dlib import train
+
+    monkeypatch.setenv("DLIB_CACHE_DIR", str(tmp_path / "cache"))
+    voc = _voc_of_three(tmp_path)
+    _truncate(voc / "JPEGImages" / "c.jpg")
+    cfg = config.resolve("smoke", overrides={"data.dataset": "voc", "data.voc_root": str(voc),
+                                             "data.train_split": "train", "train.iterations": 2,
+                                             "data.crop_size": 32})
+    steps = []
+    with pytest.raises(data.DataError, match=r"c\.jpg"):
+        train.train(cfg, tmp_path / "run", callback=lambda i, loss: steps.append(i), progress=False)
+    assert steps == [] and not (tmp_path / "run" / "checkpoints").exists()

@@ -112,3 +112,57 @@ def test_every_notebook_takes_config_overrides():
         params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(params) == 1 and "CONFIG = {}" in params[0].source, path.name
         assert any("config.resolve(" in c.source and "CONFIG" in c.source for c in nb.cells), path.name
+
+
+# ---- issue 10, defect 6: a dead kernel is reported; an interrupted run marks its results incomplete --------
+
+def _notebook(path, *cells):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('PROFILE = "cpu"\nSEED = 0', metadata={"tags": ["parameters"]}),
+                *(nbformat.v4.new_code_cell(c) for c in cells)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_a_dead_kernel_is_reported_with_notebook_and_cell_and_the_results_stay_marked(tmp_path, monkeypatch, capsys):
+    from dlib import report
+
+    monkeypatch.setenv("DLIB_RESULTS_DIR", str(tmp_path / "results"))
+    folder = tmp_path / "results" / "smoke" / "97_dies"
+    folder.mkdir(parents=True)
+    (folder / "old.json").write_text("{}")  # an earlier run's result
+    nb_dir = tmp_path / "nbs"
+    nb_dir.mkdir()
+    path = _notebook(nb_dir / "97_dies.ipynb", "x = 1", "import os\nos._exit(1)")
+    monkeypatch.setattr(notebooks, "NOTEBOOK_DIR", nb_dir)
+    monkeypatch.setattr(notebooks, "discover", lambda folder=nb_dir: {"97": path})
+    assert notebooks.main(["--profile", "smoke", "--only", "97"]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED: notebook 97, cell 3: the kernel died (out of memory?)" in err
+    assert (folder / "old.json").exists() and notebooks.incomplete_marker(folder).exists()  # nothing lost, marked
+    assert (tmp_path / "results" / "smoke" / "notebooks" / "97_dies.INCOMPLETE").exists()
+    with pytest.raises(report.IncompleteResults, match=r"97_dies .*INCOMPLETE.*--only 97"):
+        report.build_report("smoke", notebook_dir=nb_dir)
+    assert report.main(["--profile", "smoke"]) == 2
+    # A completed run removes the markers; the report is built again.
+    _notebook(path, "x = 1")
+    notebooks.execute(path, "smoke")
+    assert not notebooks.incomplete_marker(folder).exists()
+    assert not (tmp_path / "results" / "smoke" / "notebooks" / "97_dies.INCOMPLETE").exists()
+    assert report.build_report("smoke", notebook_dir=nb_dir).exists()
+
+
+def test_the_report_notebook_may_read_its_own_marked_folder(tmp_path, monkeypatch):
+    from dlib import report
+
+    monkeypatch.setenv("DLIB_RESULTS_DIR", str(tmp_path))
+    (tmp_path / "smoke" / "08_report").mkdir(parents=True)
+    notebooks.incomplete_marker(tmp_path / "smoke" / "08_report").write_text("running")
+    monkeypatch.setenv(notebooks.RUNNING_ENV, "08_report")
+    assert report.build_report("smoke").exists()
+    monkeypatch.delenv(notebooks.RUNNING_ENV)
+    with pytest.raises(report.IncompleteResults, match="08_report"):
+        report.build_report("smoke")

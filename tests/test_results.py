@@ -1,5 +1,8 @@
 import json
 import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -75,3 +78,33 @@ def test_git_commit_is_dirty_for_code_changes_not_for_results(tmp_path):
     assert results.git_commit(tmp_path) == sha
     (tmp_path / "code.py").write_text("a = 2\n")
     assert results.git_commit(tmp_path) == sha + "-dirty"
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = results.atomic_write_text(tmp_path / "scores.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # readable by others, like any file the user writes
+    old = os.umask(0o077)
+    try:
+        path = results.atomic_write_text(tmp_path / "private.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_killed_write_leaves_the_old_file_and_its_temporary_is_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "scores.json"
+    results.atomic_write_text(target, "old")
+    # A writer killed between writing its temporary and renaming it (SIGKILL: no clean-up runs).
+    code = ("import os, sys; from dlib import results; os.fsync = lambda fd: os._exit(9); "
+            f"results.atomic_write_text({str(target)!r}, 'new')")
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(results.REPO_ROOT)},
+                          timeout=60)
+    assert done.returncode == 9
+    left = list(tmp_path.glob(".*.tmp"))
+    assert len(left) == 1 and target.read_text() == "old"  # nothing lost
+    results.atomic_write_text(tmp_path / "other.json", "x")  # any later write in the folder cleans up
+    assert not list(tmp_path.glob(".*.tmp")) and target.read_text() == "old"

@@ -276,3 +276,65 @@ def test_frozen_bn_without_pretrained_weights_warns_and_small_models_do_not():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         train.build_model(config.resolve("cpu"))
+
+
+# --------------------------------------------------------------------------------------------
+# Damaged checkpoints, file modes, loader workers (issue 10, defects 4 and 8)
+# --------------------------------------------------------------------------------------------
+
+def _truncate(path):
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 3])
+
+
+def test_a_truncated_latest_checkpoint_is_named_and_training_resumes_from_the_intact_one(tmp_path):
+    cfg = _cfg()
+    ds = data.build_dataset(cfg, "train")
+    full = train.train(cfg, tmp_path / "full", model=_tiny(), dataset=ds, progress=False)
+    train.train(cfg, tmp_path / "cut", model=_tiny(), dataset=ds, stop_after=4, progress=False)
+    latest = tmp_path / "cut" / "checkpoints" / "ckpt_0000004.pt"
+    _truncate(latest)
+    with pytest.raises(train.CheckpointError, match=r"ckpt_0000004\.pt cannot be read"):
+        train.read_checkpoint(latest)
+    with pytest.warns(UserWarning, match=r"ckpt_0000004\.pt cannot be read.*ckpt_0000002\.pt"):
+        resumed = train.train(cfg, tmp_path / "cut", model=_tiny(seed=3), dataset=ds, progress=False)
+    assert resumed.resumed_from == 2 and resumed.complete  # resume goes on from the intact checkpoint
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[k], v), k
+    # evaluate/load_weights also take the newest intact checkpoint; an explicit damaged file is named
+    _truncate(tmp_path / "cut" / "checkpoints" / "ckpt_0000006.pt")
+    with pytest.warns(UserWarning, match=r"ckpt_0000006\.pt"):
+        train.load_weights(_tiny(), tmp_path / "cut")
+    with pytest.raises(train.CheckpointError, match=r"ckpt_0000006\.pt"):
+        train.load_weights(_tiny(), tmp_path / "cut" / "checkpoints" / "ckpt_0000006.pt")
+
+
+def test_every_checkpoint_corrupt_names_them_and_the_way_out(tmp_path):
+    cfg = _cfg(**{"train.iterations": 2})
+    train.train(cfg, tmp_path / "run", model=_tiny(), progress=False)
+    _truncate(tmp_path / "run" / "checkpoints" / "ckpt_0000002.pt")
+    with pytest.raises(train.CheckpointError, match=r"no intact checkpoint.*ckpt_0000002\.pt.*--fresh"):
+        train.train(cfg, tmp_path / "run", model=_tiny(), progress=False)
+
+
+def test_a_size_mismatch_names_the_checkpoint(tmp_path):
+    cfg = _cfg(**{"train.iterations": 2, "model.name": "small_resnet_aspp", "model.width": 0.5})
+    train.train(cfg, tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match=r"ckpt_0000002\.pt does not fit this model.*model\.width"):
+        train.load_weights(models.build("small_resnet_aspp"), tmp_path / "run")
+
+
+def test_checkpoints_follow_the_umask_and_loader_workers_follow_the_cores(tmp_path, monkeypatch):
+    import warnings
+
+    old = os.umask(0o022)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "excessive worker creation" warning: at most one worker per core
+            result = train.train(_cfg(**{"train.iterations": 2, "data.loader_workers": 64}), tmp_path / "run",
+                                 model=_tiny(), progress=False)
+    finally:
+        os.umask(old)
+    assert os.stat(result.checkpoint).st_mode & 0o777 == 0o644
+    assert os.stat(tmp_path / "run" / "train_log.csv").st_mode & 0o777 == 0o644
+    assert 1 <= train.available_cpus() <= (os.cpu_count() or 1)
