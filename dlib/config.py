@@ -380,7 +380,7 @@ RANGES: dict[str, Range] = {
 
 # Text fields with a fixed set of values.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.dataset": ("proxy", "voc"),
+    "data.dataset": ("proxy", "voc", "pretext"),
     "train.msc_loss": ("sum", "mean"),
 }
 
@@ -559,7 +559,9 @@ def _check_range(dotted: str, converted: Any, tp: Any, value: Any, example: Any)
         raise _fail(dotted, tp, value, example, str(rng))
 
 
-NUM_CLASSES_OF_DATASET = {"proxy": 21, "voc": 21}  # background + 20 classes, both data sets
+# background + 20 classes for the proxy set and VOC; "pretext" is the ImageNet stand-in's task (dlib.standins:
+# background + 7 shapes, each plain or textured), never evaluated as a segmentation benchmark.
+NUM_CLASSES_OF_DATASET = {"proxy": 21, "voc": 21, "pretext": 15}
 
 
 def check_config(cfg: Config) -> Config:
@@ -571,7 +573,7 @@ def check_config(cfg: Config) -> Config:
     expected = NUM_CLASSES_OF_DATASET.get(cfg.data.dataset)
     if expected is not None and cfg.model.num_classes != expected:
         raise ConfigError(f"config key 'model.num_classes' is {cfg.model.num_classes} but the {cfg.data.dataset!r} "
-                          f"data set has {expected} classes (background + 20); set model.num_classes={expected}")
+                          f"data set has {expected} classes; set model.num_classes={expected}")
     if cfg.train.batch_size % cfg.train.iter_size:
         raise ConfigError(f"config key 'train.batch_size' ({cfg.train.batch_size}) must be divisible by "
                           f"'train.iter_size' ({cfg.train.iter_size}), e.g. train.iter_size=2 with train.batch_size=10")

@@ -58,6 +58,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -389,7 +390,7 @@ def proxy_arrays(split: str, *, size: int, count: int, seed: int = 0, large: boo
         try:
             with np.load(path) as z:
                 return z["images"], z["labels"]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # a damaged cache file is regenerated
     images = np.empty((count, size, size, 3), np.uint8)
     labels = np.empty((count, size, size), np.uint8)

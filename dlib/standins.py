@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import data as dlib_data
-from .config import Config, resolve
+from .config import NUM_CLASSES_OF_DATASET, Config, resolve
 from .results import atomic_write_bytes, atomic_write_text, git_commit, jsonable
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -45,13 +45,15 @@ COCO_KEYWORD = "coco"  # model.coco_checkpoint="coco": the shipped stand-in of t
 # The pretext task of the ImageNet stand-in: 7 shapes x 6 textures.
 PRETEXT_SHAPES = ("disc", "ellipse", "rect", "triangle", "cross", "diamond", "trapezoid")
 PRETEXT_TEXTURES = ("flat", "hstripes", "vstripes", "checker", "dots", "rings")
-PRETEXT_CLASSES = 1 + 2 * len(PRETEXT_SHAPES)  # background + each shape, plain or textured
+PRETEXT_CLASSES = NUM_CLASSES_OF_DATASET["pretext"]  # background + each shape, plain or textured
+assert PRETEXT_CLASSES == 1 + 2 * len(PRETEXT_SHAPES)
 PRETEXT_SIZE = 96
 PRETEXT_SEED = 1000  # data seed of the pretext images (disjoint from the proxy set's seeds)
 
 # How each stand-in is trained (dotted config overrides on the cpu profile).
 IMAGENET_SETTINGS: dict[str, Any] = {
-    "data.crop_size": 89, "data.scale_aug": True, "model.pretrained": None, "model.num_classes": PRETEXT_CLASSES,
+    "data.dataset": "pretext", "data.crop_size": 89, "data.scale_aug": True, "model.pretrained": None,
+    "model.num_classes": PRETEXT_CLASSES,
     "train.batch_size": 16, "train.base_lr": 0.05, "train.head_lr_mult": 1.0,
     "train.head_bias_lr_mult": 2.0, "train.msc": False, "train.checkpoint_every": 500,
 }

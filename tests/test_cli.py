@@ -92,7 +92,7 @@ def trained_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DLIB_CACHE_DIR", str(tmp_path / "cache"))
     run = tmp_path / "run"
     assert main(["train", "--out", str(run), "--profile", "smoke", "--no-progress", "--set", "train.iterations=1",
-                 "--set", "train.msc=off", "--set", "model.width=0.5"]) == 0
+                 "--set", "train.msc=off", "--set", "model.width=0.5", "--set", "model.pretrained=null"]) == 0
     capsys.readouterr()
     return run
 

@@ -85,8 +85,8 @@ def test_object_sizes_span_the_designed_scale_range():
     assert len(measured) >= 20
     assert np.allclose(measured, recorded, rtol=0.12, atol=0.8)
     assert measured.max() / measured.min() > 2.5
-    # designed: log-uniform over 0.06..0.30 of the image side (a factor of 5)
-    assert 0.06 * 128 <= min(all_sizes) < 0.08 * 128 and 0.27 * 128 < max(all_sizes) <= 0.30 * 128
+    # designed: log-uniform over 0.05..0.40 of the image side (a factor of 8)
+    assert 0.05 * 128 <= min(all_sizes) < 0.07 * 128 and 0.33 * 128 < max(all_sizes) <= 0.40 * 128
 
 
 def test_large_objects_are_rare_in_train_and_common_in_val():

@@ -120,8 +120,9 @@ def test_largefov_real_forward_321_gives_41():
 
 
 def test_small_models_fit_the_cpu_budget():
+    # 30-odd fine-tunings of 600 iterations must fit a 2-core laptop: a few hundred thousand parameters each.
     for name in SMALL_MODELS:
-        assert 0.5e6 <= n_params(meta_build(name)) <= 1.5e6, name
+        assert 0.2e6 <= n_params(meta_build(name)) <= 0.5e6, name
 
 
 def test_paper_receptive_field_column():
@@ -316,9 +317,11 @@ def test_imagenet_resnet_weights_go_through_torch_hub(monkeypatch):
     assert all(k.startswith("head.") for k in model.load_report.missing)
 
 
-def test_small_models_have_no_imagenet_weights():
-    with pytest.raises(ValueError, match="no ImageNet weights"):
-        models.build("small_resnet_aspp", pretrained="imagenet")
+def test_small_models_imagenet_weights_are_the_stand_ins_at_full_width_only():
+    # pretrained="imagenet" on a small model loads its shipped stand-in (tests/test_standins.py); the stand-ins
+    # exist at width 1.0 only, so another width is refused rather than loaded into mismatched shapes.
+    with pytest.raises(ValueError, match="trained at model.width=1.0"):
+        models.build("small_resnet_aspp", pretrained="imagenet", width=0.5)
 
 
 def test_missing_file_is_a_clear_error(tmp_path):

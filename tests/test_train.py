@@ -318,7 +318,8 @@ def test_every_checkpoint_corrupt_names_them_and_the_way_out(tmp_path):
 
 
 def test_a_size_mismatch_names_the_checkpoint(tmp_path):
-    cfg = _cfg(**{"train.iterations": 2, "model.name": "small_resnet_aspp", "model.width": 0.5})
+    cfg = _cfg(**{"train.iterations": 2, "model.name": "small_resnet_aspp", "model.width": 0.5,
+                  "model.pretrained": None})
     train.train(cfg, tmp_path / "run", progress=False)
     with pytest.raises(ValueError, match=r"ckpt_0000002\.pt does not fit this model.*model\.width"):
         train.load_weights(models.build("small_resnet_aspp"), tmp_path / "run")
