@@ -705,3 +705,25 @@ def context_diagnosis(cfg: Config, runs: dict[tuple[str, int], dict[str, Any]], 
                       "look-alike classes IoU %": 100 * float(np.nanmean(iou[context])),
                       "other classes IoU %": 100 * float(np.nanmean(iou[others])), "mIoU %": 100 * res["mean_iou"]})
     return pd.DataFrame(lines).set_index(["setting", "row"]) if lines else pd.DataFrame(lines)
+
+
+def training_curves(cfg: Config, rows: Sequence[Row], seeds: Sequence[int], run_root: str | os.PathLike):
+    """The logged training loss of each row's training for each seed (``train_log.csv``): one line per log entry."""
+    import pandas as pd
+
+    from .train import read_log
+
+    frames = []
+    for row in rows:
+        for seed in seeds:
+            log = read_log(run_dir_of(cfg, row.training, seed, run_root))
+            if log:
+                frames.append(pd.DataFrame(log).assign(row=row.name, seed=seed))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def collapsed(results: dict[tuple[str, int], dict[str, Any]], trivial_miou: float, *, tolerance: float = 0.005):
+    """The (training key, seed) runs whose mIoU is the all-background predictor's (within ``tolerance``):
+    trainings that collapsed to predicting background everywhere."""
+    return sorted(key for key, res in results.items()
+                  if res.get("status") == "ok" and abs(res["mean_iou"] - trivial_miou) <= tolerance)
