@@ -36,7 +36,8 @@ authors' public implementation):
 * Deviation from paper's Eq. 3 as written: each kernel is normalised symmetrically,
   k_ij / sqrt(d_i d_j) with d_i = sum_j k_ij (pydensecrf's default NORMALIZE_SYMMETRIC), so w1 and w2
   weigh an average over the kernel rather than a sum over up to ~10^5 pixels (``normalization=``
-  offers pydensecrf's other options too: "before", "after", "mean"; see dlib.crf_torch);
+  offers pydensecrf's other options too: "before", "after" and "none", the paper's Gaussians with j = i;
+  see dlib.crf_torch);
 * the lattice's sums include the pixel itself (j = i), and the Gaussian is approximated.
 
 :func:`dense_crf_exact` implements both the library's variant (the default) and the equation as
@@ -63,7 +64,7 @@ _DEFAULTS = CRFConfig()  # the single source of the default parameters (dlib/con
 PROB_CLIP = 1e-5  # smallest probability before the log: unary at most -log(1e-5) = 11.5 (as pydensecrf.utils)
 MAX_EXACT_PIXELS = 4096  # dense_crf_exact builds N x N kernels; 4096 px = 128 MiB per kernel
 BACKENDS = ("auto", "pydensecrf", "torch")
-NORMALIZATIONS = ("symmetric", "before", "after", "mean")  # pydensecrf's NORMALIZE_* (mean = NO_NORMALIZATION)
+NORMALIZATIONS = ("symmetric", "before", "after", "none")  # pydensecrf's NORMALIZE_* and NO_NORMALIZATION
 TORCH_BATCH = 16  # images per lattice when the torch backend refines a data set on a GPU
 
 # The papers' cross-validation ranges, MATLAB notation expanded ([30:10:100] = 30, 40, ..., 100).
@@ -170,7 +171,7 @@ def backend_version(backend: str = "auto") -> dict[str, str]:
 
 
 _PYDENSECRF_NORMALIZATION = {"symmetric": "NORMALIZE_SYMMETRIC", "before": "NORMALIZE_BEFORE",
-                             "after": "NORMALIZE_AFTER", "mean": "NO_NORMALIZATION"}
+                             "after": "NORMALIZE_AFTER", "none": "NO_NORMALIZATION"}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,10 +14,10 @@ of ones, j = i included):
     "symmetric" (default, pydensecrf's NORMALIZE_SYMMETRIC):  K Q -> D^-1/2 K D^-1/2 Q
     "before"    (NORMALIZE_BEFORE):                           K Q -> K D^-1 Q
     "after"     (NORMALIZE_AFTER):                            K Q -> D^-1 K Q
-    "mean"      (pydensecrf's NO_NORMALIZATION):              K Q -> K Q / mean_i(d_i)  (per image)
+    "none"      (NO_NORMALIZATION):                           K Q -> K Q, the paper's Gaussians (j = i included)
 
-Every option divides K by its own scale, so the lattice's constant factor cancels. The lattice of
-each kernel depends only on the image: it is built once, and the iterations only filter new values.
+The lattice of each kernel depends only on the image: it is built once, and the iterations only
+filter new values.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from .crf import NORMALIZATIONS
 from .lattice import PermutohedralLattice
-
-NORMALIZATIONS = ("symmetric", "before", "after", "mean")
 
 
 def pixel_features(image: np.ndarray, theta_position: float, theta_colour: float | None = None) -> torch.Tensor:
@@ -49,7 +48,8 @@ def pixel_features(image: np.ndarray, theta_position: float, theta_colour: float
 class NormalisedKernel:
     """One Gaussian kernel of the CRF over a batch of images: its lattice and its normalisation.
 
-    ``features`` (N, d) of all pixels of the batch, ``segment`` (N,) image index of each pixel.
+    ``features`` (N, d) of all pixels of the batch, ``segment`` (N,) image index of each pixel
+    (one lattice for the whole batch; images never interact).
     ``apply(q)`` (N, C) -> the normalised filter of q, as listed in the module docstring.
     """
 
@@ -59,24 +59,20 @@ class NormalisedKernel:
         self.lattice = PermutohedralLattice(features, segment if num_images > 1 else None)
         self.normalization = normalization
         ones = torch.ones(features.shape[0], 1, dtype=torch.float32, device=features.device)
-        d = self.lattice.filter(ones)[:, 0]  # d_i = sum_j k_ij, approximately (times the lattice's constant)
+        d = self.lattice.filter(ones)[:, 0]  # d_i = sum_j k_ij (approximately)
         if normalization == "symmetric":
-            self.scale = 1.0 / torch.sqrt(d + 1e-20)
-        elif normalization == "mean":
-            # pydensecrf's NO_NORMALIZATION: one number per image, N_b / sum_{i in b} d_i.
-            count = torch.zeros(num_images, dtype=d.dtype, device=d.device).index_add_(0, segment, torch.ones_like(d))
-            total = torch.zeros(num_images, dtype=d.dtype, device=d.device).index_add_(0, segment, d)
-            self.scale = (count / total)[segment]
-        else:
-            self.scale = 1.0 / (d + 1e-20)
-        self.scale = self.scale[:, None]
+            self.scale = 1.0 / torch.sqrt(d + 1e-20)[:, None]
+        elif normalization in ("before", "after"):
+            self.scale = 1.0 / (d + 1e-20)[:, None]
 
     def apply(self, q: torch.Tensor) -> torch.Tensor:
         if self.normalization == "symmetric":
             return self.scale * self.lattice.filter(self.scale * q)
         if self.normalization == "before":
             return self.lattice.filter(self.scale * q)
-        return self.scale * self.lattice.filter(q)  # "after", "mean"
+        if self.normalization == "after":
+            return self.scale * self.lattice.filter(q)
+        return self.lattice.filter(q)  # "none"
 
 
 def mean_field_steps(images: Sequence[np.ndarray], unaries: Sequence[np.ndarray], *, w1: float, theta_alpha: float,

@@ -23,13 +23,15 @@ key into one int64 and calling ``torch.unique``. Everything that depends only on
 splat indices and weights, the blur neighbours) is computed once in :class:`PermutohedralLattice`;
 :meth:`PermutohedralLattice.filter` then runs for any values, e.g. once per mean-field iteration.
 
-The result is the Gaussian filter up to a constant factor and the lattice's approximation error;
-the CRF normalises the kernel (``dlib.crf_torch``), so the factor cancels. Several images can share
+The result approximates the Gaussian filter (with the constant of Adams et al. that makes it
+unnormalised); the CRF normalises the kernel as pydensecrf does (``dlib.crf_torch``). Several images can share
 one lattice: a ``segment`` id per point (the image index) is part of every key, so points of
 different images never meet. Notebook 04 draws the three steps for d = 2.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 
@@ -110,8 +112,10 @@ def _lookup(unique: torch.Tensor, query: torch.Tensor, low: torch.Tensor, span: 
 
 def _sparse(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """A sparse CSR matrix from (row, column, value) triples (duplicates summed)."""
-    coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape).coalesce()
-    return coo.to_sparse_csr()
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": matrix products are all we use
+        warnings.simplefilter("ignore", UserWarning)
+        coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape).coalesce()
+        return coo.to_sparse_csr()
 
 
 class PermutohedralLattice:
@@ -188,5 +192,8 @@ class PermutohedralLattice:
         return self.slice_matrix @ lattice_values
 
     def filter(self, values: torch.Tensor) -> torch.Tensor:
-        """Approximately c * sum_j exp(-|f_i - f_j|^2 / 2) v_j for values (N, C), c a constant > 0."""
-        return self.slice(self.blur(self.splat(values.float())))
+        """Approximately sum_j exp(-|f_i - f_j|^2 / 2) v_j (j = i included) for values (N, C)."""
+        # Adams et al.'s constant: splat-blur-slice of a single point returns 1 / (1 + 2^-d) of it with
+        # blur weights [1/2 1 1/2]; ours are [1 2 1]/4, half of those in each of the d+1 directions.
+        gain = 2.0 ** (self.dim + 1) / (1.0 + 2.0 ** -self.dim)
+        return gain * self.slice(self.blur(self.splat(values.float())))
