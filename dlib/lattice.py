@@ -192,7 +192,11 @@ class PermutohedralLattice:
         return self.slice_matrix @ lattice_values
 
     def filter(self, values: torch.Tensor) -> torch.Tensor:
-        """Approximately sum_j exp(-|f_i - f_j|^2 / 2) v_j (j = i included) for values (N, C)."""
+        """sum_j exp(-|f_i - f_j|^2 / 2) v_j (j = i included) for values (N, C), as the lattice approximates it.
+
+        The approximation is a Gaussian-like kernel whose level drifts with d and the density of points
+        (tests/test_lattice.py measures it); the CRF's normalisations divide the level out.
+        """
         # Adams et al.'s constant: splat-blur-slice of a single point returns 1 / (1 + 2^-d) of it with
         # blur weights [1/2 1 1/2]; ours are [1 2 1]/4, half of those in each of the d+1 directions.
         gain = 2.0 ** (self.dim + 1) / (1.0 + 2.0 ** -self.dim)
