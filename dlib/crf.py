@@ -226,6 +226,11 @@ class DenseCRF:
                 "w2": self.w2, "theta_gamma": self.theta_gamma, "iterations": self.iterations}
 
     @property
+    def options(self) -> dict[str, str]:
+        """backend, normalization, device: pass on with ``**model.options`` (e.g. to cross_validate)."""
+        return {"backend": self.backend, "normalization": self.normalization, "device": self.device}
+
+    @property
     def provenance(self) -> dict[str, Any]:
         """Parameters, normalisation, backend and its version: what made a refined result."""
         return {**self.params, "normalization": self.normalization, "device": self.device,
