@@ -118,8 +118,10 @@ def agreement(max_images: int | None = None) -> dict:
         conf["none"] += metrics.confusion_matrix(probs.argmax(0), label, C)
         for b in models:
             conf[b] += metrics.confusion_matrix(preds[b], label, C)
-        if (k + 1) % 25 == 0:
-            print(f"  {k + 1} images: same label on {100 * same / total:.3f}% of pixels so far", flush=True)
+        if (k + 1) % 10 == 0:
+            miou = {b: 100 * metrics.scores(c)["mean_iou"] for b, c in conf.items()}
+            print(f"  {k + 1} images: same label on {100 * same / total:.3f}% of pixels, mIoU no CRF "
+                  f"{miou['none']:.2f}, pydensecrf {miou['pydensecrf']:.2f}, torch {miou['torch']:.2f}", flush=True)
     miou = {b: 100 * metrics.scores(c)["mean_iou"] for b, c in conf.items()}
     return {"images": len(ids), "same_label_pct": 100 * same / total, "miou_no_crf": miou["none"],
             "miou_pydensecrf": miou["pydensecrf"], "miou_torch": miou["torch"],
