@@ -160,7 +160,7 @@ def _crf(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
                   "confusion": conf, "num_images": len(ids), "msc": None, "flip": None}
     out = results.Results(cfg, args.name or f"crf_{probs_dir.name}")
     evaluate.write_scores(out, f"scores_{args.split}", out_scores, evaluate.class_names(dataset, c))
-    out.json("crf_params", crf.DenseCRF.from_config(cfg).params)
+    out.json("crf_params", crf.DenseCRF.from_config(cfg).provenance)  # parameters, backend and its version
     print(json.dumps({"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "num_images": len(ids),
                       "labels": str(args.out), "results": str(out.dir)}))
     return 0
