@@ -96,6 +96,10 @@ def time_backends(image: np.ndarray, probs: np.ndarray, repeats: int) -> dict[st
             figures[name] = statistics.median(times)
     finally:
         torch.set_num_threads(threads)
+    if torch.cuda.is_available():  # the same answer on the GPU as on the CPU
+        on_cpu = runs["torch_cpu_s"][0].predict(image, probs)
+        on_gpu = runs["torch_gpu_s"][0].predict(image, probs)
+        figures["gpu_cpu_same_label_pct"] = 100 * float((on_cpu == on_gpu).mean())
     return figures
 
 
