@@ -20,8 +20,10 @@ O(N d^2) by three steps, each a sparse linear map:
 
 Only lattice points that receive a value are stored: they are found by encoding each point's integer
 key into one int64 and calling ``torch.unique``. Everything that depends only on the features (the
-splat indices and weights, the blur neighbours) is computed once in :class:`PermutohedralLattice`;
-:meth:`PermutohedralLattice.filter` then runs for any values, e.g. once per mean-field iteration.
+splat indices and weights, the blur neighbours) is computed once in :class:`PermutohedralLattice`
+and stored as three kinds of sparse matrices (splat S^T, blur B_j, slice S);
+:meth:`PermutohedralLattice.filter` then runs for any values, e.g. once per mean-field iteration:
+out = S B_d ... B_0 S^T v, a few sparse-dense products on CPU or GPU.
 
 The result approximates the Gaussian filter (with the constant of Adams et al. that makes it
 unnormalised); the CRF normalises the kernel as pydensecrf does (``dlib.crf_torch``). Several images can share
