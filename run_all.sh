@@ -34,7 +34,8 @@ Options:
   --setup-only         create/refresh .venv and stop
   -h, --help           this help
 
-Set-up: on first use creates .venv (python3 -m venv; pip install -e '.[dev]'); later runs skip it
+Set-up: on first use creates .venv (python3 -m venv; pip install -e '.[dev]', then the optional
+'.[crf]' (pydensecrf2, needs a C++ compiler; skipped with one line when it does not build)); later runs skip it
 while pyproject.toml is unchanged (stamp .venv/.dlib-setup-stamp). PYTHON=python3.11 picks the interpreter.
 EOF
 }
@@ -76,6 +77,9 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$spec_hash
   [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
   "$venv/bin/python" -m pip install --quiet -e '.[dev]'
+  # The optional C++ CRF (pydensecrf2) needs a compiler; without it dlib.crf uses its PyTorch lattice.
+  "$venv/bin/python" -m pip install --quiet -e '.[dev,crf]' >"$venv/crf-install.log" 2>&1 \
+    || echo "== pydensecrf2 did not build (no C++ compiler?): the CRF uses the torch backend; see $venv/crf-install.log =="
   "$venv/bin/python" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (dlib)" >/dev/null
   echo "$spec_hash" > "$stamp"
   echo "== set-up done =="

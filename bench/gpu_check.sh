@@ -17,6 +17,8 @@ if [ -z "${SKIP_BENCH:-}" ]; then
     $PY bench/bench_models.py --gpu-only 2>&1 | tee "$OUTDIR/bench_models_gpu.txt"
     echo "== bench_train --gpu-only"
     $PY bench/bench_train.py --gpu-only 2>&1 | tee "$OUTDIR/bench_train_gpu.txt"
+    echo "== bench_crf --quick (the CRF's torch backend on the GPU, 1 image and batches of 16)"
+    $PY bench/bench_crf.py --quick --json "$OUTDIR/bench_crf.json" 2>&1 | tee "$OUTDIR/bench_crf_gpu.txt"
 fi
 
 echo "== gpu profile end to end on proxy data: 40 iterations, stopped at 20, resumed (torchrun, nccl)"

@@ -229,9 +229,10 @@ def _crf(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     out_scores = {"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "class_iou": list(s["class_iou"]),
                   "confusion": conf, "num_images": len(ids), "msc": None, "flip": None}
     out = results.Results(cfg, args.name or f"crf_{probs_dir.name}")
-    params = crf.DenseCRF.from_config(cfg).params
-    evaluate.write_scores(out, scores_name(args.split, crf=params), out_scores, evaluate.class_names(dataset, c))
-    out.json("crf_params", crf.DenseCRF.from_config(cfg).params)
+    model_crf = crf.DenseCRF.from_config(cfg)
+    evaluate.write_scores(out, scores_name(args.split, crf=model_crf.params), out_scores,
+                          evaluate.class_names(dataset, c))
+    out.json("crf_params", model_crf.provenance)  # parameters, backend and its version
     print(json.dumps({"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "num_images": len(ids),
                       "labels": str(args.out), "results": str(out.dir)}))
     return 0

@@ -201,8 +201,14 @@ def split_holdout(dataset: Any, holdout: int) -> tuple[Subset, Subset]:
 # --------------------------------------------------------------------------------------------
 
 def config_tag(cfg: Config) -> str:
-    """8 hex digits of the resolved config: a changed setting trains into a new folder, never over an old run."""
-    return hashlib.sha1(cfg.to_json().encode()).hexdigest()[:8]
+    """8 hex digits of the resolved config: a changed setting trains into a new folder, never over an old run.
+
+    The CRF settings are left out: they do not change a training (the cached scores are keyed by the whole
+    config, so a changed CRF setting re-scores the trained network instead of training it again).
+    """
+    d = cfg.to_dict()
+    d.pop("crf", None)
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def run_dir_of(cfg: Config, training: Training, seed: int, run_root: str | os.PathLike) -> Path:
@@ -299,7 +305,8 @@ def crf_score(cfg: Config, dataset: Any, probs_dir: Path, out_dir: Path, params:
     from .crf import DenseCRF, read_label, refine_dataset
     from .metrics import confusion_matrix, scores
 
-    crf = DenseCRF(**params, w2=cfg.crf.w2, theta_gamma=cfg.crf.theta_gamma, iterations=cfg.crf.iterations)
+    crf = DenseCRF(**params, w2=cfg.crf.w2, theta_gamma=cfg.crf.theta_gamma, iterations=cfg.crf.iterations,
+                   backend=cfg.crf.backend, normalization=cfg.crf.normalization, device=cfg.crf.device)
     index = {name: i for i, name in enumerate(dataset.ids)}
     n = len(dataset) if cfg.eval.max_images is None else min(len(dataset), cfg.eval.max_images)
     ids = list(dataset.ids[:n])
@@ -349,7 +356,8 @@ def tune_crf(cfg: Config, training: Training, seed: int, run_root: str | os.Path
     cv = cross_validate(images, probs, labels, w1_grid=grid["w1"], theta_alpha_grid=grid["theta_alpha"],
                         theta_beta_grid=grid["theta_beta"], w2=cfg.crf.w2, theta_gamma=cfg.crf.theta_gamma,
                         iterations=cfg.crf.iterations, refine=cfg.profile != "smoke",
-                        workers=max(1, cfg.ablation.workers), progress=False)
+                        workers=max(1, cfg.ablation.workers), progress=False, backend=cfg.crf.backend,
+                        normalization=cfg.crf.normalization, device=cfg.crf.device)
     record = {"key": wanted, "table": cv.table.to_dict("records"), "best": cv.best, "baseline": cv.baseline}
     atomic_write_text(cache, json.dumps(jsonable(record), indent=1) + "\n")
     return cv
@@ -705,3 +713,25 @@ def context_diagnosis(cfg: Config, runs: dict[tuple[str, int], dict[str, Any]], 
                       "look-alike classes IoU %": 100 * float(np.nanmean(iou[context])),
                       "other classes IoU %": 100 * float(np.nanmean(iou[others])), "mIoU %": 100 * res["mean_iou"]})
     return pd.DataFrame(lines).set_index(["setting", "row"]) if lines else pd.DataFrame(lines)
+
+
+def training_curves(cfg: Config, rows: Sequence[Row], seeds: Sequence[int], run_root: str | os.PathLike):
+    """The logged training loss of each row's training for each seed (``train_log.csv``): one line per log entry."""
+    import pandas as pd
+
+    from .train import read_log
+
+    frames = []
+    for row in rows:
+        for seed in seeds:
+            log = read_log(run_dir_of(cfg, row.training, seed, run_root))
+            if log:
+                frames.append(pd.DataFrame(log).assign(row=row.name, seed=seed))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def collapsed(results: dict[tuple[str, int], dict[str, Any]], trivial_miou: float, *, tolerance: float = 0.005):
+    """The (training key, seed) runs whose mIoU is the all-background predictor's (within ``tolerance``):
+    trainings that collapsed to predicting background everywhere."""
+    return sorted(key for key, res in results.items()
+                  if res.get("status") == "ok" and abs(res["mean_iou"] - trivial_miou) <= tolerance)

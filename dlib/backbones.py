@@ -189,20 +189,11 @@ class ResNet101Dense(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = tv.layer1, tv.layer2, tv.layer3, tv.layer4
         self.out_channels = 2048
         self.freeze_bn = freeze_bn
-        if freeze_bn:
-            for module in self.modules():
-                if isinstance(module, nn.BatchNorm2d):
-                    for p in module.parameters():
-                        p.requires_grad_(False)
-            self.train(self.training)
+        _freeze_bn(self, freeze_bn)
 
     def train(self, mode: bool = True) -> "ResNet101Dense":
         super().train(mode)
-        if self.freeze_bn:
-            # DeepLab v2 (released prototxt): BN uses ImageNet statistics, never batch statistics.
-            for module in self.modules():
-                if isinstance(module, nn.BatchNorm2d):
-                    module.eval()
+        _bn_eval(self, self.freeze_bn)  # DeepLab v2 (released prototxt): ImageNet statistics, never batch ones
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

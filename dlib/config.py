@@ -100,6 +100,9 @@ class CRFConfig:
     theta_gamma: float = 3.0  # fixed
     iterations: int = 10  # mean-field iterations
     workers: int = 0  # 0 means all cores
+    backend: str = "auto"  # "pydensecrf", "torch" (dlib.crf_torch) or "auto" (pydensecrf when importable)
+    normalization: str = "symmetric"  # kernel normalisation (dlib.crf.NORMALIZATIONS), pydensecrf's default
+    device: str = "cpu"  # torch backend only: "cpu" or "cuda" (batched over images)
 
 
 @dataclass(frozen=True)

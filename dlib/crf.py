@@ -10,7 +10,15 @@ with P the network's softmax, p pixel positions (px), I RGB colours (0-255), and
 model (1 when the labels differ, 0 otherwise). The first kernel ("appearance", bilateral) pulls
 together pixels of similar colour and position; the second ("smoothness") only removes small
 isolated regions. Mean-field inference (Krähenbühl & Koltun, NIPS 2011) runs on a permutohedral
-lattice through pydensecrf (package ``pydensecrf2``), wrapped once here with the paper's names:
+lattice, by one of two backends with the same parameters and results (``DenseCRF(backend=...)``):
+
+* ``"pydensecrf"``: Krähenbühl's C++ code through pydensecrf (package ``pydensecrf2``, an optional
+  extra: ``pip install -e '.[crf]'`` needs a C++ compiler);
+* ``"torch"``: our own lattice in PyTorch tensor operations (dlib.lattice, dlib.crf_torch), on CPU or
+  CUDA and batched over images (:meth:`DenseCRF.batch`); no compiler needed;
+* ``"auto"`` (default) picks pydensecrf when it imports, torch otherwise.
+
+pydensecrf is wrapped once here with the paper's names:
 
     paper                        pydensecrf
     -log P(x_i)              ->  setUnaryEnergy(-log max(P, 1e-5))
@@ -27,7 +35,9 @@ authors' public implementation):
 
 * Deviation from paper's Eq. 3 as written: each kernel is normalised symmetrically,
   k_ij / sqrt(d_i d_j) with d_i = sum_j k_ij (pydensecrf's default NORMALIZE_SYMMETRIC), so w1 and w2
-  weigh an average over the kernel rather than a sum over up to ~10^5 pixels;
+  weigh an average over the kernel rather than a sum over up to ~10^5 pixels (``normalization=``
+  offers pydensecrf's other options too: "before", "after" and "none", the paper's Gaussians with j = i;
+  see dlib.crf_torch);
 * the lattice's sums include the pixel itself (j = i), and the Gaussian is approximated.
 
 :func:`dense_crf_exact` implements both the library's variant (the default) and the equation as
@@ -36,9 +46,11 @@ written (``normalization="none", include_self=False``), with exact O(N^2) kernel
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import multiprocessing as mp
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
@@ -51,6 +63,9 @@ from .results import atomic_write_bytes
 _DEFAULTS = CRFConfig()  # the single source of the default parameters (dlib/config.py)
 PROB_CLIP = 1e-5  # smallest probability before the log: unary at most -log(1e-5) = 11.5 (as pydensecrf.utils)
 MAX_EXACT_PIXELS = 4096  # dense_crf_exact builds N x N kernels; 4096 px = 128 MiB per kernel
+BACKENDS = ("auto", "pydensecrf", "torch")
+NORMALIZATIONS = ("symmetric", "before", "after", "none")  # pydensecrf's NORMALIZE_* and NO_NORMALIZATION
+TORCH_BATCH = 16  # images per lattice when the torch backend refines a data set on a GPU
 
 # The papers' cross-validation ranges, MATLAB notation expanded ([30:10:100] = 30, 40, ..., 100).
 PAPER_SEARCH_RANGES = {
@@ -120,6 +135,46 @@ def unary_energy(probs: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
+# Backends
+# ----------------------------------------------------------------------------------------------
+
+def pydensecrf_available() -> bool:
+    """True when pydensecrf (the optional extra ``[crf]``, package pydensecrf2) is installed."""
+    return importlib.util.find_spec("pydensecrf") is not None
+
+
+def resolve_backend(backend: str = "auto") -> str:
+    """"pydensecrf" or "torch": ``auto`` is pydensecrf when importable, torch otherwise."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "pydensecrf" if pydensecrf_available() else "torch"
+    if backend == "pydensecrf" and not pydensecrf_available():
+        raise ImportError("backend='pydensecrf' needs the optional extra: pip install -e '.[crf]' (a C++ compiler "
+                          "builds pydensecrf2); backend='torch' needs nothing more")
+    return backend
+
+
+def backend_version(backend: str = "auto") -> dict[str, str]:
+    """{"backend": name, "version": ...} of the backend ``backend`` resolves to (for the provenance)."""
+    from importlib import metadata
+
+    name = resolve_backend(backend)
+    if name == "pydensecrf":
+        try:
+            return {"backend": name, "version": f"pydensecrf2 {metadata.version('pydensecrf2')}"}
+        except metadata.PackageNotFoundError:
+            return {"backend": name, "version": "pydensecrf (version unknown)"}
+    import torch
+
+    return {"backend": name, "version": f"dlib.lattice on torch {torch.__version__}"}
+
+
+_PYDENSECRF_NORMALIZATION = {"symmetric": "NORMALIZE_SYMMETRIC", "before": "NORMALIZE_BEFORE",
+                             "after": "NORMALIZE_AFTER", "none": "NO_NORMALIZATION"}
+
+
+# ----------------------------------------------------------------------------------------------
 # The wrapper
 # ----------------------------------------------------------------------------------------------
 
@@ -132,14 +187,28 @@ class DenseCRF:
     authors' cross-validation on 100 val images. Notebook 04 repeats that search
     (:func:`cross_validate`) and writes ``results/<profile>/04_dense_crf/cv_best.json``; adopt its
     values by changing CRFConfig, nowhere else.
+
+    ``backend``: "pydensecrf", "torch" or "auto" (pydensecrf when importable); ``self.backend`` is the
+    one resolved. ``normalization``: one of NORMALIZATIONS (pydensecrf's options; "symmetric" is its
+    default). ``device``: torch backend only ("cpu", "cuda").
     """
 
     def __init__(self, *, w1: float = _DEFAULTS.w1, theta_alpha: float = _DEFAULTS.theta_alpha,
                  theta_beta: float = _DEFAULTS.theta_beta, w2: float = _DEFAULTS.w2,
-                 theta_gamma: float = _DEFAULTS.theta_gamma, iterations: int = _DEFAULTS.iterations):
+                 theta_gamma: float = _DEFAULTS.theta_gamma, iterations: int = _DEFAULTS.iterations,
+                 backend: str = _DEFAULTS.backend, normalization: str = _DEFAULTS.normalization,
+                 device: str = _DEFAULTS.device):
         _check_params(w1, theta_alpha, theta_beta, w2, theta_gamma, iterations)
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS} (pydensecrf's options), "
+                             f"got {normalization!r}")
         self.w1, self.theta_alpha, self.theta_beta = float(w1), float(theta_alpha), float(theta_beta)
         self.w2, self.theta_gamma, self.iterations = float(w2), float(theta_gamma), int(iterations)
+        self.backend = resolve_backend(backend)
+        self.normalization, self.device = normalization, str(device)
+        if self.backend == "pydensecrf" and self.device != "cpu":
+            raise ValueError(f"the pydensecrf backend runs on the CPU only, got device={device!r}; "
+                             "use backend='torch' on a GPU")
 
     @classmethod
     def from_config(cls, cfg: CRFConfig | Config) -> "DenseCRF":
@@ -148,39 +217,83 @@ class DenseCRF:
         if not isinstance(crf, CRFConfig):
             raise TypeError(f"from_config expects a Config or CRFConfig, got {type(cfg).__name__}")
         return cls(w1=crf.w1, theta_alpha=crf.theta_alpha, theta_beta=crf.theta_beta, w2=crf.w2,
-                   theta_gamma=crf.theta_gamma, iterations=crf.iterations)
+                   theta_gamma=crf.theta_gamma, iterations=crf.iterations, backend=crf.backend,
+                   normalization=crf.normalization, device=crf.device)
 
     @property
     def params(self) -> dict[str, float]:
         return {"w1": self.w1, "theta_alpha": self.theta_alpha, "theta_beta": self.theta_beta,
                 "w2": self.w2, "theta_gamma": self.theta_gamma, "iterations": self.iterations}
 
+    @property
+    def options(self) -> dict[str, str]:
+        """backend, normalization, device: pass on with ``**model.options`` (e.g. to cross_validate)."""
+        return {"backend": self.backend, "normalization": self.normalization, "device": self.device}
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """Parameters, normalisation, backend and its version: what made a refined result."""
+        return {**self.params, "normalization": self.normalization, "device": self.device,
+                **backend_version(self.backend)}
+
     def __repr__(self) -> str:
-        return "DenseCRF(" + ", ".join(f"{k}={v:g}" for k, v in self.params.items()) + ")"
+        return ("DenseCRF(" + ", ".join(f"{k}={v:g}" for k, v in self.params.items())
+                + f", backend={self.backend!r}, normalization={self.normalization!r}"
+                + (f", device={self.device!r})" if self.backend == "torch" else ")"))
 
     def build(self, image: np.ndarray, probs: np.ndarray):
-        """The checked pydensecrf.densecrf.DenseCRF2D for this image, ready for inference."""
+        """The checked pydensecrf.densecrf.DenseCRF2D for this image, ready for inference (pydensecrf only)."""
         import pydensecrf.densecrf as dcrf
 
         check_inputs(image, probs)
         c, h, w = probs.shape
+        norm = getattr(dcrf, _PYDENSECRF_NORMALIZATION[self.normalization])
         crf = dcrf.DenseCRF2D(w, h, c)  # pydensecrf takes width first
         crf.setUnaryEnergy(unary_energy(probs))  # sum_i -log P(x_i)
         # Smoothness kernel: w2 exp(-|p_i-p_j|^2 / 2 theta_gamma^2), features p / theta_gamma.
-        crf.addPairwiseGaussian(sxy=self.theta_gamma, compat=self.w2)
+        crf.addPairwiseGaussian(sxy=self.theta_gamma, compat=self.w2, normalization=norm)
         # Appearance kernel: w1 exp(-|p_i-p_j|^2 / 2 theta_alpha^2 - |I_i-I_j|^2 / 2 theta_beta^2).
         crf.addPairwiseBilateral(sxy=self.theta_alpha, srgb=self.theta_beta,
-                                 rgbim=np.require(image, requirements=["C", "W"]), compat=self.w1)
+                                 rgbim=np.require(image, requirements=["C", "W"]), compat=self.w1,
+                                 normalization=norm)
         return crf
+
+    def _torch_params(self) -> dict[str, Any]:
+        return {**self.params, "normalization": self.normalization, "device": self.device}
 
     def __call__(self, image: np.ndarray, probs: np.ndarray) -> np.ndarray:
         """Mean-field marginals Q after ``iterations`` steps, (C, H, W) float32, summing to 1 per pixel."""
+        if self.backend == "torch":
+            return self.batch([image], [probs])[0]
         crf = self.build(image, probs)
         return np.array(crf.inference(self.iterations)).reshape(probs.shape)
+
+    def batch(self, images: Sequence[np.ndarray], probs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Q (C, H_b, W_b) float32 for each (image, probs) pair; the torch backend shares one lattice per kernel.
+
+        Images may differ in size; every probs must have the same number of classes. pydensecrf loops.
+        """
+        images, probs = list(images), list(probs)
+        if len(images) != len(probs):
+            raise ValueError(f"need as many images as probs, got {len(images)} and {len(probs)}")
+        for image, p in zip(images, probs):
+            check_inputs(image, p)
+        if self.backend == "pydensecrf":
+            return [self(image, p) for image, p in zip(images, probs)]
+        if len({p.shape[0] for p in probs}) > 1:
+            raise ValueError("every probs of a batch needs the same number of classes")
+        from .crf_torch import mean_field
+
+        qs = mean_field(images, [unary_energy(p) for p in probs], **self._torch_params())
+        return [q.reshape(p.shape) for q, p in zip(qs, probs)]
 
     def predict(self, image: np.ndarray, probs: np.ndarray) -> np.ndarray:
         """The refined labelling argmax_l Q(l), (H, W) uint8."""
         return self(image, probs).argmax(axis=0).astype(np.uint8)
+
+    def predict_batch(self, images: Sequence[np.ndarray], probs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The refined labellings of a batch (see :meth:`batch`), each (H_b, W_b) uint8."""
+        return [q.argmax(axis=0).astype(np.uint8) for q in self.batch(images, probs)]
 
     def steps(self, image: np.ndarray, probs: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Yield (iteration, scores, Q) for iterations 0..n; scores (C, H, W) are the pre-softmax values.
@@ -188,6 +301,13 @@ class DenseCRF:
         Iteration 0 is the unary alone (scores = log P, clipped); step t adds the pairwise messages
         computed from Q of step t-1 (DeepLab v1, Fig. 2 / v2, Fig. 5: score map vs belief map).
         """
+        if self.backend == "torch":
+            from .crf_torch import mean_field_steps
+
+            check_inputs(image, probs)
+            for it, scores, q in mean_field_steps([image], [unary_energy(probs)], **self._torch_params()):
+                yield it, scores.T.cpu().numpy().reshape(probs.shape), q.T.cpu().numpy().reshape(probs.shape)
+            return
         import pydensecrf.eigen as eigen
 
         crf = self.build(image, probs)
@@ -552,6 +672,8 @@ _STATE: dict[str, Any] = {}
 
 def _init_worker(state: dict[str, Any]) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if "torch" in sys.modules:  # one thread per worker process (the torch backend): the workers share the cores
+        sys.modules["torch"].set_num_threads(1)
     _STATE.clear()
     _STATE.update(state)
 
@@ -615,10 +737,34 @@ def refine_dataset(prob_dir: str | os.PathLike, out_dir: str | os.PathLike, imag
     if missing:
         raise FileNotFoundError(f"{len(missing)} ids have no {prob_dir}/<id>.npz, e.g. {missing[:3]}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = {"crf": crf if crf is not None else DenseCRF(), "images": images, "prob_dir": str(prob_dir),
+    crf = crf if crf is not None else DenseCRF()
+    if _on_gpu(crf):  # one process, TORCH_BATCH images per lattice (CUDA does not survive fork)
+        return _refine_batched(crf, ids, prob_dir, out_dir, images, overwrite, progress)
+    state = {"crf": crf, "images": images, "prob_dir": str(prob_dir),
              "out_dir": str(out_dir), "overwrite": overwrite}
     paths = _map(_refine_one, ids, state, resolve_workers(workers), "CRF", progress)
     return [Path(p) for p in paths]
+
+
+def _on_gpu(crf: DenseCRF) -> bool:
+    return crf.backend == "torch" and crf.device != "cpu"
+
+
+def _refine_batched(crf: DenseCRF, ids: list[str], prob_dir: Path, out_dir: Path, images: ImageSource,
+                    overwrite: bool, progress: bool) -> list[Path]:
+    from tqdm import tqdm
+
+    paths = [out_dir / f"{i}.png" for i in ids]
+    todo = [k for k, p in enumerate(paths) if overwrite or not p.exists()]
+    with tqdm(total=len(todo), desc="CRF", disable=not progress, mininterval=1.0) as bar:
+        for start in range(0, len(todo), TORCH_BATCH):
+            chunk = todo[start:start + TORCH_BATCH]
+            labels = crf.predict_batch([_load_image(images, ids[k]) for k in chunk],
+                                       [load_probs(prob_dir / f"{ids[k]}.npz") for k in chunk])
+            for k, label in zip(chunk, labels):
+                write_label(paths[k], label)
+            bar.update(len(chunk))
+    return paths
 
 
 # ----------------------------------------------------------------------------------------------
@@ -639,6 +785,18 @@ def _cv_one(state: dict[str, Any], task: tuple[int, int]) -> np.ndarray:
     return confusion_matrix(pred, state["labels"][k], state["num_classes"], state["ignore_index"])
 
 
+def _cv_point_batched(state: dict[str, Any], p: int) -> list[np.ndarray]:
+    """The confusion matrices of every image at point p, TORCH_BATCH images per call (torch on a GPU)."""
+    w1, theta_alpha, theta_beta = state["points"][p]
+    crf = DenseCRF(w1=w1, theta_alpha=theta_alpha, theta_beta=theta_beta, **state["fixed"])
+    confs = []
+    for start in range(0, len(state["images"]), TORCH_BATCH):
+        preds = crf.predict_batch(state["images"][start:start + TORCH_BATCH], state["probs"][start:start + TORCH_BATCH])
+        confs += [confusion_matrix(pred, lab, state["num_classes"], state["ignore_index"])
+                  for pred, lab in zip(preds, state["labels"][start:start + TORCH_BATCH])]
+    return confs
+
+
 def _finer(grid: Sequence[float], best: float, lower: float) -> list[float]:
     """best and best +- half the coarse step (values above ``lower`` only)."""
     values = sorted(set(float(v) for v in grid))
@@ -655,13 +813,17 @@ def cross_validate(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], la
                    theta_beta_grid: Sequence[float] = PAPER_SEARCH_RANGES["v2"]["theta_beta"],
                    w2: float = _DEFAULTS.w2, theta_gamma: float = _DEFAULTS.theta_gamma,
                    iterations: int = _DEFAULTS.iterations, refine: bool = True,
-                   ignore_index: int = IGNORE_INDEX, workers: int = 0, progress: bool = True) -> CVResult:
+                   ignore_index: int = IGNORE_INDEX, workers: int = 0, progress: bool = True,
+                   backend: str = _DEFAULTS.backend, normalization: str = _DEFAULTS.normalization,
+                   device: str = _DEFAULTS.device) -> CVResult:
     """The papers' coarse-to-fine search of w1, theta_alpha, theta_beta by mIoU on held-out images.
 
     Stage 1 scores every point of the grid (default: DeepLab v2's ranges); stage 2 (``refine``) scores
     the points at half the coarse step around stage 1's best, as the papers "refine the search step
     sizes around the first round's best values". mIoU is accumulated over all images (VOC measure).
-    Work is spread over ``workers`` processes (0 = all cores), one (point, image) pair per task.
+    Work is spread over ``workers`` processes (0 = all cores), one (point, image) pair per task;
+    the torch backend on a GPU runs in this process instead, TORCH_BATCH images per call.
+    ``backend``, ``normalization``, ``device``: as :class:`DenseCRF`.
     """
     import pandas as pd
 
@@ -674,8 +836,10 @@ def cross_validate(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], la
         check_inputs(img, p)
         if np.shape(lab) != img.shape[:2] or p.shape[0] != num_classes:
             raise ValueError("every label must match its image's (H, W) and every probs the same C")
-    fixed = {"w2": w2, "theta_gamma": theta_gamma, "iterations": iterations}
+    fixed = {"w2": w2, "theta_gamma": theta_gamma, "iterations": iterations, "normalization": normalization,
+             "backend": resolve_backend(backend), "device": device}
     _check_params(min(w1_grid), min(theta_alpha_grid), min(theta_beta_grid), w2, theta_gamma, iterations)
+    on_gpu = _on_gpu(DenseCRF(**fixed))
     baseline_conf = sum(confusion_matrix(p.argmax(0), lab, num_classes, ignore_index) for p, lab in zip(probs, labels))
     base = scores(baseline_conf)
     workers = resolve_workers(workers)
@@ -689,7 +853,11 @@ def cross_validate(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], la
         state = {"points": points, "fixed": fixed, "images": images, "probs": probs, "labels": labels,
                  "num_classes": num_classes, "ignore_index": ignore_index}
         tasks = [(p, k) for p in range(len(points)) for k in range(len(images))]
-        confs = _map(_cv_one, tasks, state, workers, f"CRF cross-validation, stage {stage}", progress)
+        if on_gpu:
+            confs = sum(_map(_cv_point_batched, range(len(points)), state, 1,
+                             f"CRF cross-validation, stage {stage}", progress), [])
+        else:
+            confs = _map(_cv_one, tasks, state, workers, f"CRF cross-validation, stage {stage}", progress)
         totals = [np.zeros((num_classes, num_classes), dtype=np.int64) for _ in points]
         for (p, _), conf in zip(tasks, confs):
             totals[p] += conf

@@ -152,6 +152,16 @@ def device_description() -> str:
     return f"cpu:{platform.processor() or platform.machine()} ({os.cpu_count()} cores, {threads} torch threads)"
 
 
+def crf_backend(cfg: Config) -> dict[str, str]:
+    """The dense CRF backend cfg.crf.backend resolves to here, and its version (dlib.crf.backend_version)."""
+    from .crf import backend_version  # dlib.crf imports this module
+
+    try:
+        return backend_version(cfg.crf.backend)
+    except (ImportError, ValueError) as err:
+        return {"backend": cfg.crf.backend, "version": f"unavailable: {err}"}
+
+
 def provenance(cfg: Config, started: float | None = None) -> dict[str, Any]:
     return {
         "config": cfg.to_dict(),
@@ -160,6 +170,7 @@ def provenance(cfg: Config, started: float | None = None) -> dict[str, Any]:
         "git_commit": git_commit(),
         "device": device_description(),
         "versions": library_versions(),
+        "crf_backend": crf_backend(cfg),
         "wall_time_s": None if started is None else round(time.time() - started, 3),
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
