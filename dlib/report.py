@@ -681,10 +681,10 @@ def update_readme(readme: str | os.PathLike, results_dir: str | os.PathLike) -> 
     path = Path(readme)
     text = path.read_text()
     for name, block in (("HEADLINE_TABLE", readme_headline(results_dir)), ("TIMING_TABLE", readme_timings(results_dir))):
-        pattern = re.compile(rf"(<!-- {name} -->\n).*?(\n<!-- /{name} -->)", re.S)
+        pattern = re.compile(rf"(<!-- {name} -->\n).*?(<!-- /{name} -->)", re.S)
         if not pattern.search(text):
             raise ValueError(f"{path} has no <!-- {name} --> ... <!-- /{name} --> block")
-        text = pattern.sub(lambda m: m.group(1) + block + m.group(2), text)
+        text = pattern.sub(lambda m: m.group(1) + block + "\n" + m.group(2), text)
     atomic_write_text(path, text)
     return path
 
