@@ -370,6 +370,11 @@ def proxy_recipe_table() -> list[dict[str, Any]]:
 _SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
 
 
+def _proxy_rng(seed: int, split: str, large: bool, i: int) -> np.random.Generator:
+    """The generator proxy image ``i`` of a split is drawn from (one place for :func:`proxy_arrays` and the notebooks)."""
+    return np.random.default_rng([seed, _SPLIT_CODES[split], int(large), i])
+
+
 def proxy_arrays(split: str, *, size: int, count: int, seed: int = 0, large: bool = False,
                  cache_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Generate (or load from the cache) ``count`` proxy images: (N, S, S, 3) and (N, S, S) uint8.
@@ -395,7 +400,7 @@ def proxy_arrays(split: str, *, size: int, count: int, seed: int = 0, large: boo
     images = np.empty((count, size, size, 3), np.uint8)
     labels = np.empty((count, size, size), np.uint8)
     for i in range(count):
-        rng = np.random.default_rng([seed, _SPLIT_CODES[split], int(large), i])
+        rng = _proxy_rng(seed, split, large, i)
         images[i], labels[i] = make_proxy_sample(rng, size, large=large, split=split)
     import io
 
@@ -412,7 +417,7 @@ def proxy_object_sizes(cfg, splits: Sequence[str], *, images: int = 150) -> dict
     out = {}
     for split in splits:
         objects = [o for i in range(images) for o in make_proxy_sample(
-            np.random.default_rng([seed, _SPLIT_CODES[split], 0, i]), size, split=split, return_objects=True)[2]]
+            _proxy_rng(seed, split, False, i), size, split=split, return_objects=True)[2]]
         out[split] = [o["size"] / size for o in objects]
     return out
 

@@ -229,47 +229,50 @@ def _save(model, path: Path, card: dict[str, Any]) -> Path:
     return path
 
 
-def pretrain_imagenet(family: str, *, run_root: Path | None = None, progress: bool = True) -> Path:
-    """Train ``family``'s ImageNet stand-in (resumable, under ``run_root``) and write it with its card."""
+def _train_and_save(cfg: Config, run_dir: Path, dataset, held, path: Path, card: dict[str, Any], *,
+                    progress: bool) -> Path:
+    """Train ``cfg`` on ``dataset`` (resumable in ``run_dir``), score it on ``held`` and write it with its card."""
     import torch
 
     from . import train as dlib_train
 
-    cfg = imagenet_config(family)
-    run_root = Path(run_root or dlib_data.cache_root() / "standins")
     torch.manual_seed(cfg.seed)
-    result = dlib_train.train(cfg, run_root / f"imagenet_{family}", dataset=PretextSegmentation(IMAGENET_IMAGES),
-                              progress=progress)
-    scores = _score(cfg, result.model, PretextSegmentation(EVAL_IMAGES, seed=PRETEXT_SEED + 1))
-    card = {"stand_in_for": "ImageNet", "family": family, "model": cfg.model.name, "config": cfg.to_dict(),
-            "task": f"segment {PRETEXT_CLASSES - 1} classes (7 shapes, plain or textured) in random colours, {PRETEXT_SIZE} px",
-            "data_seed": PRETEXT_SEED, "images": IMAGENET_IMAGES, "iterations": cfg.train.iterations,
-            "final_scores": {"heldout_pretext": scores}, "eval_images": EVAL_IMAGES,
+    result = dlib_train.train(cfg, run_dir, dataset=dataset, progress=progress)
+    scores_key = card.pop("scores_on")
+    card = {**card, "config": cfg.to_dict(), "iterations": cfg.train.iterations,
+            "final_scores": {scores_key: _score(cfg, result.model, held)}, "eval_images": EVAL_IMAGES,
             "threads": torch.get_num_threads(), "train_seconds": result.seconds}
-    return _save(result.model, imagenet_path(family), card)
+    return _save(result.model, path, card)
+
+
+def _run_root(run_root: Path | None) -> Path:
+    return Path(run_root or dlib_data.cache_root() / "standins")
+
+
+def pretrain_imagenet(family: str, *, run_root: Path | None = None, progress: bool = True) -> Path:
+    """Train ``family``'s ImageNet stand-in (resumable, under ``run_root``) and write it with its card."""
+    cfg = imagenet_config(family)
+    card = {"stand_in_for": "ImageNet", "family": family, "model": cfg.model.name,
+            "task": f"segment {PRETEXT_CLASSES - 1} classes (7 shapes, plain or textured) in random colours, "
+                    f"{PRETEXT_SIZE} px",
+            "data_seed": PRETEXT_SEED, "images": IMAGENET_IMAGES, "scores_on": "heldout_pretext"}
+    return _train_and_save(cfg, _run_root(run_root) / f"imagenet_{family}", PretextSegmentation(IMAGENET_IMAGES),
+                           PretextSegmentation(EVAL_IMAGES, seed=PRETEXT_SEED + 1), imagenet_path(family), card,
+                           progress=progress)
 
 
 def pretrain_coco(model_name: str, *, run_root: Path | None = None, progress: bool = True) -> Path:
     """Train one COCO stand-in (from the ImageNet stand-in) and write it with its card."""
-    import torch
-
-    from . import train as dlib_train
-
     cfg = coco_config(model_name)
-    run_root = Path(run_root or dlib_data.cache_root() / "standins")
-    torch.manual_seed(cfg.seed)
-    large = dlib_data.build_dataset(cfg, "train", large=True)
-    result = dlib_train.train(cfg, run_root / f"coco_{model_name}", dataset=large, progress=progress)
     held = dlib_data.ProxySegmentation("val", size=cfg.data.proxy_image_size, count=EVAL_IMAGES,
                                        seed=cfg.data.proxy_seed, large=True)
-    scores = _score(cfg, result.model, held)
-    card = {"stand_in_for": "MS-COCO", "model": model_name, "config": cfg.to_dict(),
+    card = {"stand_in_for": "MS-COCO", "model": model_name,
             "task": "the 21 proxy classes on the larger proxy set (data.PROXY_RECIPE_LARGE)",
-            "data_seed": cfg.data.proxy_seed, "images": COCO_IMAGES, "iterations": cfg.train.iterations,
-            "initialised_from": imagenet_path("small_resnet").name,
-            "final_scores": {"heldout_large_set": scores}, "eval_images": EVAL_IMAGES,
-            "threads": torch.get_num_threads(), "train_seconds": result.seconds}
-    return _save(result.model, coco_path(model_name), card)
+            "data_seed": cfg.data.proxy_seed, "images": COCO_IMAGES,
+            "initialised_from": imagenet_path("small_resnet").name, "scores_on": "heldout_large_set"}
+    return _train_and_save(cfg, _run_root(run_root) / f"coco_{model_name}",
+                           dlib_data.build_dataset(cfg, "train", large=True), held, coco_path(model_name), card,
+                           progress=progress)
 
 
 def cards() -> list[dict[str, Any]]:

@@ -102,3 +102,21 @@ def test_cpu_profile_loads_the_stand_ins_through_the_gpu_profiles_settings():
     assert (cfg.model.pretrained, cfg.model.coco_checkpoint) == ("imagenet", "coco")
     model = train.build_model(cfg)
     assert model.load_report is not None and "ImageNet stand-in" in model.load_report.source
+
+
+def test_pretraining_writes_weights_and_a_matching_card(tmp_path, monkeypatch):
+    # Two iterations on a few pretext images: the file and its card, not the quality, are under test.
+    real = standins.imagenet_config
+    monkeypatch.setattr(standins, "imagenet_config", lambda family: real(family).replace(
+        {"train.iterations": 2, "train.batch_size": 2, "train.checkpoint_every": 2}))
+    monkeypatch.setattr(standins, "IMAGENET_IMAGES", 4)
+    monkeypatch.setattr(standins, "EVAL_IMAGES", 2)
+    monkeypatch.setattr(standins, "WEIGHTS_DIR", tmp_path / "weights")
+    path = standins.pretrain_imagenet("small_resnet", run_root=tmp_path / "runs", progress=False)
+    card = json.loads(standins.card_path(path).read_text())
+    assert CARD_FIELDS <= set(card) and card["iterations"] == 2 and card["images"] == 4
+    assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert set(card["final_scores"]) == {"heldout_pretext"}
+    model = models.build("small_resnet_baseline", pretrained="imagenet")  # loads the new file through its card
+    assert torch.equal(model.state_dict()["backbone.conv1.weight"],
+                       torch.load(path, weights_only=True)["backbone.conv1.weight"])
