@@ -161,7 +161,7 @@ def training_config(cfg: Config, training: Training, seed: int) -> Config:
         overrides["model.width"] = cfg.ablation.width
     if cfg.ablation.iterations is not None:
         overrides["train.iterations"] = cfg.ablation.iterations
-        overrides["train.checkpoint_every"] = max(1, min(cfg.train.checkpoint_every, cfg.ablation.iterations))
+        overrides["train.checkpoint_every"] = max(1, cfg.ablation.iterations // 5)  # one at 80%: last_fifth_gain
     return cfg.replace(overrides)
 
 
@@ -355,7 +355,7 @@ def tune_crf(cfg: Config, training: Training, seed: int, run_root: str | os.Path
             probs.append(predict(model, image, tcfg, msc=training.msc))
     cv = cross_validate(images, probs, labels, w1_grid=grid["w1"], theta_alpha_grid=grid["theta_alpha"],
                         theta_beta_grid=grid["theta_beta"], w2=cfg.crf.w2, theta_gamma=cfg.crf.theta_gamma,
-                        iterations=cfg.crf.iterations, refine=cfg.profile != "smoke",
+                        iterations=cfg.crf.iterations, refine=cfg.data.dataset == "voc",
                         workers=max(1, cfg.ablation.workers), progress=False, backend=cfg.crf.backend,
                         normalization=cfg.crf.normalization, device=cfg.crf.device)
     record = {"key": wanted, "table": cv.table.to_dict("records"), "best": cv.best, "baseline": cv.baseline}
@@ -364,14 +364,15 @@ def tune_crf(cfg: Config, training: Training, seed: int, run_root: str | os.Path
 
 
 def crf_grid(cfg: Config) -> dict[str, list[float]]:
-    """The search grid: the paper's (DeepLab v2, Sec. 4.1) for VOC-sized images; scaled to the proxy's
-    128-px images for cpu/smoke (theta_alpha is a distance in pixels: 30..100 px on ~500-px images)."""
+    """The search grid: the paper's (DeepLab v2, Sec. 4.1) for VOC-sized images, searched coarse then fine as
+    the paper did; on the proxy (cpu/smoke) one fixed grid without the fine stage, with theta_alpha (a distance
+    in pixels) scaled from ~500-px images to the proxy's size (the paper's 40, 80, 120 px)."""
     if cfg.data.dataset == "voc":
         return {"w1": [3, 4, 5, 6], "theta_alpha": list(range(30, 101, 10)), "theta_beta": [3, 4, 5, 6]}
     if cfg.profile == "smoke":
         return {"w1": [4], "theta_alpha": [8], "theta_beta": [3, 5]}
     scale = cfg.data.proxy_image_size / 500
-    return {"w1": [3, 5], "theta_alpha": [round(30 * scale * f) for f in (1, 3)], "theta_beta": [3, 5]}
+    return {"w1": [4, 6, 8], "theta_alpha": [round(f * scale) for f in (40, 80, 120)], "theta_beta": [3, 6]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -610,33 +611,41 @@ def msc_diagnosis(cfg: Config, run_root: str | os.PathLike, seed: int | None = N
     return pd.DataFrame(lines).set_index("trained")
 
 
-def convergence(cfg: Config, training: Training, seed: int, run_root: str | os.PathLike, *, split: str = "val"):
-    """mIoU (%) of every kept checkpoint of one training on the proxy ``split`` (default the development
-    split): the curve that shows whether ``train.iterations`` reaches a plateau. Uses the trained run."""
+def convergence(cfg: Config, training: Training, seeds: Sequence[int], run_root: str | os.PathLike, *,
+                split: str = "val"):
+    """mIoU (%) of every kept checkpoint of one training, for each seed, on the proxy ``split`` (default the
+    development split): the curve that shows whether ``train.iterations`` reaches a plateau. One line per
+    (seed, iteration). Uses the trained runs."""
     import pandas as pd
 
     from . import data as dlib_data
     from . import train as dlib_train
     from .evaluate import evaluate
 
-    tcfg = training_config(cfg, training, seed)
-    folder = run_dir_of(cfg, training, seed, run_root) / dlib_train.CHECKPOINT_DIR
-    val = dlib_data.build_dataset(tcfg.replace({"data.val_split": split}) if cfg.data.dataset == "proxy" else tcfg,
-                                  "val")
     lines = []
-    for ckpt in sorted(folder.glob("ckpt_*.pt")):
-        model = dlib_train.build_model(tcfg)
-        dlib_train.load_weights(model, ckpt)
-        score = evaluate(tcfg, model, val, progress=False)["mean_iou"]
-        lines.append({"iteration": int(ckpt.stem.split("_")[1]), "mean_iou": 100 * score})
+    for seed in seeds:
+        tcfg = training_config(cfg, training, seed)
+        folder = run_dir_of(cfg, training, seed, run_root) / dlib_train.CHECKPOINT_DIR
+        val = dlib_data.build_dataset(tcfg.replace({"data.val_split": split}) if cfg.data.dataset == "proxy"
+                                      else tcfg, "val")
+        for ckpt in sorted(folder.glob("ckpt_*.pt")):
+            model = dlib_train.build_model(tcfg)
+            dlib_train.load_weights(model, ckpt)
+            score = evaluate(tcfg, model, val, progress=False)["mean_iou"]
+            lines.append({"seed": seed, "iteration": int(ckpt.stem.split("_")[1]), "mean_iou": 100 * score})
     return pd.DataFrame(lines)
 
 
 def last_fifth_gain(curve) -> float:
-    """mIoU gained over the last fifth of training (points): final minus the checkpoint at 80% of the run."""
-    last = curve["iteration"].max()
-    at = curve.loc[(curve["iteration"] - 0.8 * last).abs().idxmin()]
-    return float(curve["mean_iou"].iloc[-1] - at["mean_iou"])
+    """mIoU gained over the last fifth of training (points), on the mean over seeds: the final checkpoint minus
+    the checkpoint at 80% of the run. Raises when no checkpoint sits at 80% (set ``train.checkpoint_every`` to
+    a fifth of ``train.iterations``)."""
+    mean = curve.groupby("iteration")["mean_iou"].mean()
+    last = int(mean.index.max())
+    if 0.8 * last not in mean.index:
+        raise ValueError(f"no checkpoint at 80% of {last} iterations (have {list(mean.index)}); set "
+                         f"train.checkpoint_every to a fifth of train.iterations")
+    return float(mean.loc[last] - mean.loc[0.8 * last])
 
 
 def default_run_root(cfg: Config) -> Path:
@@ -691,27 +700,32 @@ def plot_table3(table3, axes) -> None:
         ax.legend(fontsize=8)
 
 
-def context_diagnosis(cfg: Config, runs: dict[tuple[str, int], dict[str, Any]], *, seed: int):
-    """Mean IoU (%) of the proxy's look-alike classes (told apart only by a context ring) and of the other
-    classes, for each head: alone on the baseline (one-at-a-time rows) and in Table 4 (after +Aug)."""
-    import pandas as pd
-
+def class_group_iou(class_iou: Sequence[float], num_classes: int) -> dict[str, float]:
+    """Mean IoU (%) of the proxy's look-alike classes (the ``CONTEXT_PAIRS``, told apart only by a context
+    ring) and of the other foreground classes, from one per-class IoU vector (NaN classes skipped)."""
     from .data import CONTEXT_PAIRS
 
     context = sorted({c for pair in CONTEXT_PAIRS for c in pair})
-    others = [c for c in range(1, cfg.model.num_classes) if c not in context]
+    others = [c for c in range(1, num_classes) if c not in context]
+    iou = np.asarray(class_iou, dtype=float)
+    return {"look-alike classes IoU %": 100 * float(np.nanmean(iou[context])),
+            "other classes IoU %": 100 * float(np.nanmean(iou[others]))}
+
+
+def context_diagnosis(cfg: Config, runs: dict[tuple[str, int], dict[str, Any]], *, seed: int):
+    """:func:`class_group_iou` of each head: alone on the baseline (one-at-a-time rows) and in Table 4
+    (after +Aug), first seed, before the CRF."""
+    import pandas as pd
+
     rows = [("alone on the baseline", r) for r in ONE_AT_A_TIME if r.name in ("baseline", "+LargeFOV", "+ASPP")]
     rows += [("Table 4", r) for r in TABLE4[3:6]]
     lines = []
     for where, row in rows:
         res = runs.get((row.training.key, seed)) or {}
-        iou = res.get("class_iou")
-        if res.get("status") != "ok" or iou is None:
+        if res.get("status") != "ok" or res.get("class_iou") is None:
             continue
-        iou = np.asarray(iou, dtype=float)
         lines.append({"setting": where, "row": row.name, "head": row.training.head,
-                      "look-alike classes IoU %": 100 * float(np.nanmean(iou[context])),
-                      "other classes IoU %": 100 * float(np.nanmean(iou[others])), "mIoU %": 100 * res["mean_iou"]})
+                      **class_group_iou(res["class_iou"], cfg.model.num_classes), "mIoU %": 100 * res["mean_iou"]})
     return pd.DataFrame(lines).set_index(["setting", "row"]) if lines else pd.DataFrame(lines)
 
 

@@ -170,13 +170,14 @@ _PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         "model.coco_checkpoint": "coco",  # the shipped COCO stand-in of the model being trained
         "train.iterations": 600,
         "train.batch_size": 8,
-        # Deviation from paper (2.5e-4 ResNet, 1e-3 VGG): the small nets fine-tune at 7e-3. On the development
-        # split the paper's summed MSC loss rose steadily at 5e-3 and 7e-3 but collapsed to all-background
-        # within 100 iterations at 1e-2; 7e-3 brings the single-scale baseline closest to its plateau.
-        "train.base_lr": 7e-3,
-        "train.base_lr_vgg": 7e-3,
+        # Deviation from paper (2.5e-4 ResNet, 1e-3 VGG): the small nets fine-tune at 5e-3, the largest rate at
+        # which the paper's summed MSC loss trained on all three development seeds. On the development split
+        # (600 iterations) +MSC fell to the all-background solution on seed 1 at 7e-3 (batch 8 and batch 4)
+        # and at 1e-2; at 5e-3 it trained on seeds 0-2 (47.9-50.8% mIoU).
+        "train.base_lr": 5e-3,
+        "train.base_lr_vgg": 5e-3,
         "train.msc_loss": "sum",
-        "train.checkpoint_every": 100,
+        "train.checkpoint_every": 120,  # a fifth of the run: the convergence curve has a point at 80%
         "train.log_every": 20,
         "crf.workers": 0,
         "ablation.seeds": (0, 1, 2),
@@ -206,7 +207,7 @@ _PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         "crf.workers": 1,
         "eval.max_images": 8,
         "ablation.seeds": (0, 1),
-        "ablation.iterations": 2,
+        "ablation.iterations": 5,  # five checkpoints: the convergence curve has one at 80%
         "ablation.coco_iterations": 2,
         "ablation.crf_holdout": 6,
         "ablation.workers": 1,
