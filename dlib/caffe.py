@@ -36,8 +36,8 @@ use ``layer`` with ``shape``.
   ``eps`` 1e-5 (Caffe's default; the DeepLab prototxts set no other); ``Scale`` holds (gamma, beta). Together
   they are one ``nn.BatchNorm2d`` (weight = gamma, bias = beta). Caffe and PyTorch store convolution weights
   alike, (out, in, kh, kw).
-* The MSC test net holds three copies of the network whose weights are shared (layer suffixes ``_res075``,
-  ``_res05``); the copies are reported as ``shared`` and not loaded twice.
+* The MSC test net holds three copies of the network whose weights are shared (``_res075``, ``_res05`` in
+  the layer names); the copies are reported as ``shared`` and not loaded twice.
 
 **Classifiers of the initial models.** The COCO-pretrained ``init.caffemodel`` has classifiers of another
 name and number of classes than the VOC prototxt's ``fc1_voc12_c*`` (COCO's classes), and Caffe copies
@@ -53,6 +53,7 @@ LargeFOV ``pool5a``) and ``data.input_convention="caffe"`` (dlib.transforms: BGR
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -63,7 +64,8 @@ from torch import nn
 
 CAFFE_SUFFIX = ".caffemodel"
 BN_EPS = 1e-5  # Caffe's BatchNormParameter default; the DeepLab prototxts set no eps
-MSC_COPY_SUFFIXES = ("_res075", "_res05")  # the MSC net's weight-sharing copies (DeepLab v2 ResNet prototxt)
+# The MSC net's weight-sharing copies (DeepLab v2 ResNet prototxt): "conv1_res075", "fc1_voc12_res05_c3".
+MSC_COPY = re.compile(r"_res0(75|5)(_|$)")
 EXPERIMENT = "voc12"  # DeepLab's ${EXP} in the classifier names (fc8_voc12, fc1_voc12_c0)
 
 # Legacy V1LayerParameter.LayerType numbers of the layers that carry weights (caffe.proto); DeepLab's Caffe
@@ -374,7 +376,7 @@ class CaffeLoadReport:
 
 
 def _is_copy(name: str) -> bool:
-    return name.endswith(MSC_COPY_SUFFIXES)
+    return MSC_COPY.search(name) is not None
 
 
 def load_blobs(module: nn.Module, names: Mapping[str, BlobRef], layers: Iterable[CaffeLayer], *,
