@@ -39,10 +39,11 @@ use ``layer`` with ``shape``.
 * The MSC test net holds three copies of the network whose weights are shared (``_res075``, ``_res05`` in
   the layer names); the copies are reported as ``shared`` and not loaded twice.
 
-**Classifiers of the initial models.** The COCO-pretrained ``init.caffemodel`` has classifiers of another
-name and number of classes than the VOC prototxt's ``fc1_voc12_c*`` (COCO's classes), and Caffe copies
-weights by layer name, so DeepLab's VOC training starts those layers at random. ``head="optional"`` does
-the same: the classifier keeps its initialisation and the report names the file's classifier blobs.
+**Classifiers of the initial models.** Caffe copies weights by layer name, and the VOC prototxt's
+classifiers are new layers (``fc8_voc12``, ``fc1_voc12_c*``), so DeepLab's VOC training starts them at random
+whatever classifier the COCO- or ImageNet-pretrained ``init.caffemodel`` holds. ``head="optional"`` does the
+same: a classifier absent from the file (or present under its VOC name with another number of classes)
+keeps its initialisation; the report lists it as missing (and skipped), the file's own classifier as unused.
 
 **Architecture and input.** The weights match our networks one to one only with ``model.caffe_layout``
 (dlib.backbones: ResNet-101's stride in the 1x1 convolution, the first block of res4/res5 dilated; the
@@ -142,6 +143,8 @@ def _numbers(chunks: list[tuple[int, Any]], dtype: str) -> np.ndarray:
             parts.append(np.frombuffer(value, dtype=dtype))
         else:
             parts.append(np.frombuffer(int(value).to_bytes(width, "little"), dtype=dtype))
+    if len(parts) == 1:  # an aligned, writable copy (the file's bytes are not kept; much faster than concatenate)
+        return parts[0].astype(dtype)
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
 
@@ -300,8 +303,9 @@ def vgg16_names(backbone: nn.Module, prefix: str = "") -> dict[str, BlobRef]:
 
 def head_names(head: nn.Module, prefix: str = "head.", exp: str = EXPERIMENT) -> dict[str, BlobRef]:
     """The DeepLab head's layer names: VGG fc6/fc7/fc8 (one branch) or fc6_k/fc7_k/fc8_k (ASPP, k = 1..4);
-    ResNet fc1_<exp>_c0..c3 (ASPP). Alternatives cover the initial models' names (fc6 shared by the branches
-    of an ImageNet init; fc1_c<k> for the COCO init's classifiers)."""
+    ResNet fc1_<exp>_c0..c3 (ASPP). One alternative covers an ImageNet init's single fc6/fc7 for every ASPP
+    branch; classifiers have none: as in Caffe (weights copied by layer name), an initial model's classifier
+    under another name is not loaded and is reported as unused."""
     from .aspp import ClassifierBranch, FCBranch
 
     branches = list(head.branches)
@@ -318,8 +322,7 @@ def head_names(head: nn.Module, prefix: str = "head.", exp: str = EXPERIMENT) ->
             # The released ResNet-101 model is ASPP (c0..c3); a single-branch head (LargeFOV, baseline) was
             # not released: named fc1_<exp> by analogy with the fusion layer of the ASPP net.
             name = f"fc1_{exp}_c{i}" if many else f"fc1_{exp}"
-            alt = (f"fc1_c{i}",) if many else ("fc1",)
-            out.update(_conv(p + "conv.", name, True, head=True, alternatives=alt))
+            out.update(_conv(p + "conv.", name, True, head=True))
         else:
             raise CaffeModelError(f"no DeepLab Caffe names for a head branch of type {type(branch).__name__}")
     return out

@@ -240,7 +240,8 @@ def test_load_report_lists_missing_unexpected_shared_and_skipped(tmp_path):
     path = write_net(tmp_path / "init.caffemodel", [
         ("fc1_voc12_c0", "Convolution", [c0w, c0b]),
         ("fc1_voc12_c0_res075", "Convolution", [c0w, c0b]),  # an MSC weight-sharing copy
-        ("fc1_c1", "Convolution", [rand(rng, 5, 8, 3, 3), rand(rng, 5)]),  # an initial model's 5-class classifier
+        ("fc1_voc12_c1", "Convolution", [rand(rng, 5, 8, 3, 3), rand(rng, 5)]),  # a classifier of 5 classes
+        ("fc1_c0", "Convolution", [rand(rng, 3, 8, 3, 3), rand(rng, 3)]),  # another name: never copied (Caffe)
         ("fc_extra", "Convolution", [rand(rng, 2, 2)])])
     layers = caffe.read_caffemodel(path)
     before = head.branches[1].conv.weight.detach().clone()
@@ -248,16 +249,16 @@ def test_load_report_lists_missing_unexpected_shared_and_skipped(tmp_path):
     assert sorted(report.mapped) == [("fc1_voc12_c0/0", "branches.0.conv.weight"),
                                      ("fc1_voc12_c0/1", "branches.0.conv.bias")]
     assert report.missing == ["branches.1.conv.weight", "branches.1.conv.bias"]
-    assert report.skipped == ["fc1_c1/0 (5, 8, 3, 3)", "fc1_c1/1 (5,)"]
-    assert report.unexpected == ["fc_extra/0"]  # (the skipped classifier is listed once, under skipped)
+    assert report.skipped == ["fc1_voc12_c1/0 (5, 8, 3, 3)", "fc1_voc12_c1/1 (5,)"]
+    assert report.unexpected == ["fc1_c0/0", "fc1_c0/1", "fc_extra/0"]  # (skipped blobs are listed once)
     assert report.shared == ["fc1_voc12_c0_res075/0", "fc1_voc12_c0_res075/1"]
     assert torch.equal(head.branches[0].conv.weight.detach(), torch.as_tensor(c0w))
     assert torch.equal(head.branches[1].conv.weight.detach(), before)  # kept its initialisation
     assert "2 blobs loaded" in report.summary() and "fc_extra/0" in str(report)
-    with pytest.raises(caffe.CaffeModelError, match=r"fc1_c1.*\(5, 8, 3, 3\).*\(3, 8, 3, 3\)"):
+    with pytest.raises(caffe.CaffeModelError, match=r"fc1_voc12_c1.*\(5, 8, 3, 3\).*\(3, 8, 3, 3\)"):
         caffe.load_blobs(head, caffe.head_names(head, ""), layers, head="require")
     with pytest.raises(caffe.CaffeModelError, match="no blob fc1_voc12_c1/0"):
-        caffe.load_blobs(head, caffe.head_names(head, ""), layers[:1], head="require")
+        caffe.load_blobs(head, caffe.head_names(head, ""), [layers[0], layers[3]], head="require")
 
 
 # ------------------------------------------------------------------------------------------------
