@@ -385,3 +385,14 @@ def test_evaluate_a_released_largefov_caffemodel_from_the_command_line(tmp_path,
     assert json.loads(out.out.strip().splitlines()[-1])["num_images"] == 1 and "blobs loaded" in out.err
     assert main(["evaluate", "--profile", "smoke", "--no-progress"]) == 2  # neither --run nor --caffemodel
     assert "exactly one model" in capsys.readouterr().err
+
+
+def test_coco_rows_from_a_released_init_caffemodel_use_the_caffe_settings():
+    from dlib.ablation import Training, training_config
+
+    cfg = config.resolve("gpu", overrides={"model.coco_checkpoint": "/models/init.caffemodel"})
+    coco = training_config(cfg, Training("resnet", "aspp", msc=True, coco=True), seed=0)
+    plain = training_config(cfg, Training("resnet", "aspp", msc=True), seed=0)
+    assert (coco.model.caffe_layout, coco.data.input_convention) == (True, "caffe")
+    assert (plain.model.caffe_layout, plain.data.input_convention, plain.model.coco_checkpoint) == (
+        False, "imagenet", None)
