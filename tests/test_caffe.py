@@ -391,8 +391,8 @@ def test_coco_rows_from_a_released_init_caffemodel_use_the_caffe_settings():
     from dlib.ablation import Training, training_config
 
     cfg = config.resolve("gpu", overrides={"model.coco_checkpoint": "/models/init.caffemodel"})
-    coco = training_config(cfg, Training("resnet", "aspp", msc=True, coco=True), seed=0)
-    plain = training_config(cfg, Training("resnet", "aspp", msc=True), seed=0)
+    coco = training_config(cfg, Training("resnet", "aspp_l", msc=True, coco=True), seed=0)
+    plain = training_config(cfg, Training("resnet", "aspp_l", msc=True), seed=0)
     assert (coco.model.caffe_layout, coco.data.input_convention) == (True, "caffe")
     assert (plain.model.caffe_layout, plain.data.input_convention, plain.model.coco_checkpoint) == (
         False, "imagenet", None)
