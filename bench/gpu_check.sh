@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's GPU checks, as one script for a lent GPU machine (no network there; its own python3 with
 # PyTorch). Prints the GPU tables for the README and runs the `gpu` profile's training code end to end on
-# the proxy data (the machine has no VOC): torchrun + NCCL, bf16 + channels_last, interrupted and resumed.
+# the proxy data (the machine has no VOC): torchrun + NCCL, bf16 + channels_last, interrupted and resumed;
+# and the released-Caffe-model path with random weights (bench/caffe_check.py).
 #
 #     bash bench/gpu_check.sh [OUTDIR]
 set -uo pipefail
@@ -20,6 +21,9 @@ if [ -z "${SKIP_BENCH:-}" ]; then
     echo "== bench_crf --quick (the CRF's torch backend on the GPU, 1 image and batches of 16)"
     $PY bench/bench_crf.py --quick --json "$OUTDIR/bench_crf.json" 2>&1 | tee "$OUTDIR/bench_crf_gpu.txt"
 fi
+
+echo "== released Caffe model path (dlib.caffe): random ResNet-101 ASPP written to a caffemodel, loaded, MSC forward"
+$PY bench/caffe_check.py --json "$OUTDIR/caffe_check.json" 2>&1 | tee "$OUTDIR/caffe_check.txt"
 
 echo "== gpu profile end to end on proxy data: 40 iterations, stopped at 20, resumed (torchrun, nccl)"
 # No ImageNet weights there: a random init with measured BN statistics (bench/bn_init.py) stands in. From

@@ -2,6 +2,7 @@
 
     python -m dlib train    --profile cpu --out runs/aspp [--set train.iterations=500 ...]
     python -m dlib evaluate --profile cpu --run runs/aspp [--msc] [--flip] [--cache probs/]
+    python -m dlib evaluate --profile gpu --caffemodel train_iter_20000.caffemodel --msc --cache probs/
     python -m dlib crf      --profile cpu --probs probs/ --out crf/ [--set crf.w1=5]
     python -m dlib pretrain imagenet|coco   (rebuild the cpu profile's shipped stand-in weights)
 
@@ -53,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "matrix, written under results/<profile>/. --cache writes the softmax of every "
                                    "image for the CRF stage.")
     _common(p)
-    p.add_argument("--run", required=True, help="run folder written by 'train', or a checkpoint file")
+    p.add_argument("--run", default=None, help="run folder written by 'train', or a checkpoint file")
+    p.add_argument("--caffemodel", default=None,
+                   help="a released DeepLab .caffemodel instead of --run (same as --set model.caffemodel=PATH; sets "
+                        "model.caffe_layout=true and data.input_convention=caffe unless given; dlib.caffe)")
     p.add_argument("--split", default="val", choices=("train", "val"), help="data split (default val)")
     p.add_argument("--msc", action="store_true", help="multi-scale inputs with max fusion (DeepLab v2, Sec. 3.1)")
     p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
@@ -182,13 +186,26 @@ def scores_name(split: str, *, msc: bool = False, flip: bool = False, max_images
 def _evaluate(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from . import data, evaluate, results, train
 
-    run = Path(args.run)
-    path, saved = _saved_checkpoint(run)
-    overrides = _model_overrides(path, saved, overrides)  # evaluate the architecture that was trained
-    overrides.setdefault("model.pretrained", None)
+    caffemodel = args.caffemodel or overrides.get("model.caffemodel")
+    if (args.run is None) == (caffemodel is None):
+        raise ValueError("evaluate needs exactly one model: --run (a run folder or checkpoint) or --caffemodel "
+                         "(a released DeepLab .caffemodel)")
+    if caffemodel is not None:
+        # A released Caffe model: its network layout and input convention (dlib.caffe), no other weights.
+        overrides = {"model.caffe_layout": True, "data.input_convention": "caffe", **overrides,
+                     "model.caffemodel": caffemodel, "model.pretrained": None}
+        path, run = Path(caffemodel), Path(caffemodel).with_suffix("")
+    else:
+        run = Path(args.run)
+        path, saved = _saved_checkpoint(run)
+        overrides = _model_overrides(path, saved, overrides)  # evaluate the architecture that was trained
+        overrides.setdefault("model.pretrained", None)
     cfg = resolve(args.profile, seed=args.seed, overrides=overrides)
     model = train.build_model(cfg)
-    train.load_weights(model, path)
+    if caffemodel is None:
+        train.load_weights(model, path)
+    else:
+        print(model.load_report.summary(), file=sys.stderr)
     dataset = data.build_dataset(cfg, args.split)
     max_images = cfg.eval.max_images if args.max_images is None else args.max_images
     truncated = max_images if max_images is not None and max_images < len(dataset) else None

@@ -157,6 +157,9 @@ def training_config(cfg: Config, training: Training, seed: int) -> Config:
     }
     if not training.coco:
         overrides["model.coco_checkpoint"] = None
+    elif str(cfg.model.coco_checkpoint).endswith(".caffemodel"):  # dlib.caffe.is_caffemodel, without torch
+        # The released COCO model (dlib.caffe) fits the prototxt's network and the Caffe input convention.
+        overrides.update({"model.caffe_layout": True, "data.input_convention": "caffe"})
     if cfg.ablation.width is not None:
         overrides["model.width"] = cfg.ablation.width
     if cfg.ablation.iterations is not None:
@@ -238,9 +241,18 @@ def load_coco_checkpoint(model, path: str) -> None:
     """A COCO-pretrained DeepLab model (the stand-in on cpu, a user's file on gpu): backbone *and* head.
 
     DeepLab v2's +COCO rows fine-tune the whole COCO model, classifier included (same 21 classes here).
+    A released ``init.caffemodel`` (dlib.caffe) loads into a Caffe-layout model; its classifier (COCO's classes,
+    another layer name) is not copied, as in Caffe, and the report says so.
     """
     from .models import load_pretrained, read_state_dict
 
+    from .caffe import is_caffemodel, load_caffemodel
+
+    if is_caffemodel(path):
+        if getattr(model.backbone, "caffe_layout", True) is False:
+            raise ValueError(f"{path} is a Caffe model: build {model.name} with model.caffe_layout=true")
+        print(load_caffemodel(model, path, head="optional").summary())
+        return
     report = load_pretrained(model, read_state_dict(path), source=path)
     if not any(k.startswith("backbone.") for k in report.loaded):
         raise ValueError(f"{path} holds no backbone weights for {model.name}; is it a DeepLab checkpoint?")

@@ -176,17 +176,29 @@ class ResNet101Dense(nn.Module):
     ``layer3.0.conv2.weight``...), so torchvision ImageNet weights load by name.
     With ``freeze_bn`` (the paper's setting) every BatchNorm stays in eval mode, even under
     ``model.train()``, and its affine parameters do not require gradients.
-    Deviation from paper: torchvision's ResNet ("v1.5", stride in the 3x3 convolution, first block of a
-    dilated stage at the previous dilation) instead of the original Caffe ResNet-101 (stride in the 1x1).
+    Deviation from paper (default): torchvision's ResNet ("v1.5", stride in the 3x3 convolution, first block
+    of a dilated stage at the previous dilation) instead of the original Caffe ResNet-101 (stride in the 1x1).
+    ``caffe_layout=True`` builds the network of DeepLab's released prototxt instead, so the released Caffe
+    weights (dlib.caffe) load one to one: the stride-2 of res3a sits in its first 1x1 convolution
+    (``layer2.0.conv1``, res3a_branch2a) and the 3x3 keeps stride 1; every 3x3 of res4 has dilation 2 and
+    every 3x3 of res5 dilation 4, the first block of each stage included (torchvision: 1 and 2 there).
+    The parameter names and shapes are the same in both layouts.
+    Deviation from Caffe (both layouts): pool1 rounds its output size down (Caffe rounds up); the two agree
+    whenever conv1's output is odd, i.e. inputs of 4k+1 or 4k+2 pixels (321, 513, and 513's MSC sizes 385, 257).
     """
 
-    def __init__(self, *, freeze_bn: bool = True):
+    def __init__(self, *, freeze_bn: bool = True, caffe_layout: bool = False):
         super().__init__()
         from torchvision.models import resnet101
 
         tv = resnet101(weights=None, replace_stride_with_dilation=[False, True, True])
         self.conv1, self.bn1, self.relu, self.maxpool = tv.conv1, tv.bn1, tv.relu, tv.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = tv.layer1, tv.layer2, tv.layer3, tv.layer4
+        self.caffe_layout = caffe_layout
+        if caffe_layout:
+            caffe_bottleneck_layout(self.layer2[0], stride=2)  # res3a: stride in res3a_branch2a
+            caffe_bottleneck_layout(self.layer3[0], dilation=2)  # res4a_branch2b: dilation 2, pad 2
+            caffe_bottleneck_layout(self.layer4[0], dilation=4)  # res5a_branch2b: dilation 4, pad 4
         self.out_channels = 2048
         self.freeze_bn = freeze_bn
         _freeze_bn(self, freeze_bn)
@@ -200,6 +212,21 @@ class ResNet101Dense(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, H/4, W/4)
         x = self.layer2(self.layer1(x))  # (N, 512, H/8, W/8)
         return self.layer4(self.layer3(x))  # (N, 2048, H/8, W/8)
+
+
+def caffe_bottleneck_layout(block: nn.Module, *, stride: int = 1, dilation: int | None = None) -> nn.Module:
+    """Turn a torchvision Bottleneck into the MSRA/Caffe one in place (DeepLab v2 released prototxt).
+
+    ``stride`` moves to the first 1x1 convolution (conv1; a 1x1 with stride s maps n -> ceil(n/s) like the
+    3x3 with padding 1 it replaces), the 3x3 (conv2) gets stride 1; ``dilation`` (when given) sets the 3x3's
+    dilation and padding. The shortcut's 1x1 keeps its stride. Returns ``block``.
+    """
+    block.conv1.stride = (stride, stride)
+    block.conv2.stride = (1, 1)
+    if dilation is not None:
+        block.conv2.dilation = (dilation, dilation)
+        block.conv2.padding = (dilation, dilation)
+    return block
 
 
 def stack_layers(module: nn.Module, *, skip: Iterable[str] = ("downsample",)) -> list[Layer]:

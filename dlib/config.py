@@ -49,6 +49,10 @@ class DataConfig:
     eval_pad: int = 513  # whole-image evaluation, padded to 513x513
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet statistics (torchvision init)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # "imagenet": RGB, (x/255 - mean)/std with data.mean/data.std (torchvision's ImageNet weights);
+    # "caffe": DeepLab's released Caffe models: BGR, 0-255, minus (104.008, 116.669, 122.675) (B, G, R), no
+    # std (dlib.transforms.CAFFE_MEAN_BGR; data.mean/data.std are not used).
+    input_convention: str = "imagenet"
     # Built-in proxy data set (only used when dataset == "proxy").
     proxy_image_size: int = 128
     proxy_train: int = 600
@@ -64,7 +68,10 @@ class ModelConfig:
     num_classes: int = 21  # PASCAL VOC: background + 20 classes
     pretrained: str | None = "imagenet"  # "imagenet", a local path, or None
     msc_scales: tuple[float, ...] = (1.0, 0.75, 0.5)  # DeepLab v2, Sec. 3.1
-    coco_checkpoint: str | None = None  # local COCO-pretrained DeepLab checkpoint (Table 4 "+COCO" rows, gpu)
+    coco_checkpoint: str | None = None  # local COCO-pretrained DeepLab checkpoint or released init.caffemodel
+    # (Table 4 "+COCO" rows, gpu; a .caffemodel trains those rows with caffe_layout and the Caffe input)
+    caffemodel: str | None = None  # a released DeepLab .caffemodel loaded whole (final VOC model; dlib.caffe)
+    caffe_layout: bool = False  # the released prototxt's network layout (ResNet-101 strides/dilations, pool5a)
     width: float = 1.0  # channel multiplier of the small_* models (cpu profile); the paper's models ignore it
 
 
@@ -385,6 +392,7 @@ RANGES: dict[str, Range] = {
 # Text fields with a fixed set of values.
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.dataset": ("proxy", "voc", "pretext"),
+    "data.input_convention": ("imagenet", "caffe"),
     "train.msc_loss": ("sum", "mean"),
 }
 
@@ -578,6 +586,9 @@ def check_config(cfg: Config) -> Config:
     if expected is not None and cfg.model.num_classes != expected:
         raise ConfigError(f"config key 'model.num_classes' is {cfg.model.num_classes} but the {cfg.data.dataset!r} "
                           f"data set has {expected} classes; set model.num_classes={expected}")
+    if cfg.model.caffemodel is not None and not (cfg.model.caffe_layout and cfg.data.input_convention == "caffe"):
+        raise ConfigError("config key 'model.caffemodel' loads a released Caffe model, which needs its network layout "
+                          "and input: set model.caffe_layout=true and data.input_convention=caffe")
     if cfg.train.batch_size % cfg.train.iter_size:
         raise ConfigError(f"config key 'train.batch_size' ({cfg.train.batch_size}) must be divisible by "
                           f"'train.iter_size' ({cfg.train.iter_size}), e.g. train.iter_size=2 with train.batch_size=10")

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Config, pick_device
-from .transforms import to_tensor
+from .transforms import normalisation, to_tensor
 
 IGNORE_INDEX = 255
 _BATCH = 8  # same-sized images are scored together (batch norm is in eval mode: results do not change)
@@ -73,7 +73,8 @@ def predict(model: nn.Module, image: np.ndarray, cfg: Config, *, msc: bool | Non
     flip = cfg.eval.flip if flip is None else flip
     dev = torch.device(device or pick_device(cfg))
     net = _net(model, cfg, msc).to(dev).eval()
-    x, _ = to_tensor(image, None, cfg.data.mean, cfg.data.std)
+    mean, std, bgr = normalisation(cfg.data)
+    x, _ = to_tensor(image, None, mean, std, bgr=bgr)
     scores = predict_logits(net, x[None].to(dev), image.shape[:2], flip=flip, pad=cfg.data.eval_pad)
     return torch.softmax(scores[0], dim=0).cpu().numpy()
 
@@ -111,6 +112,7 @@ def evaluate(cfg: Config, model: nn.Module, dataset: Any, *, msc: bool | None = 
     from .data import preflight
 
     preflight(dataset, max_images=n)  # every image and label opened (headers, sizes) before any scoring
+    mean, std, bgr = normalisation(cfg.data)  # data.input_convention (dlib.transforms)
     cache = Path(cache_dir) if cache_dir is not None else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
@@ -128,7 +130,7 @@ def evaluate(cfg: Config, model: nn.Module, dataset: Any, *, msc: bool | None = 
             if nxt[0].shape != batch[0][0].shape:
                 break
             batch.append(nxt)
-        images = torch.stack([to_tensor(img, None, cfg.data.mean, cfg.data.std)[0] for img, _ in batch]).to(dev)
+        images = torch.stack([to_tensor(img, None, mean, std, bgr=bgr)[0] for img, _ in batch]).to(dev)
         size = batch[0][0].shape[:2]
         with torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" and cfg.train.bf16 else contextlib.nullcontext():
             logits = predict_logits(net, images, size, flip=flip, pad=cfg.data.eval_pad)

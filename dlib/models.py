@@ -183,9 +183,12 @@ def vgg16_deeplab(*, name: str = "vgg16_deeplab", num_classes: int = 21, pretrai
 
 
 def resnet101_deeplab(*, name: str = "resnet101_deeplab", num_classes: int = 21, pretrained=None,
-                      rates=(6, 12, 18, 24), freeze_bn: bool = True) -> DeepLab:
-    """DeepLab ResNet-101 with one 3x3 classifier (2048 -> classes) per rate, summed."""
-    backbone = ResNet101Dense(freeze_bn=freeze_bn)  # torchvision's own initialisation
+                      rates=(6, 12, 18, 24), freeze_bn: bool = True, caffe_layout: bool = False) -> DeepLab:
+    """DeepLab ResNet-101 with one 3x3 classifier (2048 -> classes) per rate, summed.
+
+    ``caffe_layout``: the released prototxt's ResNet-101 (dlib.backbones.ResNet101Dense), for Caffe weights.
+    """
+    backbone = ResNet101Dense(freeze_bn=freeze_bn, caffe_layout=caffe_layout)  # torchvision's own initialisation
     head = ASPP(backbone.out_channels, num_classes, rates, hidden=None, kernel_size=3)
     _init_head(head)
     return _maybe_load(DeepLab(backbone, head, name=name), pretrained)
@@ -241,27 +244,29 @@ def deeplab_v2_vgg16_aspp_l(*, num_classes: int = 21, pretrained=None, rates=(6,
 
 @_register("deeplab_v2_resnet101_baseline", "resnet101", "baseline", 3, (1,), None, None,
            "DeepLab v2, Table 4 (first row)")
-def deeplab_v2_resnet101_baseline(*, num_classes: int = 21, pretrained=None, freeze_bn: bool = True) -> DeepLab:
+def deeplab_v2_resnet101_baseline(*, num_classes: int = 21, pretrained=None, freeze_bn: bool = True,
+                                  caffe_layout: bool = False) -> DeepLab:
     """ResNet-101 at output stride 8 with one 3x3 classifier at rate 1 (our reading of the baseline row)."""
     return resnet101_deeplab(name="deeplab_v2_resnet101_baseline", num_classes=num_classes, pretrained=pretrained, rates=(1,),
-                      freeze_bn=freeze_bn)
+                      freeze_bn=freeze_bn, caffe_layout=caffe_layout)
 
 
 @_register("deeplab_v2_resnet101_largefov", "resnet101", "largefov", 3, (12,), None, None,
            "DeepLab v2, Table 4 (LargeFOV)")
-def deeplab_v2_resnet101_largefov(*, num_classes: int = 21, pretrained=None, freeze_bn: bool = True) -> DeepLab:
+def deeplab_v2_resnet101_largefov(*, num_classes: int = 21, pretrained=None, freeze_bn: bool = True,
+                                  caffe_layout: bool = False) -> DeepLab:
     """ResNet-101 at output stride 8 with one 3x3 classifier at rate 12."""
     return resnet101_deeplab(name="deeplab_v2_resnet101_largefov", num_classes=num_classes, pretrained=pretrained, rates=(12,),
-                      freeze_bn=freeze_bn)
+                      freeze_bn=freeze_bn, caffe_layout=caffe_layout)
 
 
 @_register("deeplab_v2_resnet101_aspp", "resnet101", "aspp", 3, (6, 12, 18, 24), None, None,
            "DeepLab v2, Table 4 (ASPP)")
 def deeplab_v2_resnet101_aspp(*, num_classes: int = 21, pretrained=None, rates=(6, 12, 18, 24),
-                              freeze_bn: bool = True) -> DeepLab:
+                              freeze_bn: bool = True, caffe_layout: bool = False) -> DeepLab:
     """ResNet-101 at output stride 8 with four 3x3 classifiers (2048 -> classes) at rates 6-24, summed."""
     return resnet101_deeplab(name="deeplab_v2_resnet101_aspp", num_classes=num_classes, pretrained=pretrained,
-                      rates=tuple(rates), freeze_bn=freeze_bn)
+                      rates=tuple(rates), freeze_bn=freeze_bn, caffe_layout=caffe_layout)
 
 
 # Small CPU variants ---------------------------------------------------------------------------------

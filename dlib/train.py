@@ -202,18 +202,35 @@ class AugmentedView(torch.utils.data.Dataset):
 
 def build_model(cfg: Config) -> nn.Module:
     """``dlib.models.build(cfg.model.name)``; a ``model.pretrained`` path to a dlib checkpoint or run
-    folder (e.g. the proxy "COCO" pretraining run) is loaded here, other values go to the builder."""
-    from . import models
+    folder (e.g. the proxy "COCO" pretraining run) is loaded here, other values go to the builder.
+
+    Caffe (dlib.caffe): ``model.caffe_layout`` builds the released prototxt's layout; a ``model.pretrained``
+    ending in .caffemodel is an initial model (ImageNet / COCO: its classifier may be absent or of other
+    classes); ``model.caffemodel`` is a whole released model, loaded last. The load report is kept as
+    ``model.load_report``.
+    """
+    from . import caffe, models
 
     pretrained = cfg.model.pretrained
-    ckpt = None
-    if isinstance(pretrained, str) and pretrained not in ("imagenet",) and Path(pretrained).exists():
+    ckpt = caffe_init = None
+    if caffe.is_caffemodel(pretrained):
+        caffe_init, pretrained = pretrained, None
+    elif isinstance(pretrained, str) and pretrained not in ("imagenet",) and Path(pretrained).exists():
         ckpt, pretrained = pretrained, None
     extra = {"width": cfg.model.width} if cfg.model.name.startswith("small_") else {}
+    if cfg.model.caffe_layout:
+        extra.update(caffe.layout_kwargs(cfg.model.name))
     model = models.build(cfg.model.name, num_classes=cfg.model.num_classes, pretrained=pretrained, **extra)
+    if caffe_init is not None:
+        caffe.check_settings(cfg, caffe_init)
+        caffe.load_caffemodel(model, caffe_init, head="optional")
+    if cfg.model.caffemodel is not None:
+        caffe.check_settings(cfg, cfg.model.caffemodel)
+        caffe.load_caffemodel(model, cfg.model.caffemodel, head="require")
     if ckpt is not None:
         load_weights(model, ckpt)
-    elif pretrained is None and any(getattr(m, "freeze_bn", False) for m in model.modules()):
+    elif caffe_init is None and cfg.model.caffemodel is None and pretrained is None and any(
+            getattr(m, "freeze_bn", False) for m in model.modules()):
         # Frozen BN keeps its initial statistics (mean 0, var 1): from a random init nothing is normalised,
         # activations grow through the 33 residual blocks and the loss overflows within a few iterations.
         warnings.warn(f"{cfg.model.name} has frozen batch normalisation (DeepLab v2, Sec. 4.1) but no pretrained "

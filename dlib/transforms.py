@@ -20,6 +20,9 @@ import torch
 from PIL import Image
 
 IGNORE_INDEX = 255
+# DeepLab's released Caffe models (prototxt transform_param mean_value): B, G, R means on the 0-255 scale.
+CAFFE_MEAN_BGR = (104.008, 116.669, 122.675)
+INPUT_CONVENTIONS = ("imagenet", "caffe")
 
 
 def resize(image: np.ndarray, label: np.ndarray | None, scale: float):
@@ -66,12 +69,30 @@ def hflip(image: np.ndarray, label: np.ndarray | None):
     return image[:, ::-1], (label[:, ::-1] if label is not None else None)
 
 
-def to_tensor(image: np.ndarray, label: np.ndarray | None, mean: Sequence[float], std: Sequence[float]):
-    """uint8 (H, W, 3) -> float32 (3, H, W), (x/255 - mean)/std; label -> int64 (H, W)."""
+def to_tensor(image: np.ndarray, label: np.ndarray | None, mean: Sequence[float], std: Sequence[float], *,
+              bgr: bool = False):
+    """uint8 RGB (H, W, 3) -> float32 (3, H, W), (x/255 - mean)/std (mean, std in RGB order), channels
+    reversed to B, G, R when ``bgr``; label -> int64 (H, W)."""
     x = torch.from_numpy(_writable(image)).permute(2, 0, 1).float().div_(255)
     x = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    if bgr:
+        x = x.flip(0)
     y = torch.from_numpy(_writable(label)).long() if label is not None else None
     return x, y
+
+
+def normalisation(data_cfg) -> tuple[tuple[float, ...], tuple[float, ...], bool]:
+    """(mean, std, bgr) for :func:`to_tensor` from the data config's ``input_convention``.
+
+    "imagenet": ``data.mean``/``data.std``, RGB. "caffe" (DeepLab's released models): x - CAFFE_MEAN_BGR on the
+    0-255 scale in B, G, R order, written as mean = CAFFE_MEAN/255 and std = 1/255 in RGB order, then reversed.
+    """
+    convention = getattr(data_cfg, "input_convention", "imagenet")
+    if convention == "imagenet":
+        return tuple(data_cfg.mean), tuple(data_cfg.std), False
+    if convention == "caffe":
+        return tuple(m / 255 for m in CAFFE_MEAN_BGR[::-1]), (1 / 255,) * 3, True
+    raise ValueError(f"data.input_convention must be one of {', '.join(INPUT_CONVENTIONS)}, got {convention!r}")
 
 
 def _writable(a: np.ndarray) -> np.ndarray:
@@ -85,20 +106,21 @@ class TrainTransform:
 
     def __init__(self, *, crop_size: int = 321, scale_range: tuple[float, float] | None = (0.5, 1.5),
                  flip: bool = True, mean: Sequence[float] = (0.485, 0.456, 0.406),
-                 std: Sequence[float] = (0.229, 0.224, 0.225)):
+                 std: Sequence[float] = (0.229, 0.224, 0.225), bgr: bool = False):
         if crop_size < 1:
             raise ValueError(f"crop_size must be positive, got {crop_size}")
         if scale_range is not None and not (0 < scale_range[0] <= scale_range[1]):
             raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
         self.crop_size, self.scale_range, self.flip = crop_size, scale_range, flip
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.mean, self.std, self.bgr = tuple(mean), tuple(std), bgr
         self.fill = tuple(255 * m for m in self.mean)  # pad with the mean: zero after normalisation
 
     @classmethod
     def from_config(cls, cfg) -> "TrainTransform":
         d = cfg.data
+        mean, std, bgr = normalisation(d)
         return cls(crop_size=d.crop_size, scale_range=tuple(d.scale_range) if d.scale_aug else None,
-                   flip=d.flip, mean=d.mean, std=d.std)
+                   flip=d.flip, mean=mean, std=std, bgr=bgr)
 
     def augment(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
         """The random geometry only, on uint8 arrays: returns (image, label) of size crop x crop."""
@@ -111,21 +133,22 @@ class TrainTransform:
 
     def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
         image, label = self.augment(image, label, rng)
-        return to_tensor(image, label, self.mean, self.std)
+        return to_tensor(image, label, self.mean, self.std, bgr=self.bgr)
 
 
 class EvalTransform:
     """Whole image, normalised; padded (mean colour / void) to ``pad`` x ``pad`` when ``pad`` > 0."""
 
     def __init__(self, *, pad: int = 0, mean: Sequence[float] = (0.485, 0.456, 0.406),
-                 std: Sequence[float] = (0.229, 0.224, 0.225)):
-        self.pad, self.mean, self.std = pad, tuple(mean), tuple(std)
+                 std: Sequence[float] = (0.229, 0.224, 0.225), bgr: bool = False):
+        self.pad, self.mean, self.std, self.bgr = pad, tuple(mean), tuple(std), bgr
 
     @classmethod
     def from_config(cls, cfg) -> "EvalTransform":
-        return cls(pad=cfg.data.eval_pad, mean=cfg.data.mean, std=cfg.data.std)
+        mean, std, bgr = normalisation(cfg.data)
+        return cls(pad=cfg.data.eval_pad, mean=mean, std=std, bgr=bgr)
 
     def __call__(self, image: np.ndarray, label: np.ndarray):
         if self.pad:
             image, label = pad_to(image, label, self.pad, tuple(255 * m for m in self.mean))
-        return to_tensor(image, label, self.mean, self.std)
+        return to_tensor(image, label, self.mean, self.std, bgr=self.bgr)

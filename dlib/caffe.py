@@ -1,0 +1,508 @@
+"""The released DeepLab Caffe models, read without Caffe: a ``.caffemodel`` reader and the layer-name mapping.
+
+DeepLab's authors released their trained networks as Caffe ``.caffemodel`` files: DeepLab-LargeFOV (v1,
+VGG-16), DeepLab v2 VGG-16 ASPP and DeepLab v2 ResNet-101 ASPP, each with the COCO- or ImageNet-pretrained
+initial model (``init.caffemodel``) and the final VOC models (``train_iter_20000.caffemodel`` trained on
+train_aug, ``train2_iter_20000.caffemodel`` fine-tuned on trainval_aug). This module reads them and loads
+them into our networks (dlib.models), so the paper's numbers can be reproduced in minutes
+(docs/replicate_released.md) and the Table 4 "+COCO" rows can start from the authors' COCO model.
+
+**File format.** A ``.caffemodel`` is one serialised protobuf message ``NetParameter`` (Caffe's
+``src/caffe/proto/caffe.proto``). Only these fields are read; the rest is skipped by wire type:
+
+    NetParameter       layer = 100 (LayerParameter, repeated)      layers = 2 (V1LayerParameter, legacy)
+    LayerParameter     name = 1 (string)   type = 2 (string)   blobs = 7 (BlobProto, repeated)
+    V1LayerParameter   name = 4 (string)   type = 5 (enum)     blobs = 6 (BlobProto, repeated)
+    BlobProto          shape = 7 (BlobShape: dim = 1, packed int64)   data = 5 (packed float)
+                       double_data = 8 (packed double)   legacy 4-d num = 1, channels = 2, height = 3, width = 4
+
+The protobuf wire format is parsed here with numpy (:func:`parse_net`): every field starts with a varint key
+``field_number << 3 | wire_type``; wire type 0 is a varint, 1 eight bytes, 2 a varint length then that many
+bytes (strings, sub-messages, packed repeated numbers), 5 four bytes (an unpacked float). DeepLab-LargeFOV
+is stored in the legacy V1 ``layers`` format with 4-d (num, channels, height, width) shapes; the v2 models
+use ``layer`` with ``shape``.
+
+**Layers -> our parameters** (:func:`caffe_names`; DeepLab's prototxts, /work/shared/reference):
+
+* VGG-16: ``conv1_1`` ... ``conv5_3`` -> ``backbone.features.<i>``; LargeFOV ``fc6``, ``fc7``,
+  ``fc8_voc12`` -> ``head.branches.0.fc6/fc7/fc8``; ASPP ``fc6_k``, ``fc7_k``, ``fc8_voc12_k`` (k = 1..4)
+  -> branch k-1.
+* ResNet-101: ``conv1`` + ``bn_conv1``/``scale_conv1`` -> ``backbone.conv1``/``bn1``; ``res{s}{b}_branch2a/2b/2c``
+  with ``bn{s}{b}_branch2*``/``scale{s}{b}_branch2*`` -> ``backbone.layer{s-1}.<j>.conv1..3``/``bn1..3``,
+  ``res{s}a_branch1`` -> ``downsample``; blocks are named a, b, c (res2, res5), a, b1..b3 (res3) and
+  a, b1..b22 (res4). ASPP ``fc1_voc12_c0..c3`` -> ``head.branches.0..3.conv``.
+* Caffe batch normalisation is two layers: ``BatchNorm`` holds (mean, variance, scale factor) with the
+  statistics stored multiplied by the factor (divide; a zero factor means zero statistics, as Caffe does),
+  ``eps`` 1e-5 (Caffe's default; the DeepLab prototxts set no other); ``Scale`` holds (gamma, beta). Together
+  they are one ``nn.BatchNorm2d`` (weight = gamma, bias = beta). Caffe and PyTorch store convolution weights
+  alike, (out, in, kh, kw).
+* The MSC test net holds three copies of the network whose weights are shared (``_res075``, ``_res05`` in
+  the layer names); the copies are reported as ``shared`` and not loaded twice.
+
+**Classifiers of the initial models.** Caffe copies weights by layer name, and the VOC prototxt's
+classifiers are new layers (``fc8_voc12``, ``fc1_voc12_c*``), so DeepLab's VOC training starts them at random
+whatever classifier the COCO- or ImageNet-pretrained ``init.caffemodel`` holds. ``head="optional"`` does the
+same: a classifier absent from the file (or present under its VOC name with another number of classes)
+keeps its initialisation; the report lists it as missing (and skipped), the file's own classifier as unused.
+
+**Architecture and input.** The weights match our networks one to one only with ``model.caffe_layout``
+(dlib.backbones: ResNet-101's stride in the 1x1 convolution, the first block of res4/res5 dilated; the
+LargeFOV ``pool5a``) and ``data.input_convention="caffe"`` (dlib.transforms: BGR, 0-255, minus the mean
+104.008, 116.669, 122.675). :func:`check_settings` says when they are not set.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+CAFFE_SUFFIX = ".caffemodel"
+BN_EPS = 1e-5  # Caffe's BatchNormParameter default; the DeepLab prototxts set no eps
+# The MSC net's weight-sharing copies (DeepLab v2 ResNet prototxt): "conv1_res075", "fc1_voc12_res05_c3".
+MSC_COPY = re.compile(r"_res0(75|5)(_|$)")
+EXPERIMENT = "voc12"  # DeepLab's ${EXP} in the classifier names (fc8_voc12, fc1_voc12_c0)
+
+# Legacy V1LayerParameter.LayerType numbers of the layers that carry weights (caffe.proto); DeepLab's Caffe
+# fork adds its own (Interp, MatWrite, ...), read as "V1:<number>".
+_V1_TYPES = {3: "Concat", 4: "Convolution", 5: "Data", 6: "Dropout", 14: "InnerProduct", 17: "Pooling",
+             18: "ReLU", 20: "Softmax", 21: "SoftmaxWithLoss", 22: "Split", 25: "Eltwise", 36: "Silence",
+             39: "Deconvolution"}
+
+
+class CaffeModelError(ValueError):
+    """A .caffemodel that cannot be read, or whose blobs do not fit the model."""
+
+
+# --------------------------------------------------------------------------------------------
+# Reading: the protobuf wire format by hand
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CaffeLayer:
+    """One layer of a caffemodel: its name, type ("Convolution", "BatchNorm", ...) and weight arrays."""
+
+    name: str
+    type: str
+    blobs: tuple[np.ndarray, ...]
+
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    """(value, next position) of the base-128 varint at ``pos`` (7 bits a byte, low bits first)."""
+    value = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise CaffeModelError("truncated varint: the file ends inside a number (incomplete download?)")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise CaffeModelError("malformed varint longer than 10 bytes: not a protobuf (caffemodel) file")
+
+
+def _fields(buf: memoryview) -> Iterable[tuple[int, int, Any]]:
+    """(field number, wire type, value) of every field of one message: an int (wire types 0, 1, 5: raw
+    little-endian bits) or a memoryview (wire type 2)."""
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1:
+            value, pos = int.from_bytes(buf[pos:pos + 8], "little"), pos + 8
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            value, pos = buf[pos:pos + size], pos + size
+        elif wire == 5:
+            value, pos = int.from_bytes(buf[pos:pos + 4], "little"), pos + 4
+        else:  # 3/4: groups, never used by caffe.proto
+            raise CaffeModelError(f"unsupported protobuf wire type {wire} (field {number}): not a caffemodel file")
+        if pos > end:
+            raise CaffeModelError(f"field {number} runs past the end of its message: the file is truncated")
+        yield number, wire, value
+
+
+def _numbers(chunks: list[tuple[int, Any]], dtype: str) -> np.ndarray:
+    """A repeated float/double field from its packed (wire type 2) and unpacked (5 or 1) occurrences."""
+    parts = []
+    width = np.dtype(dtype).itemsize
+    for wire, value in chunks:
+        if wire == 2:
+            if len(value) % width:
+                raise CaffeModelError(f"packed {dtype} data of {len(value)} bytes is not a multiple of {width}")
+            parts.append(np.frombuffer(value, dtype=dtype))
+        else:
+            parts.append(np.frombuffer(int(value).to_bytes(width, "little"), dtype=dtype))
+    if len(parts) == 1:  # an aligned, writable copy (the file's bytes are not kept; much faster than concatenate)
+        return parts[0].astype(dtype)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
+def _signed(value: int) -> int:
+    """int64/int32 fields are varints of their two's complement: values >= 2^63 are negative."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def parse_blob(buf: memoryview) -> np.ndarray:
+    """A BlobProto as a float32 array of its shape (``shape.dim``, else the legacy num/channels/height/width)."""
+    dims: list[int] = []
+    legacy: dict[int, int] = {}
+    data: list[tuple[int, Any]] = []
+    double: list[tuple[int, Any]] = []
+    has_shape = False
+    for number, wire, value in _fields(buf):
+        if number == 7 and wire == 2:  # BlobShape
+            has_shape = True
+            for n, w, v in _fields(value):
+                if n == 1 and w == 2:  # packed int64 dims
+                    pos = 0
+                    while pos < len(v):
+                        d, pos = _varint(v, pos)
+                        dims.append(_signed(d))
+                elif n == 1 and w == 0:  # unpacked
+                    dims.append(_signed(v))
+        elif number == 5 and wire in (2, 5):
+            data.append((wire, value))
+        elif number == 8 and wire in (2, 1):
+            double.append((wire, value))
+        elif number in (1, 2, 3, 4) and wire == 0:
+            legacy[number] = _signed(value)
+    values = _numbers(data, "<f4") if data else _numbers(double, "<f8").astype(np.float32)
+    shape = tuple(dims) if has_shape else tuple(legacy.get(i, 0) for i in (1, 2, 3, 4))
+    if not has_shape and not legacy:
+        shape = (len(values),)
+    if int(np.prod(shape)) != values.size:
+        raise CaffeModelError(f"a blob of shape {shape} holds {values.size} numbers; the file is damaged")
+    return values.reshape(shape)
+
+
+def _parse_layer(buf: memoryview, legacy: bool) -> CaffeLayer:
+    name_field, type_field, blob_field = (4, 5, 6) if legacy else (1, 2, 7)
+    name, kind, blobs = "", "", []
+    for number, wire, value in _fields(buf):
+        if number == name_field and wire == 2:
+            name = bytes(value).decode("utf-8", "replace")
+        elif number == type_field:
+            if legacy and wire == 0:
+                kind = _V1_TYPES.get(value, f"V1:{value}")
+            elif not legacy and wire == 2:
+                kind = bytes(value).decode("utf-8", "replace")
+        elif number == blob_field and wire == 2:
+            blobs.append(parse_blob(value))
+    return CaffeLayer(name, kind, tuple(blobs))
+
+
+def parse_net(data: bytes | bytearray | memoryview) -> list[CaffeLayer]:
+    """Every layer of a serialised NetParameter (``layer`` = 100 and legacy ``layers`` = 2), in file order."""
+    buf = memoryview(data).cast("B")
+    layers = []
+    for number, wire, value in _fields(buf):
+        if number in (100, 2) and wire == 2:
+            layers.append(_parse_layer(value, legacy=number == 2))
+    return layers
+
+
+def read_caffemodel(path: str | os.PathLike) -> list[CaffeLayer]:
+    """The layers of a ``.caffemodel`` file (names, types, blobs as float32 arrays)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"caffemodel {str(path)!r} does not exist; the released DeepLab models are listed in "
+                                "docs/replicate_released.md")
+    layers = parse_net(path.read_bytes())
+    if not any(layer.blobs for layer in layers):
+        raise CaffeModelError(f"{path} holds no layer with weights: is it a .caffemodel (not a .prototxt or a "
+                              "solverstate)?")
+    return layers
+
+
+# --------------------------------------------------------------------------------------------
+# DeepLab's layer names for our parameters
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BlobRef:
+    """Where one of our tensors lives in a caffemodel: ``layers`` (the first present is used), blob ``index``.
+
+    ``kind``: "copy", or "bn_stat" (BatchNorm mean/variance: divided by the layer's scale-factor blob 2).
+    """
+
+    layers: tuple[str, ...]
+    index: int
+    kind: str = "copy"
+    head: bool = False  # a classifier layer (may be absent or of another shape in an initial model)
+
+    @property
+    def name(self) -> str:
+        return f"{self.layers[0]}/{self.index}"
+
+
+def _conv(prefix: str, layer: str, bias: bool, head: bool = False, alternatives: tuple[str, ...] = ()) -> dict[str, BlobRef]:
+    names = (layer,) + alternatives
+    out = {f"{prefix}weight": BlobRef(names, 0, head=head)}
+    if bias:
+        out[f"{prefix}bias"] = BlobRef(names, 1, head=head)
+    return out
+
+
+def _bn(prefix: str, bn: str, scale: str) -> dict[str, BlobRef]:
+    """Caffe BatchNorm (mean, var, factor) + Scale (gamma, beta) -> one nn.BatchNorm2d."""
+    return {f"{prefix}running_mean": BlobRef((bn,), 0, "bn_stat"), f"{prefix}running_var": BlobRef((bn,), 1, "bn_stat"),
+            f"{prefix}weight": BlobRef((scale,), 0), f"{prefix}bias": BlobRef((scale,), 1)}
+
+
+def resnet_block_name(stage: int, block: int) -> str:
+    """DeepLab/MSRA ResNet-101 block names: res2a..c, res3a, b1..b3, res4a, b1..b22, res5a..c (``stage`` 2..5)."""
+    if stage in (2, 5):
+        return f"{stage}{'abc'[block]}"
+    return f"{stage}a" if block == 0 else f"{stage}b{block}"
+
+
+def bottleneck_names(name: str, prefix: str = "") -> dict[str, BlobRef]:
+    """One bottleneck block (``name`` like "3a" or "4b7"): torchvision keys under ``prefix`` -> Caffe blobs."""
+    out: dict[str, BlobRef] = {}
+    for i, branch in enumerate(("2a", "2b", "2c"), start=1):
+        out.update(_conv(f"{prefix}conv{i}.", f"res{name}_branch{branch}", bias=False))
+        out.update(_bn(f"{prefix}bn{i}.", f"bn{name}_branch{branch}", f"scale{name}_branch{branch}"))
+    out.update(_conv(f"{prefix}downsample.0.", f"res{name}_branch1", bias=False))
+    out.update(_bn(f"{prefix}downsample.1.", f"bn{name}_branch1", f"scale{name}_branch1"))
+    return out
+
+
+def resnet101_names(backbone: nn.Module, prefix: str = "") -> dict[str, BlobRef]:
+    """Every tensor of a :class:`dlib.backbones.ResNet101Dense` -> its DeepLab ResNet-101 blob."""
+    out = _conv(f"{prefix}conv1.", "conv1", bias=False)
+    out.update(_bn(f"{prefix}bn1.", "bn_conv1", "scale_conv1"))
+    for stage in (2, 3, 4, 5):
+        layer = getattr(backbone, f"layer{stage - 1}")
+        for j, block in enumerate(layer):
+            names = bottleneck_names(resnet_block_name(stage, j), f"{prefix}layer{stage - 1}.{j}.")
+            if block.downsample is None:
+                names = {k: v for k, v in names.items() if ".downsample." not in k}
+            out.update(names)
+    return out
+
+
+def vgg16_names(backbone: nn.Module, prefix: str = "") -> dict[str, BlobRef]:
+    """conv1_1 ... conv5_3 -> ``features.<i>`` of a :class:`dlib.backbones.VGG16Dense` (no batch norm)."""
+    out: dict[str, BlobRef] = {}
+    for index, name in backbone.layer_names.items():
+        if name.startswith("conv"):
+            out.update(_conv(f"{prefix}features.{index}.", name, bias=True))
+    return out
+
+
+def head_names(head: nn.Module, prefix: str = "head.", exp: str = EXPERIMENT) -> dict[str, BlobRef]:
+    """The DeepLab head's layer names: VGG fc6/fc7/fc8 (one branch) or fc6_k/fc7_k/fc8_k (ASPP, k = 1..4);
+    ResNet fc1_<exp>_c0..c3 (ASPP). One alternative covers an ImageNet init's single fc6/fc7 for every ASPP
+    branch; classifiers have none: as in Caffe (weights copied by layer name), an initial model's classifier
+    under another name is not loaded and is reported as unused."""
+    from .aspp import ClassifierBranch, FCBranch
+
+    branches = list(head.branches)
+    many = len(branches) > 1
+    out: dict[str, BlobRef] = {}
+    for i, branch in enumerate(branches):
+        p = f"{prefix}branches.{i}."
+        if isinstance(branch, FCBranch):
+            k = f"_{i + 1}" if many else ""
+            out.update(_conv(p + "fc6.", f"fc6{k}", True, alternatives=("fc6",) if many else ()))
+            out.update(_conv(p + "fc7.", f"fc7{k}", True, alternatives=("fc7",) if many else ()))
+            out.update(_conv(p + "fc8.", f"fc8_{exp}{k}", True, head=True))
+        elif isinstance(branch, ClassifierBranch):
+            # The released ResNet-101 model is ASPP (c0..c3); a single-branch head (LargeFOV, baseline) was
+            # not released: named fc1_<exp> by analogy with the fusion layer of the ASPP net.
+            name = f"fc1_{exp}_c{i}" if many else f"fc1_{exp}"
+            out.update(_conv(p + "conv.", name, True, head=True))
+        else:
+            raise CaffeModelError(f"no DeepLab Caffe names for a head branch of type {type(branch).__name__}")
+    return out
+
+
+def caffe_names(model: nn.Module, exp: str = EXPERIMENT) -> dict[str, BlobRef]:
+    """Every parameter and BN statistic of a paper DeepLab model (dlib.models) -> its Caffe blob.
+
+    BN's ``num_batches_tracked`` has no Caffe counterpart and is left out. Raises for the small CPU models
+    (no Caffe release exists for them).
+    """
+    from .backbones import ResNet101Dense, VGG16Dense
+
+    backbone = model.backbone
+    if isinstance(backbone, ResNet101Dense):
+        out = resnet101_names(backbone, "backbone.")
+    elif isinstance(backbone, VGG16Dense) and backbone.out_channels == 512 and not any(
+            isinstance(m, nn.BatchNorm2d) for m in backbone.modules()):
+        out = vgg16_names(backbone, "backbone.")
+    else:
+        raise CaffeModelError(f"{getattr(model, 'name', type(model).__name__)} has no released Caffe model: only "
+                              "the paper's VGG-16 and ResNet-101 networks (deeplab_v1_*, deeplab_v2_*) do")
+    out.update(head_names(model.head, "head.", exp))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class CaffeLoadReport:
+    """What a caffemodel load did, by Caffe blob name ("layer/index") and our tensor names."""
+
+    source: str
+    mapped: list[tuple[str, str]] = field(default_factory=list)  # (Caffe blob, our key), loaded
+    missing: list[str] = field(default_factory=list)  # our keys with no blob in the file: kept their init
+    unexpected: list[str] = field(default_factory=list)  # Caffe blobs nothing of ours used
+    shared: list[str] = field(default_factory=list)  # MSC weight-sharing copies (_res075, _res05), not reloaded
+    skipped: list[str] = field(default_factory=list)  # classifier blobs of another shape (initial models)
+
+    def summary(self) -> str:
+        def short(items: list[str], n: int = 5) -> str:
+            more = f", ... ({len(items) - n} more)" if len(items) > n else ""
+            return f" ({', '.join(items[:n])}{more})" if items else ""
+
+        return (f"{self.source}: {len(self.mapped)} blobs loaded; {len(self.missing)} model tensors missing"
+                f"{short(self.missing)}; {len(self.unexpected)} file blobs unused{short(self.unexpected)}; "
+                f"{len(self.skipped)} classifier blobs of another shape skipped{short(self.skipped)}; "
+                f"{len(self.shared)} MSC copies shared")
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _is_copy(name: str) -> bool:
+    return MSC_COPY.search(name) is not None
+
+
+def load_blobs(module: nn.Module, names: Mapping[str, BlobRef], layers: Iterable[CaffeLayer], *,
+               source: str = "caffemodel", head: str = "require") -> CaffeLoadReport:
+    """Copy the Caffe blobs named by ``names`` (our key -> :class:`BlobRef`) into ``module``'s state.
+
+    ``head``: "require" (a final model: every tensor must be in the file, shapes equal) or "optional" (an
+    initial model: classifier tensors that are absent or of another shape keep their initialisation and are
+    reported). Every other tensor must be present with its shape: otherwise an error naming the Caffe layer
+    (and both shapes).
+    """
+    if head not in ("require", "optional"):
+        raise ValueError(f"head must be 'require' (final model) or 'optional' (initial model), got {head!r}")
+    by_name: dict[str, CaffeLayer] = {}
+    report = CaffeLoadReport(source=source)
+    for layer in layers:
+        if not layer.blobs:
+            continue
+        if _is_copy(layer.name):
+            report.shared += [f"{layer.name}/{i}" for i in range(len(layer.blobs))]
+            continue
+        if layer.name in by_name:
+            raise CaffeModelError(f"{source}: two layers named {layer.name!r} hold weights; cannot tell which to load")
+        by_name[layer.name] = layer
+    state = module.state_dict()
+    unknown = sorted(k for k in names if k not in state)
+    if unknown:
+        raise KeyError(f"mapping names tensors the module does not have: {unknown[:5]}")
+    used: set[str] = set()
+    new: dict[str, torch.Tensor] = {}
+    for key, ref in names.items():
+        layer = next((by_name[n] for n in ref.layers if n in by_name), None)
+        if layer is None or ref.index >= len(layer.blobs):
+            if head == "optional" and ref.head:
+                report.missing.append(key)
+                continue
+            raise CaffeModelError(f"{source}: no blob {ref.name} (for {key}); tried layers {', '.join(ref.layers)}. "
+                                  "Is the file for this network (model.name, and model.caffe_layout for ResNet-101)?")
+        blob = layer.blobs[ref.index]
+        used.add(f"{layer.name}/{ref.index}")
+        if ref.kind == "bn_stat":
+            if len(layer.blobs) < 3:
+                raise CaffeModelError(f"{source}: BatchNorm layer {layer.name!r} has {len(layer.blobs)} blobs, expected "
+                                      "3 (mean, variance, scale factor)")
+            used.add(f"{layer.name}/2")
+            factor = float(layer.blobs[2].reshape(-1)[0])
+            # Caffe BatchNormLayer: statistics are stored times the factor; a zero factor gives zero statistics.
+            blob = blob * (0.0 if factor == 0 else 1.0 / factor)
+        target = state[key]
+        if blob.size == target.numel() and blob.ndim != target.dim() and _squeezed(blob.shape) == _squeezed(tuple(target.shape)):
+            blob = blob.reshape(tuple(target.shape))  # legacy 4-d shapes: a bias (1, 1, 1, N), BN statistics
+        if tuple(blob.shape) != tuple(target.shape):
+            if ref.head and head == "optional":
+                report.skipped.append(f"{layer.name}/{ref.index} {tuple(blob.shape)}")
+                report.missing.append(key)
+                continue
+            raise CaffeModelError(f"{source}: Caffe layer {layer.name!r} blob {ref.index} has shape {tuple(blob.shape)} "
+                                  f"but {key} is {tuple(target.shape)}; is the file for this network "
+                                  "(model.name, model.num_classes, model.caffe_layout)?")
+        new[key] = torch.from_numpy(np.ascontiguousarray(blob, dtype=np.float32)).to(target.dtype)
+        report.mapped.append((f"{layer.name}/{ref.index}", key))
+    module.load_state_dict(new, strict=False)
+    report.unexpected = sorted(f"{layer.name}/{i}" for layer in by_name.values() for i in range(len(layer.blobs))
+                               if f"{layer.name}/{i}" not in used)
+    return report
+
+
+def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
+
+
+def load_caffemodel(model: nn.Module, source: str | os.PathLike | Iterable[CaffeLayer], *, head: str = "require",
+                    exp: str = EXPERIMENT) -> CaffeLoadReport:
+    """Load a released DeepLab caffemodel (a path, or layers from :func:`read_caffemodel`) into a paper model.
+
+    ``head="require"`` for the final VOC models, ``"optional"`` for the initial (ImageNet / COCO) models. The
+    report is returned and kept as ``model.load_report``.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        name, layers = str(source), read_caffemodel(source)
+    else:
+        name, layers = "caffemodel", list(source)
+    report = load_blobs(model, caffe_names(model, exp), layers, source=name, head=head)
+    model.load_report = report
+    return report
+
+
+def is_caffemodel(path: Any) -> bool:
+    """Whether a config value names a Caffe model file (by its ``.caffemodel`` suffix)."""
+    return isinstance(path, (str, os.PathLike)) and str(path).endswith(CAFFE_SUFFIX)
+
+
+# --------------------------------------------------------------------------------------------
+# The settings a Caffe model needs
+# --------------------------------------------------------------------------------------------
+
+# Builder keywords that give each paper network the released prototxt's layout (dlib.models builders).
+_LAYOUT = {
+    "deeplab_v1_largefov": {"avg_pool5": True},  # pool5a: 3x3 stride-1 average pooling (DeepLab-LargeFOV prototxt)
+    "deeplab_v2_vgg16_aspp_s": {},  # the v2 VGG-16 prototxt has no pool5a: our layout already
+    "deeplab_v2_vgg16_aspp_l": {},
+    "deeplab_v2_resnet101_baseline": {"caffe_layout": True},
+    "deeplab_v2_resnet101_largefov": {"caffe_layout": True},
+    "deeplab_v2_resnet101_aspp": {"caffe_layout": True},
+}
+
+
+def layout_kwargs(model_name: str) -> dict[str, Any]:
+    """Builder keywords for ``model.caffe_layout=true``: the released prototxt's layout of ``model_name``."""
+    if model_name not in _LAYOUT:
+        raise ValueError(f"model.caffe_layout=true is defined for {', '.join(_LAYOUT)} (the networks with a released "
+                         f"DeepLab prototxt), not {model_name!r}; set model.caffe_layout=false")
+    return dict(_LAYOUT[model_name])
+
+
+def check_settings(cfg: Any, path: str) -> None:
+    """Raise when ``cfg`` would load the caffemodel ``path`` into a network or input it does not match."""
+    wrong = []
+    if not cfg.model.caffe_layout:
+        wrong.append("model.caffe_layout=true")
+    if cfg.data.input_convention != "caffe":
+        wrong.append("data.input_convention=caffe")
+    if wrong:
+        raise ValueError(f"{path} is a Caffe model: its weights expect the Caffe network layout and input (BGR, 0-255, "
+                         f"mean subtracted); set {' and '.join(wrong)} (--set ...)")
+

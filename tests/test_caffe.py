@@ -1,0 +1,398 @@
+"""dlib.caffe: the .caffemodel reader against files written by an independent writer, the layer-name mapping
+against DeepLab's prototxts, and Caffe-layout blocks against outputs computed by hand."""
+
+import json
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dlib import caffe, config, models, transforms
+from dlib.aspp import ASPP
+from dlib.backbones import ResNet101Dense, VGG16Dense
+
+PROTOTXT = Path(__file__).resolve().parents[2] / "shared" / "reference" / "deeplab_prototxt"
+if not PROTOTXT.is_dir():
+    PROTOTXT = Path("/work/shared/reference/deeplab_prototxt")
+
+# ------------------------------------------------------------------------------------------------
+# An independent protobuf writer: a message description (from caffe.proto) and a generic encoder.
+# ------------------------------------------------------------------------------------------------
+
+# message -> field -> (number, kind); kinds: string, varint, message:<Name>, packed_float, packed_double,
+# packed_varint, float (unpacked, wire type 5), double (unpacked, wire type 1).
+SCHEMA = {
+    "NetParameter": {"name": (1, "string"), "layers": (2, "message:V1LayerParameter"),
+                     "layer": (100, "message:LayerParameter")},
+    "LayerParameter": {"name": (1, "string"), "type": (2, "string"), "bottom": (3, "string"),
+                       "blobs": (7, "message:BlobProto"), "phase": (10, "varint")},
+    "V1LayerParameter": {"bottom": (2, "string"), "name": (4, "string"), "type": (5, "varint"),
+                         "blobs": (6, "message:BlobProto")},
+    "BlobProto": {"num": (1, "varint"), "channels": (2, "varint"), "height": (3, "varint"), "width": (4, "varint"),
+                  "data": (5, "packed_float"), "data_unpacked": (5, "float"), "shape": (7, "message:BlobShape"),
+                  "double_data": (8, "packed_double"), "double_unpacked": (8, "double")},
+    "BlobShape": {"dim": (1, "packed_varint")},
+}
+WIRE = {"string": 2, "varint": 0, "packed_float": 2, "packed_double": 2, "packed_varint": 2, "float": 5, "double": 1}
+
+
+def _vint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def encode(message: str, values: dict) -> bytes:
+    """Serialise ``values`` (field name -> value or list of values) as protobuf message ``message``."""
+    out = bytearray()
+    for name, value in values.items():
+        number, kind = SCHEMA[message][name]
+        items = value if isinstance(value, list) and not kind.startswith("packed") else [value]
+        for item in items:
+            wire = 2 if kind.startswith("message:") else WIRE[kind]
+            out += _vint(number << 3 | wire)
+            if kind.startswith("message:"):
+                body = encode(kind.split(":")[1], item)
+            elif kind == "string":
+                body = item.encode()
+            elif kind == "varint":
+                out += _vint(item)
+                continue
+            elif kind == "float":
+                out += struct.pack("<f", item)
+                continue
+            elif kind == "double":
+                out += struct.pack("<d", item)
+                continue
+            elif kind == "packed_float" and isinstance(item, np.ndarray):  # large blobs: little-endian float32 bytes
+                body = item.astype("<f4").tobytes()
+            elif kind == "packed_float":
+                body = struct.pack(f"<{len(item)}f", *item)
+            elif kind == "packed_double":
+                body = struct.pack(f"<{len(item)}d", *item)
+            else:  # packed_varint
+                body = b"".join(_vint(v) for v in item)
+            out += _vint(len(body)) + body
+    return bytes(out)
+
+
+def blob(a: np.ndarray, *, legacy: bool = False) -> dict:
+    """A BlobProto description: ``shape`` (new) or num/channels/height/width (legacy, padded with 1s to 4-d)."""
+    a = np.asarray(a, dtype=np.float32)
+    flat = [float(v) for v in a.reshape(-1)] if a.size < 10_000 else a.reshape(-1)
+    if legacy:
+        n, c, h, w = (1,) * (4 - a.ndim) + a.shape
+        return {"num": n, "channels": c, "height": h, "width": w, "data": flat}
+    return {"shape": {"dim": list(a.shape)}, "data": flat}
+
+
+def write_net(path: Path, layers: list[tuple[str, str, list[np.ndarray]]], *, legacy: bool = False) -> Path:
+    """A caffemodel of (name, type, blobs) layers: new ``layer`` format, or V1 ``layers`` with 4-d shapes."""
+    v1_types = {"Convolution": 4, "ReLU": 18, "Pooling": 17}
+    if legacy:
+        body = {"name": "test", "layers": [{"bottom": "data", "name": n, "type": v1_types[t],
+                                           "blobs": [blob(b, legacy=True) for b in bs]} for n, t, bs in layers]}
+    else:
+        body = {"name": "test", "layer": [{"name": n, "type": t, "bottom": "data", "phase": 1,
+                                          "blobs": [blob(b) for b in bs]} for n, t, bs in layers]}
+    path.write_bytes(encode("NetParameter", body))
+    return path
+
+
+def rand(rng, *shape, positive=False):
+    a = rng.standard_normal(shape).astype(np.float32)
+    return np.abs(a) + 0.5 if positive else a
+
+
+# ------------------------------------------------------------------------------------------------
+# Reader
+# ------------------------------------------------------------------------------------------------
+
+def test_reader_returns_the_arrays_of_both_layer_formats(tmp_path):
+    rng = np.random.default_rng(0)
+    w, mean, var, gamma, beta = rand(rng, 4, 3, 3, 3), rand(rng, 4), rand(rng, 4, positive=True), rand(rng, 4), rand(rng, 4)
+    factor = np.array([3.0], np.float32)
+    new = write_net(tmp_path / "new.caffemodel", [("conv1", "Convolution", [w]), ("relu", "ReLU", []),
+                                                  ("bn_conv1", "BatchNorm", [mean, var, factor]),
+                                                  ("scale_conv1", "Scale", [gamma, beta])])
+    layers = caffe.read_caffemodel(new)
+    assert [(l.name, l.type, len(l.blobs)) for l in layers] == [
+        ("conv1", "Convolution", 1), ("relu", "ReLU", 0), ("bn_conv1", "BatchNorm", 3), ("scale_conv1", "Scale", 2)]
+    for got, want in zip(layers[0].blobs + layers[2].blobs + layers[3].blobs, [w, mean, var, factor, gamma, beta]):
+        assert got.dtype == np.float32 and got.shape == want.shape and np.array_equal(got, want)
+
+    bias = rand(rng, 4)
+    old = write_net(tmp_path / "v1.caffemodel", [("fc6", "Convolution", [w, bias]), ("pool5", "Pooling", [])],
+                    legacy=True)
+    fc6, pool5 = caffe.read_caffemodel(old)
+    assert (fc6.name, fc6.type, pool5.type) == ("fc6", "Convolution", "Pooling")
+    assert fc6.blobs[0].shape == (4, 3, 3, 3) and np.array_equal(fc6.blobs[0], w)
+    assert fc6.blobs[1].shape == (1, 1, 1, 4) and np.array_equal(fc6.blobs[1].reshape(-1), bias)
+
+
+def test_reader_takes_unpacked_floats_and_doubles(tmp_path):
+    body = {"layer": [{"name": "a", "type": "Scale", "blobs": [
+        {"shape": {"dim": [2]}, "data_unpacked": [1.5, -2.25]},
+        {"shape": {"dim": [3]}, "double_data": [0.1, 0.2, 0.3]},
+        {"shape": {"dim": [1]}, "double_unpacked": [7.0]}]}]}
+    (path := tmp_path / "u.caffemodel").write_bytes(encode("NetParameter", body))
+    (layer,) = caffe.read_caffemodel(path)
+    assert layer.blobs[0].tolist() == [1.5, -2.25]
+    assert np.array_equal(layer.blobs[1], np.array([0.1, 0.2, 0.3], np.float32)) and layer.blobs[2].tolist() == [7.0]
+
+
+def test_truncated_or_empty_files_are_clear_errors(tmp_path):
+    path = write_net(tmp_path / "t.caffemodel", [("conv1", "Convolution", [np.ones((2, 3), np.float32)])])
+    (cut := tmp_path / "cut.caffemodel").write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(caffe.CaffeModelError, match="truncated|damaged|past the end"):
+        caffe.read_caffemodel(cut)
+    (empty := tmp_path / "e.caffemodel").write_bytes(encode("NetParameter", {"name": "x"}))
+    with pytest.raises(caffe.CaffeModelError, match="no layer with weights"):
+        caffe.read_caffemodel(empty)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        caffe.read_caffemodel(tmp_path / "absent.caffemodel")
+
+
+# ------------------------------------------------------------------------------------------------
+# Blocks loaded from a file give the outputs computed by hand
+# ------------------------------------------------------------------------------------------------
+
+def bn_by_hand(z, mean, var, factor, gamma, beta, eps=1e-5):
+    """Caffe BatchNorm (statistics stored times ``factor``) followed by Scale, on (N, C, H, W)."""
+    t = lambda a: torch.as_tensor(a, dtype=torch.float64).view(1, -1, 1, 1)  # noqa: E731
+    return (z - t(mean / factor)) / torch.sqrt(t(var / factor) + eps) * t(gamma) + t(beta)
+
+
+def test_caffe_layout_bottleneck_res3a_matches_hand_computation(tmp_path):
+    """res3a of the released ResNet-101: stride 2 in res3a_branch2a (1x1) and res3a_branch1, BN + Scale."""
+    rng = np.random.default_rng(1)
+    block = ResNet101Dense(caffe_layout=True).layer2[0].eval()  # 256 -> 128 -> 128 -> 512
+    convs = {"2a": rand(rng, 128, 256, 1, 1) * 0.05, "2b": rand(rng, 128, 128, 3, 3) * 0.03,
+             "2c": rand(rng, 512, 128, 1, 1) * 0.05, "1": rand(rng, 512, 256, 1, 1) * 0.05}
+    # As Caffe stores them: mean and variance multiplied by the scale factor (blob 2), then Scale's gamma, beta.
+    bns = {k: (rand(rng, v.shape[0]), rand(rng, v.shape[0], positive=True), np.float32(rng.uniform(0.5, 4)),
+               rand(rng, v.shape[0]), rand(rng, v.shape[0])) for k, v in convs.items()}
+    layers = []
+    for k in ("1", "2a", "2b", "2c"):
+        stored_mean, stored_var, f, gamma, beta = bns[k]
+        layers += [(f"res3a_branch{k}", "Convolution", [convs[k]]),
+                   (f"bn3a_branch{k}", "BatchNorm", [stored_mean, stored_var, np.array([f], np.float32)]),
+                   (f"scale3a_branch{k}", "Scale", [gamma, beta])]
+    path = write_net(tmp_path / "res3a.caffemodel", layers)
+    report = caffe.load_blobs(block, caffe.bottleneck_names("3a"), caffe.read_caffemodel(path))
+    assert len(report.mapped) == 4 * 5 and not report.missing and not report.unexpected
+
+    x = torch.randn(1, 256, 9, 9, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        got = block(x).double()
+    xd = x.double()
+    c = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in convs.items()}
+    bn = {k: [np.asarray(a, np.float64) for a in v] for k, v in bns.items()}
+    h = F.relu(bn_by_hand(F.conv2d(xd, c["2a"], stride=2), *bn["2a"]))
+    h = F.relu(bn_by_hand(F.conv2d(h, c["2b"], padding=1), *bn["2b"]))
+    h = bn_by_hand(F.conv2d(h, c["2c"]), *bn["2c"])
+    want = F.relu(h + bn_by_hand(F.conv2d(xd, c["1"], stride=2), *bn["1"]))
+    assert got.shape == (1, 512, 5, 5)
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_vgg_block_from_a_v1_file_matches_hand_computation(tmp_path):
+    """conv1_1, conv1_2 (+ ReLU) and pool1 of DeepLab-LargeFOV, stored in the legacy V1 format."""
+    rng = np.random.default_rng(2)
+    backbone = VGG16Dense().eval()
+    w1, b1, w2, b2 = rand(rng, 64, 3, 3, 3) * 0.2, rand(rng, 64), rand(rng, 64, 64, 3, 3) * 0.05, rand(rng, 64)
+    path = write_net(tmp_path / "v1.caffemodel", [("conv1_1", "Convolution", [w1, b1]), ("relu1_1", "ReLU", []),
+                                                  ("conv1_2", "Convolution", [w2, b2])], legacy=True)
+    names = {k: v for k, v in caffe.vgg16_names(backbone).items() if v.layers[0] in ("conv1_1", "conv1_2")}
+    report = caffe.load_blobs(backbone, names, caffe.read_caffemodel(path))
+    assert sorted(k for _, k in report.mapped) == ["features.0.bias", "features.0.weight", "features.2.bias",
+                                                    "features.2.weight"]
+    x = torch.randn(1, 3, 7, 7, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got = backbone.features[:5](x)
+    t = lambda a: torch.as_tensor(a)  # noqa: E731
+    h = F.relu(F.conv2d(x, t(w1), t(b1), padding=1))
+    h = F.relu(F.conv2d(h, t(w2), t(b2), padding=1))
+    want = F.max_pool2d(h, 3, stride=2, padding=1)  # pool1: 3x3, stride 2, pad 1 (prototxt)
+    assert got.shape == (1, 64, 4, 4) and torch.allclose(got, want, atol=1e-4)
+
+
+def test_shape_mismatch_names_the_layer_and_both_shapes(tmp_path):
+    backbone = VGG16Dense()
+    path = write_net(tmp_path / "bad.caffemodel", [("conv1_1", "Convolution", [np.zeros((32, 3, 3, 3), np.float32),
+                                                                                np.zeros(32, np.float32)])])
+    names = {k: v for k, v in caffe.vgg16_names(backbone).items() if v.layers[0] == "conv1_1"}
+    with pytest.raises(caffe.CaffeModelError, match=r"conv1_1.*\(32, 3, 3, 3\).*\(64, 3, 3, 3\)"):
+        caffe.load_blobs(backbone, names, caffe.read_caffemodel(path))
+
+
+def test_load_report_lists_missing_unexpected_shared_and_skipped(tmp_path):
+    rng = np.random.default_rng(3)
+    head = ASPP(8, 3, (1, 2))  # two ResNet-style classifier branches: fc1_voc12_c0, fc1_voc12_c1
+    c0w, c0b = rand(rng, 3, 8, 3, 3), rand(rng, 3)
+    path = write_net(tmp_path / "init.caffemodel", [
+        ("fc1_voc12_c0", "Convolution", [c0w, c0b]),
+        ("fc1_voc12_c0_res075", "Convolution", [c0w, c0b]),  # an MSC weight-sharing copy
+        ("fc1_voc12_c1", "Convolution", [rand(rng, 5, 8, 3, 3), rand(rng, 5)]),  # a classifier of 5 classes
+        ("fc1_c0", "Convolution", [rand(rng, 3, 8, 3, 3), rand(rng, 3)]),  # another name: never copied (Caffe)
+        ("fc_extra", "Convolution", [rand(rng, 2, 2)])])
+    layers = caffe.read_caffemodel(path)
+    before = head.branches[1].conv.weight.detach().clone()
+    report = caffe.load_blobs(head, caffe.head_names(head, ""), layers, head="optional", source="init")
+    assert sorted(report.mapped) == [("fc1_voc12_c0/0", "branches.0.conv.weight"),
+                                     ("fc1_voc12_c0/1", "branches.0.conv.bias")]
+    assert report.missing == ["branches.1.conv.weight", "branches.1.conv.bias"]
+    assert report.skipped == ["fc1_voc12_c1/0 (5, 8, 3, 3)", "fc1_voc12_c1/1 (5,)"]
+    assert report.unexpected == ["fc1_c0/0", "fc1_c0/1", "fc_extra/0"]  # (skipped blobs are listed once)
+    assert report.shared == ["fc1_voc12_c0_res075/0", "fc1_voc12_c0_res075/1"]
+    assert torch.equal(head.branches[0].conv.weight.detach(), torch.as_tensor(c0w))
+    assert torch.equal(head.branches[1].conv.weight.detach(), before)  # kept its initialisation
+    assert "2 blobs loaded" in report.summary() and "fc_extra/0" in str(report)
+    with pytest.raises(caffe.CaffeModelError, match=r"fc1_voc12_c1.*\(5, 8, 3, 3\).*\(3, 8, 3, 3\)"):
+        caffe.load_blobs(head, caffe.head_names(head, ""), layers, head="require")
+    with pytest.raises(caffe.CaffeModelError, match="no blob fc1_voc12_c1/0"):
+        caffe.load_blobs(head, caffe.head_names(head, ""), [layers[0], layers[3]], head="require")
+
+
+# ------------------------------------------------------------------------------------------------
+# The mapping covers our full models and agrees with DeepLab's prototxts
+# ------------------------------------------------------------------------------------------------
+
+def parse_prototxt(path: Path) -> dict[str, dict]:
+    """Layer name -> {type, num_output, kernel_size, stride, pad, dilation, bias_term} (crude, for tests)."""
+    text = path.read_text().replace("${EXP}", "voc12").replace("${NUM_LABELS}", "21")
+    text = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    out = {}
+    for block in re.split(r"\n\s*layers? \{", text)[1:]:
+        name = re.search(r'name:\s*"([^"]+)"', block).group(1)
+        kind = re.search(r'type:\s*"?(\w+)"?', block).group(1)
+        get = lambda key, default: int(m.group(1)) if (m := re.search(rf"\b{key}:\s*(\d+)", block)) else default  # noqa: E731
+        out[name] = {"type": kind.lower(), "num_output": get("num_output", None), "kernel": get("kernel_size", None),
+                     "stride": get("stride", 1), "pad": get("pad", 0),
+                     "dilation": get("dilation", get("hole", 1)), "bias": "bias_term: false" not in block}
+    return out
+
+
+CASES = [("deeplab_v2_resnet101_aspp", "deeplab-public-ver2/resnet101/test.prototxt"),
+         ("deeplab_v1_largefov", "deeplab-public/deeplab_largeFOV/test.prototxt"),
+         ("deeplab_v2_vgg16_aspp_l", "deeplab-public-ver2/vgg16/test.prototxt")]
+
+
+@pytest.mark.parametrize("name,prototxt", CASES)
+def test_mapping_covers_every_tensor_and_matches_the_prototxt(name, prototxt):
+    torch.manual_seed(0)
+    model = models.build(name, num_classes=21, **caffe.layout_kwargs(name))
+    names = caffe.caffe_names(model)
+    state = model.state_dict()
+    ours = sorted(k for k in state if not k.endswith("num_batches_tracked"))
+    assert sorted(names) == ours  # every parameter and BN statistic has a Caffe blob
+    blobs = [(ref.layers[0], ref.index) for ref in names.values()]
+    assert len(set(blobs)) == len(blobs)  # no two tensors read the same blob
+
+    if not (PROTOTXT / prototxt).is_file():
+        pytest.skip("DeepLab's prototxts (../shared/reference/deeplab_prototxt) are absent")
+    proto = {n: v for n, v in parse_prototxt(PROTOTXT / prototxt).items() if not caffe._is_copy(n)}
+    with_weights = {n for n, v in proto.items() if v["type"] in ("convolution", "batchnorm", "scale")}
+    assert {layer for layer, _ in blobs} == with_weights  # the mapping uses exactly the prototxt's weight layers
+    for key, ref in names.items():
+        layer = proto[ref.layers[0]]
+        if layer["type"] != "convolution":
+            continue
+        tensor = state[key]
+        if ref.index == 1:
+            assert layer["bias"], f"{key} is a bias but {ref.layers[0]} has bias_term false"
+            continue
+        assert tensor.shape[0] == layer["num_output"] and tensor.shape[-1] == layer["kernel"], (key, layer)
+        assert (ref.layers[0], 1) in blobs if layer["bias"] else (ref.layers[0], 1) not in blobs
+        conv = model.get_submodule(key.rsplit(".", 1)[0])  # stride, padding, dilation as the prototxt has them
+        assert (conv.stride[0], conv.padding[0], conv.dilation[0]) == (layer["stride"], layer["pad"], layer["dilation"]), \
+            (key, ref.layers[0])
+
+
+def test_caffe_layout_only_moves_strides_and_dilations():
+    plain, caffe_net = ResNet101Dense(), ResNet101Dense(caffe_layout=True)
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in caffe_net.state_dict().items()}
+    differs = sorted(n for (n, a), (_, b) in zip(plain.named_modules(), caffe_net.named_modules())
+                     if isinstance(a, torch.nn.Conv2d) and (a.stride, a.dilation, a.padding) != (b.stride, b.dilation, b.padding))
+    assert differs == ["layer2.0.conv1", "layer2.0.conv2", "layer3.0.conv2", "layer4.0.conv2"]
+    with torch.no_grad():  # output stride 8 kept: 17 -> ceil(17/8) = 3
+        assert caffe_net.eval()(torch.zeros(1, 3, 17, 17)).shape == (1, 2048, 3, 3)
+
+
+def test_small_models_have_no_caffe_names():
+    with pytest.raises(caffe.CaffeModelError, match="no released Caffe model"):
+        caffe.caffe_names(models.build("small_resnet_aspp"))
+    with pytest.raises(ValueError, match="caffe_layout"):
+        caffe.layout_kwargs("small_vgg_largefov")
+
+
+# ------------------------------------------------------------------------------------------------
+# Input convention, config and command line
+# ------------------------------------------------------------------------------------------------
+
+def test_caffe_input_convention_is_bgr_minus_the_mean():
+    cfg = config.resolve("gpu", overrides={"data.input_convention": "caffe"})
+    mean, std, bgr = transforms.normalisation(cfg.data)
+    image = np.array([[[10, 20, 30]]], np.uint8)  # R, G, B
+    x, _ = transforms.to_tensor(image, None, mean, std, bgr=bgr)
+    assert torch.allclose(x.view(-1), torch.tensor([30 - 104.008, 20 - 116.669, 10 - 122.675]), atol=1e-4)
+    fill = transforms.EvalTransform.from_config(cfg.replace({"data.eval_pad": 3}))(image, np.zeros((1, 1), np.uint8))
+    # Padding with the mean colour (rounded to uint8) reads as 0 within half a grey level.
+    assert torch.allclose(fill[0][:, 2, 2], torch.zeros(3), atol=0.5)
+    plain = transforms.normalisation(config.resolve("gpu").data)
+    assert plain == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), False)  # default unchanged
+
+
+def test_caffemodel_needs_the_caffe_layout_and_input():
+    with pytest.raises(config.ConfigError, match="model.caffe_layout=true and data.input_convention=caffe"):
+        config.resolve("gpu", overrides={"model.caffemodel": "x.caffemodel"})
+    with pytest.raises(config.ConfigError, match="input_convention"):
+        config.resolve("gpu", overrides={"data.input_convention": "rgb"})
+
+
+def test_evaluate_a_released_largefov_caffemodel_from_the_command_line(tmp_path, monkeypatch, capsys):
+    """The whole path: a V1-format LargeFOV caffemodel (legacy 4-d shapes), loaded by evaluate --caffemodel."""
+    from dlib.__main__ import main
+    from dlib.train import build_model
+
+    torch.manual_seed(0)
+    donor = models.build("deeplab_v1_largefov", avg_pool5=True)
+    layers: dict[str, list] = {}
+    for key, ref in caffe.caffe_names(donor).items():
+        layers.setdefault(ref.layers[0], {})[ref.index] = donor.state_dict()[key].numpy()
+    path = write_net(tmp_path / "train_iter_6000.caffemodel",
+                     [(n, "Convolution", [b[i] for i in sorted(b)]) for n, b in layers.items()], legacy=True)
+    cfg = config.resolve("smoke", overrides={"model.name": "deeplab_v1_largefov", "model.caffemodel": str(path),
+                                             "model.caffe_layout": True, "data.input_convention": "caffe",
+                                             "model.pretrained": None})
+    model = build_model(cfg)
+    assert model.backbone.layer_names.get(len(model.backbone.features) - 1) == "pool5a"
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in donor.state_dict().items())
+    assert not model.load_report.missing and not model.load_report.unexpected
+
+    monkeypatch.setenv("DLIB_RESULTS_DIR", str(tmp_path / "results"))
+    code = main(["evaluate", "--profile", "smoke", "--no-progress", "--caffemodel", str(path), "--max-images", "1",
+                 "--set", "model.name=deeplab_v1_largefov"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert json.loads(out.out.strip().splitlines()[-1])["num_images"] == 1 and "blobs loaded" in out.err
+    assert main(["evaluate", "--profile", "smoke", "--no-progress"]) == 2  # neither --run nor --caffemodel
+    assert "exactly one model" in capsys.readouterr().err
+
+
+def test_coco_rows_from_a_released_init_caffemodel_use_the_caffe_settings():
+    from dlib.ablation import Training, training_config
+
+    cfg = config.resolve("gpu", overrides={"model.coco_checkpoint": "/models/init.caffemodel"})
+    coco = training_config(cfg, Training("resnet", "aspp_l", msc=True, coco=True), seed=0)
+    plain = training_config(cfg, Training("resnet", "aspp_l", msc=True), seed=0)
+    assert (coco.model.caffe_layout, coco.data.input_convention) == (True, "caffe")
+    assert (plain.model.caffe_layout, plain.data.input_convention, plain.model.coco_checkpoint) == (
+        False, "imagenet", None)
