@@ -38,8 +38,8 @@ class Check:
 def format_checklist(checks: Sequence[Check]) -> str:
     lines = []
     for c in checks:
-        mark = "✓" if c.ok else ("✗" if c.required else "!")
-        lines.append(f"{mark} {c.name}: {c.detail}")
+        mark = "✓" if c.ok else ("✗" if c.required else "!")  # "!": failed, but not required
+        lines.append(f"{mark} {c.name}: {c.detail}" + ("" if c.ok or c.required else " (optional)"))
         if not c.ok and c.fix:
             lines.append(f"    fix: {c.fix}")
     failed = [c for c in checks if not c.ok and c.required]
