@@ -664,7 +664,7 @@ def find_voc2012(root: str | os.PathLike) -> Path:
     raise FileNotFoundError(
         f"no PASCAL VOC 2012 data set at {root}: expected VOCdevkit/VOC2012/ with JPEGImages/<id>.jpg, "
         f"SegmentationClass/<id>.png and ImageSets/Segmentation/<split>.txt (root may be the VOCdevkit or "
-        f"the VOC2012 folder). Download it from {VOC_URL}, or use the built-in proxy data set "
+        f"the VOC2012 folder). Get it with: python -m dlib download voc (from {VOC_URL}), or use the built-in proxy data set "
         "(data.dataset=proxy)")
 
 
@@ -676,7 +676,7 @@ def find_sbd(root: str | os.PathLike) -> Path:
             return cand
     raise FileNotFoundError(
         f"no SBD data set at {root}: expected benchmark_RELEASE/dataset/ with cls/<id>.mat, img/<id>.jpg and "
-        f"train.txt/val.txt (root may be benchmark_RELEASE or its dataset folder). Download it from {SBD_URL}")
+        f"train.txt/val.txt (root may be benchmark_RELEASE or its dataset folder). Get it with: python -m dlib download sbd (from {SBD_URL})")
 
 
 def train_aug_ids(voc_root: str | os.PathLike, sbd_root: str | os.PathLike) -> list[str]:

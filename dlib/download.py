@@ -41,8 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .data import (SBD_URL, VOC_URL, cache_root, convert_sbd_labels, find_sbd, find_voc2012,
-                   write_train_aug_list)
+from .data import cache_root, convert_sbd_labels, find_sbd, find_voc2012, write_train_aug_list
 from .results import atomic_write_text
 
 
@@ -482,7 +481,3 @@ def download_weights(names: Sequence[str] = DEFAULT_WEIGHTS, root: str | os.Path
             out[name] = download_caffe(name, root, from_file=from_file, progress=progress, **kw)
     return out
 
-
-__all__ = ["Resource", "DownloadError", "VOC", "SBD", "CAFFE_MODELS", "WEIGHT_NAMES", "fetch", "verify",
-           "safe_extract", "obtain", "fetch_and_extract", "download_voc", "download_sbd", "download_weights",
-           "VOC_URL", "SBD_URL"]
