@@ -43,7 +43,7 @@ def format_checklist(checks: Sequence[Check]) -> str:
         if not c.ok and c.fix:
             lines.append(f"    fix: {c.fix}")
     failed = [c for c in checks if not c.ok and c.required]
-    lines.append(f"{len(checks) - len(failed)}/{len(checks)} checks passed" + (
+    lines.append(f"{sum(c.ok for c in checks)}/{len(checks)} checks passed" + (
         f"; {len(failed)} required check(s) failed" if failed else "; ready"))
     return "\n".join(lines)
 
