@@ -5,6 +5,8 @@
     python -m dlib evaluate --profile gpu --caffemodel train_iter_20000.caffemodel --msc --cache probs/
     python -m dlib crf      --profile cpu --probs probs/ --out crf/ [--set crf.w1=5]
     python -m dlib pretrain imagenet|coco   (rebuild the cpu profile's shipped stand-in weights)
+    python -m dlib download voc|sbd|weights [--root DIR] [--from-file PATH]
+    python -m dlib doctor   [--profile gpu] [--root DIR]   (checklist of a gpu set-up: data, weights, GPU)
 
 Several GPUs or machines: ``torchrun --nproc_per_node=N -m dlib train ...`` (DistributedDataParallel;
 the global batch stays ``train.batch_size``). Each command has ``--help``.
@@ -36,7 +38,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dlib", description="DeepLab v1/v2 replication: train, "
                                      "evaluate and CRF post-processing with the config profiles.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,crf,pretrain}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,crf,pretrain,download,doctor}")
 
     p = sub.add_parser("train", help="train a model; resumes from the output folder's latest checkpoint",
                        description="Train cfg.model.name on the configured training set (SGD, poly lr; DeepLab v2, "
@@ -85,6 +87,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", default=None, metavar="NAME",
                    help="some stand-ins only (imagenet: small_resnet small_vgg; coco: the model names)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    from .download import DEFAULT_WEIGHTS, WEIGHT_NAMES
+
+    p = sub.add_parser("download", help="fetch PASCAL VOC 2012, SBD or the weights: resumable, checksum verified, "
+                                        "extracted safely",
+                       description="Resumable HTTP download (a .part file continued with Range requests), the "
+                                   "published md5 checked before extraction, members extracted only inside --root. "
+                                   "'voc': VOCdevkit/VOC2012. 'sbd': benchmark_RELEASE, cls/*.mat converted to "
+                                   "index-coded PNGs (dataset/SegmentationClassAug); with both present, "
+                                   "VOC2012/ImageSets/Segmentation/train_aug.txt (10,582 ids). 'weights': "
+                                   "torchvision's ImageNet ResNet-101/VGG-16 (into torch.hub's cache unless --root) "
+                                   "and DeepLab's released Caffe models (no checksum published: their sha256 is "
+                                   "recorded in --root/checksums.json). Then run: python -m dlib doctor")
+    p.add_argument("what", choices=("voc", "sbd", "weights"))
+    p.add_argument("--root", default=None, help="target folder (default: <repo>/.cache/datasets for voc/sbd, "
+                                                "<repo>/.cache/weights for the Caffe models; $DLIB_CACHE_DIR moves both)")
+    p.add_argument("--from-file", default=None, metavar="PATH",
+                   help="verify and use an archive you downloaded by hand instead of fetching it")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME", choices=WEIGHT_NAMES,
+                   help=f"weights: which ({', '.join(WEIGHT_NAMES)}; default {' '.join(DEFAULT_WEIGHTS)})")
+    p.add_argument("--no-progress", action="store_true", help="no progress line")
+
+    p = sub.add_parser("doctor", help="check a gpu set-up: data, labels, splits, weights, GPU, CRF",
+                       description="Prints a checklist (✓/✗ with a fix per failed line): 10,582 train_aug and 1,449 "
+                                   "val ids, every image and label present, labels index-coded (0..20, 255 void), "
+                                   "SBD readable, weights present with matching checksums, GPU and bf16, a CRF "
+                                   "backend. Exit status 1 when a required check fails.")
+    _common(p)
+    p.set_defaults(profile="gpu")
+    p.add_argument("--root", default=None, help="where 'download' put the data, used when data.voc_root / "
+                                                "data.sbd_root are not set (default <repo>/.cache/datasets)")
+    p.add_argument("--weights-root", default=None, help="where 'download weights' put the Caffe models "
+                                                        "(default <repo>/.cache/weights)")
+    p.add_argument("--only", nargs="+", default=None, metavar="PART", choices=("data", "weights", "gpu", "crf"),
+                   help="check only these parts: data weights gpu crf")
+    p.add_argument("--label-sample", type=int, default=300, metavar="N",
+                   help="read the pixel values of N labels spread over the splits (every label's mode is "
+                        "checked; default 300, 0 = all)")
     return parser
 
 
@@ -92,9 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "pretrain":
         return _pretrain(args)
+    if args.command == "download":
+        return _download(args)
     try:
         overrides = parse_overrides(args.overrides)
-        return {"train": _train, "evaluate": _evaluate, "crf": _crf}[args.command](args, overrides)
+        return {"train": _train, "evaluate": _evaluate, "crf": _crf, "doctor": _doctor}[args.command](args, overrides)
     except (FileNotFoundError, ValueError, KeyError) as err:
         # KeyError's str() is the repr of its message; print the message itself
         print(f"error: {err.args[0] if isinstance(err, KeyError) and err.args else err}", file=sys.stderr)
@@ -114,6 +156,44 @@ def _pretrain(args: argparse.Namespace) -> int:
         path = build(name, progress=not args.no_progress)
         print(json.dumps(json.loads(standins.card_path(path).read_text())["final_scores"] | {"file": str(path)}))
     return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from . import download
+
+    progress = not args.no_progress
+    if args.only and args.what != "weights":
+        print("error: --only names weights; use it with 'download weights'", file=sys.stderr)
+        return 2
+    try:
+        if args.what == "weights":
+            got = download.download_weights(args.only or download.DEFAULT_WEIGHTS, args.root,
+                                            from_file=args.from_file, progress=progress)
+            print(json.dumps({name: str(path) for name, path in got.items()}))
+            return 0
+        root = Path(args.root) if args.root else download.data_root()
+        fetch = download.download_voc if args.what == "voc" else download.download_sbd
+        fetch(root, from_file=args.from_file, progress=progress)
+        voc, sbd = root / "VOCdevkit", root / "benchmark_RELEASE"
+        both = voc.is_dir() and sbd.is_dir()
+        print(json.dumps({"voc_root": str(voc) if voc.is_dir() else None, "sbd_root": str(sbd) if sbd.is_dir() else None,
+                          "next": (f"python -m dlib doctor --root {root}  (train/evaluate: --set data.voc_root={voc} "
+                                   f"--set data.sbd_root={sbd})") if both else
+                          f"python -m dlib download {'sbd' if args.what == 'voc' else 'voc'} --root {root}"}))
+        return 0
+    except (download.DownloadError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _doctor(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    from . import doctor
+
+    cfg = resolve(args.profile, seed=args.seed, overrides=overrides)
+    checks = doctor.run_checks(cfg, root=args.root, weights_root=args.weights_root, parts=args.only,
+                               label_sample=args.label_sample or None, progress=not args.no_progress)
+    print(doctor.format_checklist(checks))
+    return doctor.exit_code(checks)
 
 
 def _train(args: argparse.Namespace, overrides: dict[str, Any]) -> int:

@@ -71,6 +71,11 @@ SHARED_DATA_ENV = "DLIB_SHARED_DATA"
 CACHE_ENV = "DLIB_CACHE_DIR"
 IGNORE_INDEX = 255
 NUM_CLASSES = 21
+TRAIN_AUG_SIZE = 10582  # DeepLab v2, Sec. 4.1: the augmented training set (SBD train+val + VOC train - VOC val)
+VAL_SIZE = 1449  # PASCAL VOC 2012 segmentation val
+# SBD's cls/<id>.mat labels as index-coded palette PNGs (benchmark_RELEASE/dataset/SegmentationClassAug/<id>.png),
+# written once by `python -m dlib download sbd` (convert_sbd_labels); read in place of the .mat when present.
+SBD_PNG_DIR = "SegmentationClassAug"
 
 VOC_URL = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/ (VOCtrainval_11-May-2012.tar)"
 SBD_URL = ("http://home.bharathh.info/pubs/codes/SBD/download.html "
@@ -602,6 +607,49 @@ def read_sbd_label(path: str | os.PathLike, num_classes: int = NUM_CLASSES) -> n
     return check_label(np.asarray(seg), path, num_classes)
 
 
+def sbd_label_path(sbd: Path, name: str) -> Path:
+    """Where SBD's label of ``name`` is read from: the converted PNG (:data:`SBD_PNG_DIR`) when present, else the .mat."""
+    png = sbd / SBD_PNG_DIR / f"{name}.png"
+    return png if png.is_file() else sbd / "cls" / f"{name}.mat"
+
+
+def read_label_file(path: str | os.PathLike) -> np.ndarray:
+    """A label as class indices, by its suffix: an index-coded PNG (VOC, converted SBD) or SBD's .mat."""
+    path = Path(path)
+    return read_label_png(path) if path.suffix == ".png" else read_sbd_label(path)
+
+
+def convert_sbd_labels(sbd_root: str | os.PathLike, *, progress: bool = False) -> int:
+    """Write every ``cls/<id>.mat`` of SBD as an index-coded palette PNG in :data:`SBD_PNG_DIR`; returns the count.
+
+    Values are copied unchanged (0 background, 1..20 classes; SBD has no void band). PNGs already there are
+    kept, so an interrupted conversion continues; each file is written atomically.
+    """
+    from tqdm import tqdm
+
+    from .crf import write_label
+
+    sbd = find_sbd(sbd_root)
+    mats = sorted((sbd / "cls").glob("*.mat"))
+    written = 0
+    for mat in tqdm(mats, desc="SBD .mat -> PNG", unit="label", disable=not progress, mininterval=1.0):
+        png = sbd / SBD_PNG_DIR / f"{mat.stem}.png"
+        if not png.is_file():
+            write_label(png, read_sbd_label(mat))
+            written += 1
+    return written
+
+
+def write_train_aug_list(voc_root: str | os.PathLike, sbd_root: str | os.PathLike) -> Path:
+    """Write :func:`train_aug_ids` to ``VOC2012/ImageSets/Segmentation/train_aug.txt`` (atomically); returns it."""
+    from .results import atomic_write_text
+
+    ids = train_aug_ids(voc_root, sbd_root)
+    path = find_voc2012(voc_root) / "ImageSets" / "Segmentation" / "train_aug.txt"
+    atomic_write_text(path, "".join(f"{i}\n" for i in ids))
+    return path
+
+
 def _read_ids(path: Path) -> list[str]:
     with open(path, encoding="utf-8") as fh:
         return [line.split()[0] for line in fh if line.strip()]
@@ -616,7 +664,7 @@ def find_voc2012(root: str | os.PathLike) -> Path:
     raise FileNotFoundError(
         f"no PASCAL VOC 2012 data set at {root}: expected VOCdevkit/VOC2012/ with JPEGImages/<id>.jpg, "
         f"SegmentationClass/<id>.png and ImageSets/Segmentation/<split>.txt (root may be the VOCdevkit or "
-        f"the VOC2012 folder). Download it from {VOC_URL}, or use the built-in proxy data set "
+        f"the VOC2012 folder). Get it with: python -m dlib download voc (from {VOC_URL}), or use the built-in proxy data set "
         "(data.dataset=proxy)")
 
 
@@ -628,7 +676,7 @@ def find_sbd(root: str | os.PathLike) -> Path:
             return cand
     raise FileNotFoundError(
         f"no SBD data set at {root}: expected benchmark_RELEASE/dataset/ with cls/<id>.mat, img/<id>.jpg and "
-        f"train.txt/val.txt (root may be benchmark_RELEASE or its dataset folder). Download it from {SBD_URL}")
+        f"train.txt/val.txt (root may be benchmark_RELEASE or its dataset folder). Get it with: python -m dlib download sbd (from {SBD_URL})")
 
 
 def train_aug_ids(voc_root: str | os.PathLike, sbd_root: str | os.PathLike) -> list[str]:
@@ -670,14 +718,15 @@ class SBDSegmentation:
     def __getitem__(self, i: int):
         name = self.ids[i]
         image = _read_image(self.root / "img" / f"{name}.jpg")
-        label = read_sbd_label(self.root / "cls" / f"{name}.mat")
+        label = read_label_file(sbd_label_path(self.root, name))
         return self.transform(image, label) if self.transform is not None else (image, label)
 
     def preflight_item(self, i: int) -> None:
         """Check image and label ``i`` are readable and of one size (:func:`preflight`)."""
         name = self.ids[i]
+        label = sbd_label_path(self.root, name)
         _same_size(image_size(self.root / "img" / f"{name}.jpg"), self.root / "img" / f"{name}.jpg",
-                   read_sbd_label(self.root / "cls" / f"{name}.mat").shape, self.root / "cls" / f"{name}.mat")
+                   _label_size(label), label)
 
 
 class VOCSegmentation:
@@ -718,11 +767,17 @@ class VOCSegmentation:
     def label_path(self, name: str) -> Path:
         return self.root / "SegmentationClass" / f"{name}.png"
 
-    def read_label(self, name: str) -> np.ndarray:
+    def label_source(self, name: str) -> Path:
+        """The file ``name``'s label is read from: VOC's own PNG (with its void outline band) when it exists,
+        else SBD's (the converted PNG, else the .mat); the VOC path when neither exists."""
         png = self.label_path(name)
         if png.is_file() or self.sbd is None:
-            return read_label_png(png)
-        return read_sbd_label(self.sbd / "cls" / f"{name}.mat")
+            return png
+        sbd = sbd_label_path(self.sbd, name)
+        return sbd if sbd.is_file() else png
+
+    def read_label(self, name: str) -> np.ndarray:
+        return read_label_file(self.label_source(name))
 
     def image_path(self, name: str) -> Path:
         path = self.root / "JPEGImages" / f"{name}.jpg"
@@ -738,12 +793,8 @@ class VOCSegmentation:
         PNG labels, the whole file for SBD's .mat labels."""
         name = self.ids[i]
         image = self.image_path(name)
-        png = self.label_path(name)
-        if png.is_file() or self.sbd is None:
-            _same_size(image_size(image), image, image_size(png, "label"), png)
-        else:
-            mat = self.sbd / "cls" / f"{name}.mat"
-            _same_size(image_size(image), image, read_sbd_label(mat).shape, mat)
+        label = self.label_source(name)
+        _same_size(image_size(image), image, _label_size(label), label)
 
     def __getitem__(self, i: int):
         name = self.ids[i]
@@ -752,6 +803,11 @@ class VOCSegmentation:
             raise DataError(f"image {self.image_path(name)} is {image.shape[:2]} but its label is {label.shape}; "
                             "the label must have the image's size")
         return self.transform(image, label) if self.transform is not None else (image, label)
+
+
+def _label_size(path: Path) -> tuple[int, ...]:
+    """(H, W) of a label: from the header of a PNG, by reading a .mat whole."""
+    return read_sbd_label(path).shape if path.suffix == ".mat" else image_size(path, "label")
 
 
 def _same_size(image_hw: tuple[int, int], image: Path, label_hw: tuple[int, ...], label: Path) -> None:

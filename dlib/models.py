@@ -39,6 +39,7 @@ what they see.
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -462,7 +463,8 @@ def imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
     url = imagenet_weights_url(backbone)
     target = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
     try:
-        return torch.hub.load_state_dict_from_url(url, progress=False, map_location="cpu", check_hash=True)
+        return torch.hub.load_state_dict_from_url(url, progress=False, map_location="cpu", check_hash=True,
+                                                  weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure (no network, bad file) gets the same advice
         raise PretrainedWeightsError(
             f"could not get torchvision's ImageNet weights for {backbone} ({type(err).__name__}: {err}). "
@@ -471,22 +473,55 @@ def imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
             "from random weights") from err
 
 
+def _numpy_safe_globals() -> list[Any]:
+    """What numpy arrays unpickle through (its array rebuild function, ndarray, dtype): data, no code.
+
+    A training checkpoint of dlib.train holds numpy's RNG state beside the tensors; allowing these lets ``torch.load(weights_only=True)`` read it while every other Python object stays refused.
+    """
+    rebuild = np.zeros(1).__reduce__()[0]  # numpy._core.multiarray._reconstruct (numpy.core in numpy 1.x)
+    return [rebuild, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def safe_load(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU (tensors, containers, numbers, text, numpy arrays).
+
+    Unpickling an arbitrary file can run any code it names, so a file a user supplies or downloaded is never
+    read with ``weights_only=False``. A file holding other Python objects raises
+    :class:`PretrainedWeightsError` naming them and the fix.
+    """
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        try:
+            found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 - only used to name the objects in the message
+            found = []
+        allowed = {f"{g.__module__}.{g.__qualname__}" for g in _numpy_safe_globals()}
+        names = [n for n in found if n not in allowed]
+        raise PretrainedWeightsError(
+            f"{path} holds Python objects other than tensors, numbers, text and numpy arrays"
+            f"{' (' + ', '.join(names[:6]) + ')' if names else ''}; they are refused because unpickling them could "
+            "run code (torch.load(weights_only=True)). Save only the state dict, e.g. in a Python session you "
+            "trust: torch.save(torch.load(PATH, weights_only=False)['model'], 'weights.pt')") from None
+    except Exception as err:  # noqa: BLE001 - truncated zip, not a torch file: all mean "unreadable"
+        raise PretrainedWeightsError(
+            f"could not read {path} as a PyTorch file: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ) from None
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A state dict from a local file: unwraps {"state_dict": ...} / {"model": ...}, strips "module."."""
+    """A state dict from a local file: unwraps {"state_dict": ...} / {"model": ...}, strips "module."
+
+    Read with :func:`safe_load` (``weights_only=True``): a dlib.train checkpoint (tensors, a config dict,
+    numpy RNG states) loads; a file that pickles other Python objects is refused with a clear error.
+    """
     path = Path(path)
     if not path.is_file():
         raise PretrainedWeightsError(f"pretrained weights file {str(path)!r} does not exist; give the path of a "
                                      "torchvision ImageNet .pth or a DeepLab checkpoint saved with this library")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001
-        # A training checkpoint (dlib.train) also pickles RNG states and the config, which the safe
-        # loader refuses; these are the user's own local files, so fall back to the full unpickler.
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # noqa: BLE001
-            raise PretrainedWeightsError(
-                f"could not read {path} as a PyTorch state dict: {type(err).__name__}: {err}") from err
+    obj = safe_load(path)
     for key in ("state_dict", "model", "model_state"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]

@@ -372,11 +372,36 @@ def test_training_checkpoint_with_extra_objects_loads(tmp_path):
     from dlib import config
 
     sd = models.build("small_vgg_largefov").state_dict()
-    # numpy arrays and a Config: torch.load(weights_only=True) refuses this file.
-    torch.save({"model": sd, "rng": np.zeros(3), "config": config.resolve("smoke"), "iteration": 7},
-               tmp_path / "ckpt.pt")
+    # What dlib.train saves beside the weights: numpy RNG arrays and the config as a dict. Plain
+    # torch.load(weights_only=True) refuses the numpy arrays; read_state_dict allows exactly those.
+    torch.save({"model": sd, "rng": {"numpy": np.random.get_state()}, "config": config.resolve("smoke").to_dict(),
+                "iteration": 7}, tmp_path / "ckpt.pt")
     with pytest.raises(Exception):
         torch.load(tmp_path / "ckpt.pt", weights_only=True)
     model = models.build("small_vgg_largefov", pretrained=tmp_path / "ckpt.pt")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in sd.items())
     assert model.load_report.missing == []
+
+
+class _RunsCode:
+    """Unpickling this calls open(marker, "w"): what a malicious checkpoint could do with any callable."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_user_file_that_pickles_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+    sd = models.build("small_vgg_largefov").state_dict()
+    torch.save({"model": sd, "extra": _RunsCode(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(models.PretrainedWeightsError, match=r"\(io\.open\); they are refused because unpickling them could run code"):
+        models.build("small_vgg_largefov", pretrained=tmp_path / "evil.pt")
+    assert not marker.exists()  # the callable was never called
+    # A dataclass instance (not data) is refused too, naming its class.
+    from dlib import config
+    torch.save({"model": sd, "config": config.resolve("smoke")}, tmp_path / "cfg.pt")
+    with pytest.raises(models.PretrainedWeightsError, match="dlib.config.Config"):
+        models.read_state_dict(tmp_path / "cfg.pt")

@@ -1,0 +1,347 @@
+"""python -m dlib download: against a local HTTP server started here, with miniature archives made here.
+
+Never the internet. The server speaks HTTP Range and can drop the connection part-way (an interrupted
+transfer); checksums are computed here with hashlib, independently of dlib.download.
+"""
+
+import dataclasses
+import hashlib
+import http.server
+import io
+import json
+import socket
+import tarfile
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from dlib import data, download
+from dlib.__main__ import main
+
+
+# ---- a local server: Range requests, and a connection that drops after N bytes the first time ------------
+
+class _Server:
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.drop_after: dict[str, int] = {}  # path -> bytes sent before closing, on the first request only
+        self.ranges: list[tuple[str, str | None]] = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                owner.ranges.append((self.path, self.headers.get("Range")))
+                body = owner.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                rng = self.headers.get("Range")
+                if rng:
+                    start = int(rng.split("=")[1].split("-")[0])
+                    if start >= len(body):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(body)}")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                cut = owner.drop_after.pop(self.path, None)
+                self.wfile.write(body[start:] if cut is None else body[start:start + cut])
+                if cut is not None:
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = _Server()
+    yield s
+    s.close()
+
+
+# ---- miniature archives -------------------------------------------------------------------------------
+
+def _jpeg(h=6, w=8):
+    buf = io.BytesIO()
+    Image.fromarray(np.full((h, w, 3), 128, np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _palette_png(label):
+    buf = io.BytesIO()
+    im = Image.fromarray(label, mode="P")
+    im.putpalette([0, 0, 0, 128, 0, 0] + [0] * (254 * 3))
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _mat(label):
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"GTcls": {"Segmentation": label, "CategoriesPresent": np.unique(label)}})
+    return buf.getvalue()
+
+
+def _tar(members: dict[str, bytes], mode="w") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tf:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tf.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+VOC_TRAIN, VOC_VAL = ["2007_000001", "2007_000002"], ["2007_000003"]
+SBD_TRAIN, SBD_VAL = ["2008_000010", "2007_000003"], ["2008_000011"]  # 2007_000003 is VOC val: left out
+SBD_LABELS = {"2008_000010": np.array([[0, 1], [15, 20]], np.uint8), "2007_000003": np.ones((2, 2), np.uint8),
+              "2008_000011": np.array([[7, 7], [0, 3]], np.uint8)}
+
+
+def voc_tar() -> bytes:
+    root = "VOCdevkit/VOC2012/"
+    members = {f"{root}ImageSets/Segmentation/train.txt": "\n".join(VOC_TRAIN).encode() + b"\n",
+               f"{root}ImageSets/Segmentation/val.txt": "\n".join(VOC_VAL).encode() + b"\n"}
+    for i in VOC_TRAIN + VOC_VAL + ["2008_000010", "2008_000011"]:
+        members[f"{root}JPEGImages/{i}.jpg"] = _jpeg(2, 2)
+    for i in VOC_TRAIN + VOC_VAL:
+        members[f"{root}SegmentationClass/{i}.png"] = _palette_png(np.array([[0, 255], [1, 1]], np.uint8))
+    return _tar(members)
+
+
+def sbd_tgz() -> bytes:
+    root = "benchmark_RELEASE/dataset/"
+    members = {f"{root}train.txt": "\n".join(SBD_TRAIN).encode() + b"\n",
+               f"{root}val.txt": "\n".join(SBD_VAL).encode() + b"\n"}
+    for i, label in SBD_LABELS.items():
+        members[f"{root}cls/{i}.mat"] = _mat(label)
+        members[f"{root}img/{i}.jpg"] = _jpeg(2, 2)
+    return _tar(members, "w:gz")
+
+
+def _serve(server, monkeypatch, attr, path, body, **checksums):
+    """Serve ``body`` at ``path`` and point dlib.download.<attr> at it, with the given (or the right) md5."""
+    server.files[path] = body
+    resource = dataclasses.replace(getattr(download, attr), url=server.url(path),
+                                   md5=checksums.get("md5", hashlib.md5(body).hexdigest()))
+    monkeypatch.setattr(download, attr, resource)
+    return resource
+
+
+# ---- download, verify, extract, build train_aug --------------------------------------------------------
+
+def test_voc_and_sbd_download_verify_extract_and_build_train_aug(server, monkeypatch, tmp_path, capsys):
+    _serve(server, monkeypatch, "VOC", "/voc.tar", voc_tar())
+    _serve(server, monkeypatch, "SBD", "/benchmark.tgz", sbd_tgz())
+    root = tmp_path / "data"
+    assert main(["download", "voc", "--root", str(root), "--no-progress"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["voc_root"] == str(root / "VOCdevkit") and out["sbd_root"] is None and "download sbd" in out["next"]
+    voc = root / "VOCdevkit" / "VOC2012"
+    assert (voc / "JPEGImages" / "2007_000001.jpg").read_bytes() == _jpeg(2, 2)
+    assert not (voc / "ImageSets" / "Segmentation" / "train_aug.txt").exists()  # needs SBD
+
+    assert main(["download", "sbd", "--root", str(root), "--no-progress"]) == 0
+    # train_aug by hand: SBD train+val plus VOC train, minus VOC val
+    expected = sorted((set(SBD_TRAIN) | set(SBD_VAL) | set(VOC_TRAIN)) - set(VOC_VAL))
+    assert (voc / "ImageSets" / "Segmentation" / "train_aug.txt").read_text().split() == expected
+    # every .mat converted to an index-coded PNG holding the same values
+    for name, label in SBD_LABELS.items():
+        png = root / "benchmark_RELEASE" / "dataset" / data.SBD_PNG_DIR / f"{name}.png"
+        with Image.open(png) as im:
+            assert im.mode == "P" and np.array_equal(np.asarray(im), label)
+    # the loader reads that layout: VOC's own label where it exists, else SBD's converted one
+    ds = data.VOCSegmentation(root / "VOCdevkit", "train_aug", sbd_root=root / "benchmark_RELEASE")
+    assert ds.ids == expected
+    assert ds.label_source("2008_000010").suffix == ".png" and "SegmentationClassAug" in str(ds.label_source("2008_000010"))
+    assert np.array_equal(ds[ds.ids.index("2008_000010")][1], SBD_LABELS["2008_000010"])
+    assert ds.label_source("2007_000001").parent.name == "SegmentationClass"
+    # a second run finds everything in place: nothing is fetched again
+    before = len(server.ranges)
+    assert main(["download", "voc", "--root", str(root), "--no-progress"]) == 0
+    assert len(server.ranges) == before
+
+
+def test_a_wrong_checksum_is_refused_and_nothing_is_extracted(server, monkeypatch, tmp_path):
+    _serve(server, monkeypatch, "VOC", "/voc.tar", voc_tar(), md5="0" * 32)
+    with pytest.raises(download.DownloadError, match=r"md5 .* published with 0{32}.*nothing was extracted"):
+        download.download_voc(tmp_path, progress=False)
+    assert not (tmp_path / "VOCdevkit").exists()
+    assert not (tmp_path / "downloads" / "VOCtrainval_11-May-2012.tar").exists()  # the bad download is deleted
+
+
+def test_an_interrupted_transfer_resumes_with_a_range_request(server, monkeypatch, tmp_path):
+    body = sbd_tgz()
+    server.files["/b.tgz"] = body
+    server.drop_after["/b.tgz"] = 100
+    dest = tmp_path / "b.tgz"
+    with pytest.raises(download.DownloadError, match="100 bytes kept in .*run again to continue"):
+        download.fetch(server.url("/b.tgz"), dest, retries=0, progress=False)
+    assert (tmp_path / "b.tgz.part").stat().st_size == 100 and not dest.exists()
+    download.fetch(server.url("/b.tgz"), dest, retries=0, progress=False)  # the next call continues
+    assert server.ranges[-1] == ("/b.tgz", "bytes=100-")
+    assert hashlib.md5(dest.read_bytes()).hexdigest() == hashlib.md5(body).hexdigest()
+    assert not (tmp_path / "b.tgz.part").exists()
+
+
+def test_a_dropped_connection_is_resumed_within_one_call(server, monkeypatch, tmp_path):
+    resource = _serve(server, monkeypatch, "SBD", "/benchmark.tgz", sbd_tgz())
+    server.drop_after["/benchmark.tgz"] = 57
+    download.download_sbd(tmp_path, progress=False, backoff=0)
+    assert [r for p, r in server.ranges if p == "/benchmark.tgz"] == [None, "bytes=57-"]
+    assert hashlib.md5((tmp_path / "downloads" / "benchmark.tgz").read_bytes()).hexdigest() == resource.md5
+    assert (tmp_path / "benchmark_RELEASE" / "dataset" / "cls" / "2008_000010.mat").is_file()
+
+
+def test_no_network_is_one_clear_line_naming_the_address_and_from_file(monkeypatch, tmp_path, capsys):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    monkeypatch.setattr(download, "VOC", dataclasses.replace(download.VOC, url=f"http://127.0.0.1:{port}/voc.tar"))
+    assert main(["download", "voc", "--root", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"http://127.0.0.1:{port}/voc.tar" in err and "download voc --from-file PATH" in err
+
+
+def test_from_file_verifies_and_extracts_a_hand_fetched_archive(monkeypatch, tmp_path):
+    body = voc_tar()
+    monkeypatch.setattr(download, "VOC", dataclasses.replace(download.VOC, url="http://unused.invalid/voc.tar",
+                                                             md5=hashlib.md5(body).hexdigest()))
+    wrong = tmp_path / "wrong.tar"
+    wrong.write_bytes(body[:-512] + b"\0" * 512 + b"x")
+    with pytest.raises(download.DownloadError, match="md5"):
+        download.download_voc(tmp_path / "a", from_file=wrong, progress=False)
+    assert wrong.exists() and not (tmp_path / "a" / "VOCdevkit").exists()  # the user's file is never deleted
+    good = tmp_path / "VOCtrainval_11-May-2012.tar"
+    good.write_bytes(body)
+    download.download_voc(tmp_path / "a", from_file=good, progress=False)
+    assert (tmp_path / "a" / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt").read_text().split() == VOC_VAL
+
+
+# ---- archives whose members point outside the target ----------------------------------------------------
+
+def _tar_with(info: tarfile.TarInfo, content: bytes = b"") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        ok = tarfile.TarInfo("fine.txt")
+        ok.size = 2
+        tf.addfile(ok, io.BytesIO(b"ok"))  # a harmless member first: it must not be written either
+        info.size = len(content) if info.isfile() else 0
+        tf.addfile(info, io.BytesIO(content) if info.isfile() else None)
+    return buf.getvalue()
+
+
+def _link(name, target, kind):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info
+
+
+@pytest.mark.parametrize("member, why", [
+    (tarfile.TarInfo("../x"), "outside the target folder"),
+    (tarfile.TarInfo("a/../../x"), "outside the target folder"),
+    (tarfile.TarInfo("/abs"), "outside the target folder"),
+    (_link("link", "../../outside", tarfile.SYMTYPE), "link to '../../outside'"),
+    (_link("link", "/etc/passwd", tarfile.SYMTYPE), "link to '/etc/passwd'"),
+    (_link("a/link", "../../x", tarfile.SYMTYPE), "link to"),
+    (_link("hard", "../x", tarfile.LNKTYPE), "link to '../x'"),
+], ids=["dotdot", "nested-dotdot", "absolute", "symlink-out", "symlink-abs", "nested-symlink-out", "hardlink-out"])
+def test_archive_members_outside_the_target_are_refused(tmp_path, member, why):
+    archive = tmp_path / "evil.tar"
+    archive.write_bytes(_tar_with(member, b"pwned"))
+    target = tmp_path / "deep" / "target"
+    with pytest.raises(download.DownloadError, match=why):
+        download.safe_extract(archive, target)
+    assert list(target.iterdir()) == []  # refused before anything was written
+    assert not (tmp_path / "deep" / "x").exists() and not (tmp_path / "x").exists()
+
+
+def test_zip_members_outside_the_target_and_zip_symlinks_are_refused(tmp_path):
+    for name, attr in (("../x", 0o100644), ("/abs", 0o100644), ("link", 0o120777)):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("fine.txt", "ok")
+            info = zipfile.ZipInfo(name)
+            info.external_attr = attr << 16
+            zf.writestr(info, "../../outside")
+        (tmp_path / "evil.zip").write_bytes(buf.getvalue())
+        target = tmp_path / "t" / name.strip("/.")
+        with pytest.raises(download.DownloadError, match="outside the target folder|symbolic link"):
+            download.safe_extract(tmp_path / "evil.zip", target)
+        assert list(target.iterdir()) == []
+
+
+def test_links_that_stay_inside_are_extracted(tmp_path):
+    archive = tmp_path / "ok.tar"
+    archive.write_bytes(_tar_with(_link("dir/link", "../fine.txt", tarfile.SYMTYPE)))
+    download.safe_extract(archive, tmp_path / "t")
+    assert (tmp_path / "t" / "dir" / "link").read_text() == "ok"
+
+
+# ---- weights -----------------------------------------------------------------------------------------
+
+def test_caffe_model_is_fetched_extracted_and_its_sha256_recorded(server, monkeypatch, tmp_path):
+    from dlib import doctor
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("init.caffemodel", b"\x0a\x03abc")
+        zf.writestr("test.prototxt", "name: 'x'")
+    body = buf.getvalue()
+    server.files["/model.zip"] = body
+    name = "deeplab_v2_resnet101_caffe"
+    monkeypatch.setitem(download.CAFFE_MODELS, name,
+                        dataclasses.replace(download.CAFFE_MODELS[name], url=server.url("/model.zip")))
+    assert download.CAFFE_MODELS[name].md5 is None and download.CAFFE_MODELS[name].sha256 is None  # none published
+    download.download_weights([name], tmp_path, progress=False)
+    assert (tmp_path / name / "init.caffemodel").read_bytes() == b"\x0a\x03abc"
+    sums = json.loads((tmp_path / download.CHECKSUMS_FILE).read_text())
+    assert sums[f"{name}/init.caffemodel"] == hashlib.sha256(b"\x0a\x03abc").hexdigest()
+    assert sums[f"downloads/{download.CAFFE_MODELS[name].filename}"] == hashlib.sha256(body).hexdigest()
+    assert doctor._caffe_checks(tmp_path)[0].ok
+    (tmp_path / name / "init.caffemodel").write_bytes(b"\x0a\x03abd")  # damaged later
+    check = doctor._caffe_checks(tmp_path)[0]
+    assert not check.ok and f"{name}/init.caffemodel" in check.detail
+
+
+def test_imagenet_weights_without_network_name_the_address_and_from_file(monkeypatch, tmp_path):
+    import urllib.error
+
+    import torchvision.models._api as api
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
+    with pytest.raises(download.DownloadError, match=r"resnet101-63fe2227\.pth .*--only resnet101_imagenet "
+                                                     r"--from-file PATH"):
+        download.download_weights(["resnet101_imagenet"], tmp_path, progress=False)
+    fake = tmp_path / "resnet101.pth"
+    fake.write_bytes(b"not the weights")
+    with pytest.raises(download.DownloadError, match="sha256 does not start with 63fe2227"):
+        download.download_weights(["resnet101_imagenet"], tmp_path, from_file=fake, progress=False)
