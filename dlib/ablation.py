@@ -358,7 +358,6 @@ def tune_crf(cfg: Config, training: Training, seed: int, run_root: str | os.Path
 
     import pandas as pd
 
-    from . import data as dlib_data
     from . import train as dlib_train
     from .crf import CVResult, cross_validate
     from .evaluate import predict
