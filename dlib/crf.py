@@ -536,7 +536,7 @@ def setting_effects(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], l
     base = DenseCRF() if base is None else base
     num_classes = probs[0].shape[0]
     preds = {"no CRF": [p.argmax(0) for p in probs]}
-    settings = {"no CRF": {}}
+    settings = {"no CRF": {"normalization": None, "w2": None, "theta_gamma": None}}
     for name, overrides in variants.items():
         model = DenseCRF(**{**base.params, **base.options, **overrides})
         preds[name] = model.predict_batch(images, probs)
