@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model; resumes from the output folder's latest checkpoint",
                        description="Train cfg.model.name on the configured training set (SGD, poly lr; DeepLab v2, "
-                                   "Sec. 4.1). Checkpoints and train_log.csv go to --out; running the same command "
+                                   "Sec. 4.1; --set train.lr_policy=step for DeepLab v1's step schedule). The base lr "
+                                   "follows the model's family: train.base_lr (ResNet), train.base_lr_vgg (VGG-16). "
+                                   "Checkpoints and train_log.csv go to --out; running the same command "
                                    "again resumes from the latest checkpoint. Under torchrun: DistributedDataParallel.")
     _common(p)
     p.add_argument("--out", required=True, help="run folder (checkpoints/, train_log.csv)")
@@ -204,7 +206,8 @@ def _train(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     result = train.train(cfg, args.out, dataset=dataset, resume=not args.fresh, stop_after=args.stop_after,
                          progress=False if args.no_progress else None)
     last = result.log[-1] if result.log else {}
-    print(json.dumps({"out_dir": str(result.out_dir), "iterations": result.iterations,
+    print(json.dumps({"out_dir": str(result.out_dir), "model": cfg.model.name, "base_lr": train.base_lr_for(cfg),
+                      "lr_policy": cfg.train.lr_policy, "iterations": result.iterations,
                       "resumed_from": result.resumed_from, "complete": result.complete,
                       "loss": last.get("loss"), "images_per_s": result.images_per_s,
                       "checkpoint": str(result.checkpoint) if result.checkpoint else None}))

@@ -23,8 +23,16 @@ Statistics: every row runs with the seeds of ``ablation.seeds``; an increment is
 per-seed paired differences with a 95% t-interval (n - 1 degrees of freedom), and its verdict follows
 from the interval (:func:`increment_stats`).
 
-The CRF's w1, theta_alpha, theta_beta are chosen per CRF row by :func:`dlib.crf.cross_validate` on
-training images held out from training (``ablation.crf_holdout``), never on the evaluation images.
+The CRF's w1, theta_alpha, theta_beta are chosen per CRF row (each training of a CRF row has its own
+search) by :func:`dlib.crf.cross_validate`, on the images ``ablation.crf_tune_on`` names:
+
+* ``"val100"`` (the ``gpu`` profile; the paper's protocol, DeepLab v2, Sec. 4.1): the first 100 images of
+  the val split. Those 100 images are then also among the scored ones, as in the paper.
+* ``"heldout_train"`` (``cpu``/``smoke``; ours): ``ablation.crf_holdout`` training images kept out of
+  training; the evaluation images are never touched.
+
+Table 3 trains without scale augmentation (``data.scale_aug`` False; scale augmentation is a Table-4
+component) and without MSC or COCO, each row's VGG-16 network from ImageNet weights.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .config import Config
+from .config import Config, identity_dict
 from .results import atomic_write_text, jsonable
 
 
@@ -141,9 +149,9 @@ def model_name(cfg: Config, training: Training) -> str:
 def training_config(cfg: Config, training: Training, seed: int) -> Config:
     """The resolved config of one training: the profile's, with the row's components switched.
 
-    The base lr is the profile's for the model's family (``train.base_lr`` for ResNet, ``train.base_lr_vgg``
-    for VGG-16: DeepLab's released solvers use 2.5e-4 and 1e-3). Every checkpoint is kept, for the
-    convergence curve of notebook 06.
+    The base lr follows the model's family at training time (:func:`dlib.train.base_lr_for`: ``train.base_lr``
+    for ResNet, ``train.base_lr_vgg`` for VGG-16; DeepLab's released solvers use 2.5e-4 and 1e-3). Every
+    checkpoint is kept, for the convergence curve of notebook 06.
     """
     name = model_name(cfg, training)
     overrides: dict[str, Any] = {
@@ -152,7 +160,6 @@ def training_config(cfg: Config, training: Training, seed: int) -> Config:
         "train.msc": training.msc,
         "eval.msc": training.msc,  # MSC: multi-scale inputs with max fusion, in training and at test
         "data.scale_aug": training.aug,
-        "train.base_lr": base_lr(cfg, name),
         "train.keep_checkpoints": 0,
     }
     if not training.coco:
@@ -166,13 +173,6 @@ def training_config(cfg: Config, training: Training, seed: int) -> Config:
         overrides["train.iterations"] = cfg.ablation.iterations
         overrides["train.checkpoint_every"] = max(1, cfg.ablation.iterations // 5)  # one at 80%: last_fifth_gain
     return cfg.replace(overrides)
-
-
-def base_lr(cfg: Config, model_name: str) -> float:
-    """The profile's base learning rate for ``model_name``: ``train.base_lr_vgg`` for VGG-16 models."""
-    from .models import info
-
-    return cfg.train.base_lr_vgg if info(model_name).backbone in ("vgg16", "small_vgg") else cfg.train.base_lr
 
 
 class Subset:
@@ -191,6 +191,9 @@ class Subset:
         return self.dataset[self.indices[i]]
 
 
+PAPER_CRF_TUNE_IMAGES = 100  # DeepLab v2, Sec. 4.1: "cross-validation on 100 images from val"
+
+
 def split_holdout(dataset: Any, holdout: int) -> tuple[Subset, Subset]:
     """(training part, held-out part): the last ``holdout`` images are kept out of training for CRF tuning."""
     n = len(dataset)
@@ -207,9 +210,10 @@ def config_tag(cfg: Config) -> str:
     """8 hex digits of the resolved config: a changed setting trains into a new folder, never over an old run.
 
     The CRF settings are left out: they do not change a training (the cached scores are keyed by the whole
-    config, so a changed CRF setting re-scores the trained network instead of training it again).
+    config, so a changed CRF setting re-scores the trained network instead of training it again). Keys added
+    since runs were cached count only away from their neutral value (:func:`dlib.config.identity_dict`).
     """
-    d = cfg.to_dict()
+    d = identity_dict(cfg)
     d.pop("crf", None)
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
 
@@ -276,7 +280,7 @@ def run_training(cfg: Config, training: Training, seed: int, run_root: str | os.
     tcfg = training_config(cfg, training, seed)
     run_dir = run_dir_of(cfg, training, seed, run_root)
     cache = run_dir / "scores.json"
-    wanted = _canonical({"config": tcfg.to_dict(), "crf_params": crf_params})
+    wanted = _canonical({"config": identity_dict(tcfg), "crf_params": crf_params})
     cached = _json_read(cache)
     if cached is not None and cached["key"]["config"] == wanted["config"] and (
             crf_params is None or cached["key"]["crf_params"] == wanted["crf_params"]):
@@ -295,7 +299,9 @@ def run_training(cfg: Config, training: Training, seed: int, run_root: str | os.
     model = dlib_train.build_model(tcfg)
     if coco:
         load_coco_checkpoint(model, coco)
-    train_set, _ = split_holdout(dlib_data.build_dataset(tcfg, "train"), cfg.ablation.crf_holdout)
+    train_set = dlib_data.build_dataset(tcfg, "train")
+    if cfg.ablation.crf_tune_on == "heldout_train":  # the CRF's tuning images stay out of training
+        train_set, _ = split_holdout(train_set, cfg.ablation.crf_holdout)
     result = dlib_train.train(tcfg, run_dir, model=model, dataset=train_set, progress=progress)
     val = dlib_data.build_dataset(tcfg, "val")
     probs_dir = run_dir / "val_probs"
@@ -332,15 +338,38 @@ def crf_score(cfg: Config, dataset: Any, probs_dir: Path, out_dir: Path, params:
     return {"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "class_iou": [float(v) for v in s["class_iou"]]}
 
 
+def crf_tuning_images(cfg: Config, tcfg: Config) -> Subset:
+    """The images a CRF row's parameters are cross-validated on (``ablation.crf_tune_on``).
+
+    ``"val100"``: the first 100 images of the val split, the paper's protocol (DeepLab v2, Sec. 4.1); they are
+    then also scored, as in the paper. ``"heldout_train"``: the ``ablation.crf_holdout`` training images that
+    :func:`run_training` keeps out of training (ours; never the evaluation images).
+    """
+    from . import data as dlib_data
+
+    if cfg.ablation.crf_tune_on == "val100":
+        val = dlib_data.build_dataset(tcfg, "val")
+        return Subset(val, range(min(PAPER_CRF_TUNE_IMAGES, len(val))))
+    _, held = split_holdout(dlib_data.build_dataset(tcfg, "train"), cfg.ablation.crf_holdout)
+    return held
+
+
+def crf_tuning_description(cfg: Config) -> str:
+    """One line saying where the CRF rows are tuned (``ablation.crf_tune_on``), for tables and notebooks."""
+    if cfg.ablation.crf_tune_on == "val100":
+        return (f"CRF cross-validated on the first {PAPER_CRF_TUNE_IMAGES} val images (the paper's protocol, DeepLab v2 "
+                "Sec. 4.1; those images are also scored)")
+    return f"CRF cross-validated on {cfg.ablation.crf_holdout} training images held out from training"
+
+
 def tune_crf(cfg: Config, training: Training, seed: int, run_root: str | os.PathLike, *,
              grid: dict[str, Sequence[float]] | None = None):
-    """Cross-validate w1, theta_alpha, theta_beta on the held-out training images, with the trained model
-    of (``training``, ``seed``) (trained first if needed). Returns a :class:`dlib.crf.CVResult`."""
+    """Cross-validate w1, theta_alpha, theta_beta on :func:`crf_tuning_images` (``ablation.crf_tune_on``), with
+    the trained model of (``training``, ``seed``) (trained first if needed). Returns a :class:`dlib.crf.CVResult`."""
     import torch
 
     import pandas as pd
 
-    from . import data as dlib_data
     from . import train as dlib_train
     from .crf import CVResult, cross_validate
     from .evaluate import predict
@@ -349,14 +378,14 @@ def tune_crf(cfg: Config, training: Training, seed: int, run_root: str | os.Path
     tcfg = training_config(cfg, training, seed)
     grid = grid or crf_grid(cfg)
     cache = run_dir_of(cfg, training, seed, run_root) / "crf_cv.json"
-    wanted = _canonical({"config": tcfg.to_dict(), "grid": {k: list(map(float, v)) for k, v in grid.items()},
+    wanted = _canonical({"config": identity_dict(tcfg), "grid": {k: list(map(float, v)) for k, v in grid.items()},
                          "holdout": cfg.ablation.crf_holdout, "crf": asdict(cfg.crf)})
     cached = _json_read(cache)
     if cached is not None and cached.get("key") == wanted:
         return CVResult(pd.DataFrame(cached["table"]), cached["best"], cached["baseline"])
     model = dlib_train.build_model(tcfg)
     dlib_train.load_weights(model, run_dir_of(cfg, training, seed, run_root))
-    _, held = split_holdout(dlib_data.build_dataset(tcfg, "train"), cfg.ablation.crf_holdout)
+    held = crf_tuning_images(cfg, tcfg)
     images, probs, labels = [], [], []
     model.eval()
     with torch.no_grad():
@@ -527,7 +556,7 @@ _REFERENCE = {"table4": "previous", "table3": None, "ofat": "first"}
 @dataclass
 class AblationResult:
     tables: dict[str, Any]  # "table4"/"table3"/"ofat" -> pandas DataFrame (see summarise)
-    crf: dict[str, Any]  # training key -> dlib.crf.CVResult of its CRF tuning (held-out training images)
+    crf: dict[str, Any]  # training key -> dlib.crf.CVResult of its CRF tuning (ablation.crf_tune_on's images)
     runs: dict[tuple[str, int], dict[str, Any]]  # (training key, seed) -> scores
 
 
@@ -535,9 +564,9 @@ def run_tables(cfg: Config, run_root: str | os.PathLike, tables: Sequence[str] =
                ) -> AblationResult:
     """Every training of ``tables`` for every seed of ``cfg.ablation.seeds``, then the CRF rows.
 
-    Each training that has a CRF row gets its own CRF parameters, cross-validated on the held-out training
-    images with its first seed's model and applied to every seed (the paper cross-validated per model on
-    100 val images; we never touch the evaluation images).
+    Each training that has a CRF row gets its own CRF parameters (:func:`tune_crf`), cross-validated with its
+    first seed's model on the images ``ablation.crf_tune_on`` names and applied to every seed: 100 val images
+    on gpu, as the paper (which are then also scored), held-out training images on cpu/smoke.
     """
     unknown = [t for t in tables if t not in TABLES]
     if unknown:

@@ -80,11 +80,18 @@ class TrainConfig:
     iterations: int = 20000  # DeepLab v2, Sec. 4.1
     batch_size: int = 10
     iter_size: int = 1  # gradient accumulation steps per iteration (global batch = batch_size)
+    # The base lr is chosen by the model's family, in one place (dlib.train.base_lr): base_lr for ResNet (and
+    # small_resnet) models, base_lr_vgg for VGG-16 (and small_vgg) models, wherever a model is trained.
     base_lr: float = 2.5e-4  # ResNet-101 (DeepLab v2 released solver)
-    base_lr_vgg: float = 1e-3  # VGG-16 models (DeepLab v1/v2 released solvers); used where a VGG model is chosen
+    base_lr_vgg: float = 1e-3  # VGG-16 models (DeepLab v1/v2 released solvers, DeepLab v1 Sec. 4.1)
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    lr_policy: str = "poly"  # "poly" (DeepLab v2, Sec. 4.1) or "step" (DeepLab v1: x gamma every step_size its)
     poly_power: float = 0.9  # DeepLab v2, Sec. 4.1: lr = base * (1 - iter/max_iter)^power
+    # DeepLab v1 (Sec. 4.1; released DeepLab-LargeFOV solver.prototxt: lr_policy "step", gamma 0.1, stepsize 2000,
+    # max_iter 6000, batch 20): lr = base * gamma^floor(iter / step_size). Used only with lr_policy="step".
+    step_size: int = 2000
+    gamma: float = 0.1
     head_lr_mult: float = 10.0  # classifier weights at 10x (Caffe lr_mult)
     head_bias_lr_mult: float = 20.0  # classifier biases at 20x
     backbone_bias_lr_mult: float = 2.0  # backbone biases at 2x, no weight decay (Caffe prototxt)
@@ -97,18 +104,58 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class CRFSetting:
+    """One published set of the fully connected CRF's parameters (DeepLab v2, Eq. 3) and where it is written.
+
+    Names as the paper: w1, theta_alpha (px), theta_beta (colour levels) of the appearance kernel; w2,
+    theta_gamma (px) of the smoothness kernel. None: the source does not give that value.
+    DeepLab's own tools name them bi_w, bi_xy_std, bi_rgb_std, pos_w, pos_xy_std.
+    """
+
+    name: str
+    w1: float | None
+    theta_alpha: float | None
+    theta_beta: float | None
+    w2: float
+    theta_gamma: float
+    source: str
+
+
+# The two sources disagree on the smoothness kernel (theta_gamma 3 in the paper's text, 1 in the released
+# ResNet-101 settings); notebook 04 measures how much that moves the labels (dlib.crf.setting_effects).
+PAPER_TEXT = CRFSetting(
+    "paper_text", None, None, None, 3.0, 3.0,
+    "DeepLab v2 (arXiv:1606.00915), Sec. 4.1: 'default values of w2 = 3 and sigma_gamma = 3'; w1, theta_alpha, "
+    "theta_beta cross-validated per model on 100 val images (ranges: dlib.crf.PAPER_SEARCH_RANGES)")
+RELEASED_RESNET101 = CRFSetting(
+    "released_resnet101", 4.0, 67.0, 3.0, 3.0, 1.0,
+    "DeepLab v2 ResNet-101 VOC model page, http://liangchiehchen.com/projects/DeepLabv2_resnet.html: 'bi_w = 4, "
+    "bi_xy_std = 67, bi_rgb_std = 3, pos_w = 3, pos_xy_std = 1' (the values kazuto1011/deeplab-pytorch "
+    "configs/voc12.yaml uses)")
+RELEASED_VGG16 = CRFSetting(
+    "released_vgg16", 4.0, 65.0, 3.0, 2.0, 2.0,
+    "DeepLab v2 VGG-16 release, as quoted beside the ResNet-101 values in third-party code: 'bi_w = 4, "
+    "bi_xy_std = 65, bi_rgb_std = 3, pos_w = 2, pos_xy_std = 2'")
+CRF_SETTINGS = {s.name: s for s in (PAPER_TEXT, RELEASED_RESNET101, RELEASED_VGG16)}
+
+
+@dataclass(frozen=True)
 class CRFConfig:
-    # w1, theta_alpha, theta_beta: DeepLab v2's cross-validated values for ResNet-101 on VOC
-    # (released config); the project's own cross-validation (notebook 04) may replace them.
-    w1: float = 4.0
-    theta_alpha: float = 67.0
-    theta_beta: float = 3.0
-    w2: float = 3.0  # DeepLab v2, Sec. 4.1: fixed
-    theta_gamma: float = 3.0  # fixed
+    # The defaults mix two sources (dlib.config.CRF_SETTINGS): the appearance kernel w1 = 4, theta_alpha = 67,
+    # theta_beta = 3 of the released ResNet-101 VOC settings (the authors' cross-validation), the smoothness
+    # kernel w2 = 3, theta_gamma = 3 of the paper's text (the released ResNet-101 settings use theta_gamma = 1).
+    # The project's own cross-validation (notebook 04) may replace w1, theta_alpha, theta_beta.
+    w1: float = RELEASED_RESNET101.w1
+    theta_alpha: float = RELEASED_RESNET101.theta_alpha
+    theta_beta: float = RELEASED_RESNET101.theta_beta
+    w2: float = PAPER_TEXT.w2  # DeepLab v2, Sec. 4.1: fixed
+    theta_gamma: float = PAPER_TEXT.theta_gamma  # DeepLab v2, Sec. 4.1: fixed (released ResNet-101: 1)
     iterations: int = 10  # mean-field iterations
     workers: int = 0  # 0 means all cores
     backend: str = "auto"  # "pydensecrf", "torch" (dlib.crf_torch) or "auto" (pydensecrf when importable)
-    normalization: str = "symmetric"  # kernel normalisation (dlib.crf.NORMALIZATIONS), pydensecrf's default
+    # Kernel normalisation (dlib.crf.NORMALIZATIONS): "symmetric" is pydensecrf's default; "deeplab" is what
+    # DeepLab's own densecrf code (Kraehenbuehl's 2011 code) computes, per pixel (pydensecrf's NORMALIZE_AFTER).
+    normalization: str = "symmetric"
     device: str = "cpu"  # torch backend only: "cpu" or "cuda" (batched over images)
 
 
@@ -126,7 +173,11 @@ class AblationConfig:
     seeds: tuple[int, ...] = (0,)  # the paper reports one run per row
     iterations: int | None = None  # None: train.iterations
     coco_iterations: int | None = None  # proxy "COCO" pretraining (cpu/smoke); None: train.iterations
-    crf_holdout: int = 100  # training images held out for CRF cross-validation (the paper used 100 images)
+    # Where each CRF row's w1, theta_alpha, theta_beta are cross-validated: "val100", the paper's protocol (DeepLab
+    # v2, Sec. 4.1: 100 val images, which are then also scored), or "heldout_train" (ours: ablation.crf_holdout
+    # training images kept out of training; the evaluation images are never touched).
+    crf_tune_on: str = "val100"
+    crf_holdout: int = 100  # training images held out for CRF cross-validation ("heldout_train")
     workers: int = 1  # trainings run side by side, each in its own process
     width: float | None = None  # channel multiplier of the small models in the ablation; None: model.width
 
@@ -188,6 +239,7 @@ _PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         "train.log_every": 20,
         "crf.workers": 0,
         "ablation.seeds": (0, 1, 2),
+        "ablation.crf_tune_on": "heldout_train",
         "ablation.crf_holdout": 30,
         "ablation.workers": 2,
     },
@@ -216,6 +268,7 @@ _PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         "ablation.seeds": (0, 1),
         "ablation.iterations": 5,  # five checkpoints: the convergence curve has one at 80%
         "ablation.coco_iterations": 2,
+        "ablation.crf_tune_on": "heldout_train",
         "ablation.crf_holdout": 6,
         "ablation.workers": 1,
     },
@@ -239,6 +292,24 @@ def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
         key, value = item.split("=", 1)
         overrides[key.strip()] = parse_value(value.strip())
     return overrides
+
+
+# Keys added after runs were cached, each with the value under which it changes nothing. At that value a config
+# keeps the identity it had before the key existed (run folders, cached scores, resumable checkpoints).
+NEUTRAL_ADDED_KEYS: dict[str, Any] = {
+    "train.lr_policy": "poly", "train.step_size": 2000, "train.gamma": 0.1,
+    "ablation.crf_tune_on": "heldout_train",
+}
+
+
+def identity_dict(cfg: Config) -> dict[str, Any]:
+    """``cfg.to_dict()`` without the :data:`NEUTRAL_ADDED_KEYS` that hold their neutral value: what names a run."""
+    d = cfg.to_dict()
+    for dotted, neutral in NEUTRAL_ADDED_KEYS.items():
+        section, name = dotted.split(".")
+        if d[section].get(name) == neutral:
+            del d[section][name]
+    return d
 
 
 def profile_overrides(profile: str) -> dict[str, Any]:
@@ -376,6 +447,8 @@ RANGES: dict[str, Range] = {
     "train.momentum": Range(0, 1, high_open=True),
     "train.weight_decay": NON_NEGATIVE,
     "train.poly_power": NON_NEGATIVE,
+    "train.base_lr_vgg": POSITIVE,
+    "train.gamma": Range(0, 1, low_open=True),
     "train.head_lr_mult": NON_NEGATIVE,
     "train.head_bias_lr_mult": NON_NEGATIVE,
     "train.backbone_bias_lr_mult": NON_NEGATIVE,
@@ -394,6 +467,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.dataset": ("proxy", "voc", "pretext"),
     "data.input_convention": ("imagenet", "caffe"),
     "train.msc_loss": ("sum", "mean"),
+    "train.lr_policy": ("poly", "step"),
+    "ablation.crf_tune_on": ("val100", "heldout_train"),
 }
 
 

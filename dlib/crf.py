@@ -33,12 +33,31 @@ against :func:`dense_crf_exact` in tests/test_crf.py). Two things differ from th
 written above, both from Krähenbühl's C++ code that pydensecrf wraps (DeepLab used the same
 authors' public implementation):
 
-* Deviation from paper's Eq. 3 as written: each kernel is normalised symmetrically,
+* Deviation from paper's Eq. 3 as written: each kernel is normalised. By default symmetrically,
   k_ij / sqrt(d_i d_j) with d_i = sum_j k_ij (pydensecrf's default NORMALIZE_SYMMETRIC), so w1 and w2
-  weigh an average over the kernel rather than a sum over up to ~10^5 pixels (``normalization=``
-  offers pydensecrf's other options too: "before", "after" and "none", the paper's Gaussians with j = i;
-  see dlib.crf_torch);
+  weigh an average over the kernel rather than a sum over up to ~10^5 pixels. ``normalization=``
+  offers pydensecrf's other options too ("before", "after", and "none", the paper's Gaussians with
+  j = i; see dlib.crf_torch) and ``"deeplab"``, what DeepLab itself ran (below);
 * the lattice's sums include the pixel itself (j = i), and the Gaussian is approximated.
+
+**The CRF as DeepLab ran it** (``normalization="deeplab"``). DeepLab post-processed with its own copy of
+Krähenbühl's 2011 densecrf code (``densecrf/`` of deeplab-public / deeplab-public-ver2;
+``refine_pascal_v4/dense_inference.cpp`` calls ``addPairwiseGaussian`` and ``addPairwiseBilateral`` with
+their defaults). There each kernel is a ``PottsPotential(..., per_pixel_normalization=true)``: the
+normaliser is norm_i = 1 / (sum_j k_ij + 1e-20) (the lattice's filter of ones, j = i included) and the
+message is w * norm_i * sum_j k_ij Q_j(l), i.e. K Q -> D^-1 K Q, normalised per pixel *after* filtering.
+Krähenbühl's 2013 rewrite, which pydensecrf wraps, calls the same operation NORMALIZE_AFTER
+(``DenseKernel::filter`` multiplies by norm_ after the lattice when not transposed) and defaults to
+NORMALIZE_SYMMETRIC instead. So "deeplab" runs "after" in both backends; the name says why. (DeepLab's
+tool also reads the network's scores as the unary, -score; -log P differs from it by a constant per pixel,
+which mean field ignores, except that we clip P at 1e-5.)
+
+**Parameters and their sources** (:data:`dlib.config.CRF_SETTINGS`): the paper's text fixes w2 = 3 and
+theta_gamma = 3 (:data:`PAPER_TEXT`); the released ResNet-101 VOC settings are w1 = 4, theta_alpha = 67,
+theta_beta = 3, w2 = 3, theta_gamma = 1 (:data:`RELEASED_RESNET101`); the released VGG-16 ones w1 = 4,
+theta_alpha = 65, theta_beta = 3, w2 = 2, theta_gamma = 2 (:data:`RELEASED_VGG16`). Our defaults
+(:class:`dlib.config.CRFConfig`) take w1, theta_alpha, theta_beta from the released ResNet-101 settings and
+w2, theta_gamma from the paper's text; :func:`setting_effects` measures what the choices change.
 
 :func:`dense_crf_exact` implements both the library's variant (the default) and the equation as
 written (``normalization="none", include_self=False``), with exact O(N^2) kernels.
@@ -57,6 +76,8 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from .config import Config, CRFConfig
+# The published parameter sets live beside the defaults they feed (dlib.config); re-exported here.
+from .config import CRF_SETTINGS, PAPER_TEXT, RELEASED_RESNET101, RELEASED_VGG16, CRFSetting  # noqa: F401
 from .metrics import IGNORE_INDEX, confusion_matrix, scores
 from .results import atomic_write_bytes
 
@@ -64,7 +85,9 @@ _DEFAULTS = CRFConfig()  # the single source of the default parameters (dlib/con
 PROB_CLIP = 1e-5  # smallest probability before the log: unary at most -log(1e-5) = 11.5 (as pydensecrf.utils)
 MAX_EXACT_PIXELS = 4096  # dense_crf_exact builds N x N kernels; 4096 px = 128 MiB per kernel
 BACKENDS = ("auto", "pydensecrf", "torch")
-NORMALIZATIONS = ("symmetric", "before", "after", "none")  # pydensecrf's NORMALIZE_* and NO_NORMALIZATION
+# pydensecrf's NORMALIZE_* and NO_NORMALIZATION, and "deeplab": DeepLab's densecrf (per pixel), which is "after".
+NORMALIZATIONS = ("symmetric", "before", "after", "none", "deeplab")
+NORMALIZATION_ALIASES = {"deeplab": "after"}  # the name a user picks -> the operation both backends run
 TORCH_BATCH = 16  # images per lattice when the torch backend refines a data set on a GPU
 
 # The papers' cross-validation ranges, MATLAB notation expanded ([30:10:100] = 30, 40, ..., 100).
@@ -174,6 +197,13 @@ _PYDENSECRF_NORMALIZATION = {"symmetric": "NORMALIZE_SYMMETRIC", "before": "NORM
                              "after": "NORMALIZE_AFTER", "none": "NO_NORMALIZATION"}
 
 
+def kernel_normalization(name: str) -> str:
+    """The kernel normalisation ``name`` runs: one of symmetric, before, after, none ("deeplab" -> "after")."""
+    if name not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {name!r}")
+    return NORMALIZATION_ALIASES.get(name, name)
+
+
 # ----------------------------------------------------------------------------------------------
 # The wrapper
 # ----------------------------------------------------------------------------------------------
@@ -181,16 +211,18 @@ _PYDENSECRF_NORMALIZATION = {"symmetric": "NORMALIZE_SYMMETRIC", "before": "NORM
 class DenseCRF:
     """The fully connected CRF with the paper's parameter names; call with (image, probs) -> Q (C, H, W).
 
-    Defaults come from :class:`dlib.config.CRFConfig`, the single source: w2 = theta_gamma = 3 and
-    10 iterations are fixed by DeepLab v2 (Sec. 4.1); w1 = 4, theta_alpha = 67 (px), theta_beta = 3
-    (colour levels) are the values DeepLab v2's released ResNet-101 VOC model uses, found by the
+    Defaults come from :class:`dlib.config.CRFConfig`, the single source, and mix two sources
+    (:data:`dlib.config.CRF_SETTINGS`): w2 = theta_gamma = 3 and 10 iterations from the paper's text
+    (DeepLab v2, Sec. 4.1; the released ResNet-101 settings use theta_gamma = 1); w1 = 4, theta_alpha = 67 (px),
+    theta_beta = 3 (colour levels) from DeepLab v2's released ResNet-101 VOC settings, found by the
     authors' cross-validation on 100 val images. Notebook 04 repeats that search
     (:func:`cross_validate`) and writes ``results/<profile>/04_dense_crf/cv_best.json``; adopt its
     values by changing CRFConfig, nowhere else.
 
     ``backend``: "pydensecrf", "torch" or "auto" (pydensecrf when importable); ``self.backend`` is the
-    one resolved. ``normalization``: one of NORMALIZATIONS (pydensecrf's options; "symmetric" is its
-    default). ``device``: torch backend only ("cpu", "cuda").
+    one resolved. ``normalization``: one of NORMALIZATIONS (pydensecrf's options, "symmetric" its
+    default; "deeplab" what DeepLab's densecrf computed, see the module docstring). ``device``: torch
+    backend only ("cpu", "cuda").
     """
 
     def __init__(self, *, w1: float = _DEFAULTS.w1, theta_alpha: float = _DEFAULTS.theta_alpha,
@@ -247,7 +279,7 @@ class DenseCRF:
 
         check_inputs(image, probs)
         c, h, w = probs.shape
-        norm = getattr(dcrf, _PYDENSECRF_NORMALIZATION[self.normalization])
+        norm = getattr(dcrf, _PYDENSECRF_NORMALIZATION[kernel_normalization(self.normalization)])
         crf = dcrf.DenseCRF2D(w, h, c)  # pydensecrf takes width first
         crf.setUnaryEnergy(unary_energy(probs))  # sum_i -log P(x_i)
         # Smoothness kernel: w2 exp(-|p_i-p_j|^2 / 2 theta_gamma^2), features p / theta_gamma.
@@ -348,11 +380,12 @@ def exact_kernels(image: np.ndarray, *, theta_alpha: float, theta_beta: float, t
     """The appearance and smoothness kernels between all pixel pairs, each (N, N) float64, N = H*W.
 
     ``normalization="none"``: the paper's Gaussians; ``"symmetric"``: k_ij / sqrt(d_i d_j) with
-    d_i = sum_j k_ij (j = i included), as pydensecrf computes them.
+    d_i = sum_j k_ij (j = i included), as pydensecrf computes them; ``"deeplab"`` (or ``"after"``):
+    k_ij / d_i, the per-pixel normalisation of DeepLab's densecrf (row i sums to 1; not symmetric).
     """
-    if normalization not in ("none", "symmetric"):
-        raise ValueError(f"normalization must be 'none' (the paper's Eq. 3) or 'symmetric' (pydensecrf), "
-                         f"got {normalization!r}")
+    if normalization not in ("none", "symmetric", "deeplab", "after"):
+        raise ValueError(f"normalization must be 'none' (the paper's Eq. 3), 'symmetric' (pydensecrf) or 'deeplab' "
+                         f"(DeepLab's densecrf, per pixel), got {normalization!r}")
     n = image.shape[0] * image.shape[1]
     if n > MAX_EXACT_PIXELS:
         raise ValueError(f"the exact CRF builds N x N kernels; {n} pixels is too many (max {MAX_EXACT_PIXELS}); "
@@ -371,6 +404,9 @@ def exact_kernels(image: np.ndarray, *, theta_alpha: float, theta_beta: float, t
             inv = 1.0 / np.sqrt(k.sum(axis=1))
             k *= inv[:, None]
             k *= inv[None, :]
+    elif normalization in ("deeplab", "after"):  # densecrf 2011: norm_i = 1 / sum_j k_ij, message norm_i (K Q)_i
+        for k in (appearance, smoothness):
+            k /= k.sum(axis=1)[:, None]
     return appearance, smoothness
 
 
@@ -390,6 +426,7 @@ def dense_crf_exact(image: np.ndarray, probs: np.ndarray, *, w1: float = _DEFAUL
     Each step (Krähenbühl & Koltun 2011, Alg. 1, Potts model):
         Q_i(l) <- softmax_l( log P_i(l) + sum_j [w1 k1_ij + w2 k2_ij] Q_j(l) )
     The defaults (symmetric normalisation, j = i included) are what pydensecrf computes;
+    ``normalization="deeplab"`` what DeepLab's densecrf computes (k_ij / d_i);
     ``normalization="none", include_self=False`` is mean field for the energy exactly as written.
     Small images only (H*W <= 4096).
     """
@@ -403,7 +440,7 @@ def dense_crf_exact(image: np.ndarray, probs: np.ndarray, *, w1: float = _DEFAUL
     log_p = -unary_energy(probs).astype(np.float64)  # (C, N)
     q = _softmax0(log_p)
     for _ in range(iterations):
-        q = _softmax0(log_p + q @ pairwise)  # (C, N) @ (N, N); pairwise is symmetric
+        q = _softmax0(log_p + q @ pairwise.T)  # message_i = sum_j pairwise_ij Q_j: (C, N) @ (N, N)^T
     return q.reshape(probs.shape)
 
 
@@ -417,6 +454,9 @@ def energy_terms(labels: np.ndarray, image: np.ndarray, probs: np.ndarray, *, w1
     ``"symmetric"`` is the energy whose mean field pydensecrf runs.
     """
     check_inputs(image, probs)
+    if normalization not in ("none", "symmetric"):  # a per-pixel (row) normalised kernel is not symmetric
+        raise ValueError(f"energy_terms needs a symmetric kernel: normalization 'none' or 'symmetric', got "
+                         f"{normalization!r} (DeepLab's per-pixel normalisation defines a mean field, not an energy)")
     labels = np.asarray(labels)
     if labels.shape != image.shape[:2]:
         raise ValueError(f"labels must be (H, W) = {image.shape[:2]}, got {labels.shape}")
@@ -460,6 +500,59 @@ def kernel_maps(image: np.ndarray, pixel: tuple[int, int], *, theta_alpha: float
     appearance = np.exp(-d_pos / (2 * theta_alpha ** 2) - d_col / (2 * theta_beta ** 2))
     smoothness = np.exp(-d_pos / (2 * theta_gamma ** 2))
     return appearance, smoothness
+
+
+# ----------------------------------------------------------------------------------------------
+# Which CRF: the published choices and what they change
+# ----------------------------------------------------------------------------------------------
+
+def setting_variants() -> dict[str, dict[str, Any]]:
+    """The choices the sources leave open, as DenseCRF keyword overrides: the kernel normalisation (pydensecrf's
+    default "symmetric", DeepLab's "deeplab") x the smoothness kernel (the paper's text theta_gamma = 3, the released
+    ResNet-101 settings theta_gamma = 1; both w2 = 3). The first is our default configuration."""
+    out = {}
+    for norm, norm_name in (("symmetric", "symmetric (pydensecrf)"), ("deeplab", "per pixel (DeepLab's densecrf)")):
+        for setting in (PAPER_TEXT, RELEASED_RESNET101):
+            out[f"{norm_name}, theta_gamma={setting.theta_gamma:g} ({setting.name})"] = {
+                "normalization": norm, "w2": setting.w2, "theta_gamma": setting.theta_gamma}
+    return out
+
+
+def setting_effects(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                    variants: dict[str, dict[str, Any]] | None = None, *, base: DenseCRF | None = None,
+                    ignore_index: int = IGNORE_INDEX):
+    """How much each CRF variant moves the labels: a table (pandas DataFrame), one row per variant.
+
+    ``variants``: name -> DenseCRF keyword overrides on ``base`` (default :func:`setting_variants` on
+    ``DenseCRF()``); the first variant is the reference. Columns: ``mean_iou`` (%, VOC measure over all
+    images, void ignored), ``changed_vs_reference`` and ``changed_vs_no_crf`` (% of all pixels whose label
+    differs from the reference variant's / from the argmax of P). The first row, "no CRF", is argmax P.
+    """
+    import pandas as pd
+
+    variants = setting_variants() if variants is None else variants
+    if not variants:
+        raise ValueError("give at least one variant (name -> DenseCRF keyword overrides)")
+    base = DenseCRF() if base is None else base
+    num_classes = probs[0].shape[0]
+    preds = {"no CRF": [p.argmax(0) for p in probs]}
+    settings = {"no CRF": {"normalization": None, "w2": None, "theta_gamma": None}}
+    for name, overrides in variants.items():
+        model = DenseCRF(**{**base.params, **base.options, **overrides})
+        preds[name] = model.predict_batch(images, probs)
+        settings[name] = {"normalization": model.normalization, "w2": model.w2, "theta_gamma": model.theta_gamma}
+    reference = next(iter(variants))
+    total = sum(lab.size for lab in labels)
+
+    def changed(a: str, b: str) -> float:
+        return 100.0 * sum(int((x != y).sum()) for x, y in zip(preds[a], preds[b])) / total
+
+    rows = []
+    for name, pred in preds.items():
+        conf = sum(confusion_matrix(x, np.asarray(y), num_classes, ignore_index) for x, y in zip(pred, labels))
+        rows.append({"setting": name, **settings[name], "mean_iou": 100.0 * scores(conf)["mean_iou"],
+                     "changed_vs_reference": changed(name, reference), "changed_vs_no_crf": changed(name, "no CRF")})
+    return pd.DataFrame(rows).set_index("setting")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ of ones, j = i included):
     "before"    (NORMALIZE_BEFORE):                           K Q -> K D^-1 Q
     "after"     (NORMALIZE_AFTER):                            K Q -> D^-1 K Q
     "none"      (NO_NORMALIZATION):                           K Q -> K Q, the paper's Gaussians (j = i included)
+    "deeplab"   (DeepLab's densecrf, per pixel = "after"):    K Q -> D^-1 K Q
 
 The lattice of each kernel depends only on the image: it is built once, and the iterations only
 filter new values.
@@ -27,7 +28,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from .crf import NORMALIZATIONS
+from .crf import kernel_normalization
 from .lattice import PermutohedralLattice
 
 
@@ -54,8 +55,7 @@ class NormalisedKernel:
     """
 
     def __init__(self, features: torch.Tensor, segment: torch.Tensor, num_images: int, normalization: str):
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        normalization = kernel_normalization(normalization)  # "deeplab" runs "after"
         self.lattice = PermutohedralLattice(features, segment if num_images > 1 else None)
         self.normalization = normalization
         ones = torch.ones(features.shape[0], 1, dtype=torch.float32, device=features.device)

@@ -4,9 +4,14 @@ The recipe, from the papers and their released Caffe solvers:
 
 * SGD, momentum 0.9, weight decay 5e-4, batch 10 (``train.batch_size``, the *global* batch:
   split over ``train.iter_size`` accumulation steps and over processes, it stays 10).
-* "poly" learning rate (DeepLab v2, Sec. 4.1): lr(it) = base_lr * (1 - it / max_iter) ** 0.9.
-  Base lr: 2.5e-4 for ResNet-101, 1e-3 for VGG-16 (released solvers); 1e-2 for the small CPU
-  models trained from scratch (a deviation, set by the ``cpu``/``smoke`` profiles).
+* "poly" learning rate (DeepLab v2, Sec. 4.1): lr(it) = base_lr * (1 - it / max_iter) ** 0.9; or,
+  with ``train.lr_policy="step"``, DeepLab v1's step schedule (DeepLab v1, Sec. 4.1 and its released
+  DeepLab-LargeFOV solver: base 1e-3, x0.1 every 2000 iterations, 6000 iterations, batch 20):
+  lr(it) = base_lr * gamma ** floor(it / step_size) (:func:`learning_rate`).
+  Base lr by the model's family, decided by :func:`base_lr_for` wherever a model is trained (command
+  line, notebooks, ablation): ``train.base_lr`` for ResNet models (2.5e-4 for ResNet-101),
+  ``train.base_lr_vgg`` for VGG-16 models (1e-3), from the released solvers; the ``cpu``/``smoke``
+  profiles set both to the small models' rate (a deviation).
 * Caffe ``lr_mult``: backbone weights 1x, backbone biases 2x (no weight decay), classifier weights
   10x, classifier biases 20x (no weight decay); ResNet batch normalisation frozen.
 * Loss: per-pixel softmax cross-entropy against the label subsampled to the stride-8 score map by
@@ -57,7 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
-from .config import Config, pick_device
+from .config import NEUTRAL_ADDED_KEYS, Config, pick_device
 from .results import atomic_write_bytes, atomic_write_text
 from .transforms import TrainTransform
 
@@ -90,6 +95,41 @@ def poly_lr(base_lr: float, iteration: int, max_iter: int, power: float = 0.9) -
     return base_lr * (1 - iteration / max_iter) ** power
 
 
+def step_lr(base_lr: float, iteration: int, step_size: int, gamma: float = 0.1) -> float:
+    """Caffe's "step" policy (DeepLab v1, Sec. 4.1): base_lr * gamma ** floor(iteration / step_size)."""
+    if iteration < 0 or step_size < 1:
+        raise ValueError(f"need iteration >= 0 and step_size >= 1, got {iteration} and {step_size}")
+    return base_lr * gamma ** (iteration // step_size)
+
+
+# Backbone families trained at train.base_lr_vgg (dlib.models.ModelInfo.backbone); every other family at train.base_lr.
+VGG_FAMILIES = ("vgg16", "small_vgg")
+
+
+def base_lr_for(cfg: Config, model_name: str | None = None) -> float:
+    """The base learning rate of ``model_name`` (default ``cfg.model.name``), chosen by its family.
+
+    ``train.base_lr_vgg`` for VGG-16 models (DeepLab v1/v2 released solvers: 1e-3), ``train.base_lr`` for
+    the others (ResNet-101: 2.5e-4). The one place that decides it; training, the command line, the
+    notebooks and the ablation all ask here.
+    """
+    from .models import info
+
+    name = cfg.model.name if model_name is None else model_name
+    return cfg.train.base_lr_vgg if info(name).backbone in VGG_FAMILIES else cfg.train.base_lr
+
+
+def learning_rate(cfg: Config, iteration: int) -> float:
+    """The base (1x) learning rate at ``iteration``: ``train.lr_policy`` "poly" or "step" from :func:`base_lr_for`."""
+    t = cfg.train
+    base = base_lr_for(cfg)
+    if t.lr_policy == "step":
+        return step_lr(base, iteration, t.step_size, t.gamma)
+    if t.lr_policy != "poly":
+        raise ValueError(f"train.lr_policy must be 'poly' (DeepLab v2) or 'step' (DeepLab v1), got {t.lr_policy!r}")
+    return poly_lr(base, iteration, t.iterations, t.poly_power)
+
+
 def param_groups(model: nn.Module, cfg: Config) -> list[dict[str, Any]]:
     """SGD parameter groups with Caffe's lr multipliers and weight-decay multipliers.
 
@@ -98,6 +138,7 @@ def param_groups(model: nn.Module, cfg: Config) -> list[dict[str, Any]]:
     (20x, no decay). Parameters that do not require gradients (frozen BN) are left out.
     """
     t = cfg.train
+    base = base_lr_for(cfg)
     split = _split_params(model)
     spec = {"backbone_weight": (1.0, t.weight_decay), "backbone_bias": (t.backbone_bias_lr_mult, 0.0),
             "head_weight": (t.head_lr_mult, t.weight_decay), "head_bias": (t.head_bias_lr_mult, 0.0)}
@@ -105,7 +146,7 @@ def param_groups(model: nn.Module, cfg: Config) -> list[dict[str, Any]]:
     for name, (mult, decay) in spec.items():
         params = [p for p in split.get(name, []) if p.requires_grad]
         if params:
-            groups.append({"params": params, "name": name, "lr_mult": mult, "lr": t.base_lr * mult,
+            groups.append({"params": params, "name": name, "lr_mult": mult, "lr": base * mult,
                            "weight_decay": decay})
     return groups
 
@@ -130,8 +171,8 @@ def _split_params(model: nn.Module) -> dict[str, list[nn.Parameter]]:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, cfg: Config, iteration: int) -> float:
-    """Set every group's lr to poly_lr * its multiplier; returns the base (1x) lr."""
-    lr = poly_lr(cfg.train.base_lr, iteration, cfg.train.iterations, cfg.train.poly_power)
+    """Set every group's lr to :func:`learning_rate` * its multiplier; returns the base (1x) lr."""
+    lr = learning_rate(cfg, iteration)
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_mult", 1.0)
     return lr
@@ -410,7 +451,8 @@ def _config_diff(saved: dict[str, Any], cfg: Config) -> list[str]:
                 out[prefix + k] = list(v) if isinstance(v, tuple) else v
         return out
 
-    a, b = flat(saved), flat(cfg.to_dict())
+    # A key added since the run was saved counts as its neutral value there (dlib.config.NEUTRAL_ADDED_KEYS).
+    a, b = {**NEUTRAL_ADDED_KEYS, **flat(saved)}, {**NEUTRAL_ADDED_KEYS, **flat(cfg.to_dict())}
     keys = sorted(set(a) | set(b))
     return [k for k in keys if a.get(k) != b.get(k) and not any(k == r or (r.endswith(".") and k.startswith(r))
                                                                 for r in RESUMABLE_KEYS)]
@@ -469,6 +511,7 @@ def train(cfg: Config, out_dir: str | Path, *, model: nn.Module | None = None, d
     if info.distributed and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
     try:
+        learning_rate(cfg, 0)  # a bad lr_policy fails here, before any work
         if t.msc_loss not in ("sum", "mean"):
             raise ValueError(f"train.msc_loss must be 'sum' (the paper) or 'mean', got {t.msc_loss!r}")
         if t.batch_size % (t.iter_size * info.world_size):
@@ -493,7 +536,7 @@ def _train(cfg, out_dir, model, dataset, device, info, resume, stop_after, progr
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
-    optimizer = torch.optim.SGD(param_groups(model, cfg), lr=t.base_lr, momentum=t.momentum,
+    optimizer = torch.optim.SGD(param_groups(model, cfg), lr=base_lr_for(cfg), momentum=t.momentum,
                                 weight_decay=t.weight_decay)
 
     start = 0

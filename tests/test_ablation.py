@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dlib import ablation, config, models
+from dlib import ablation, config, models, train
 
 
 def test_table4_rows_are_the_papers_numbers_and_add_one_component_each():
@@ -55,8 +55,8 @@ def test_training_config_switches_the_rows_components():
     gpu = config.resolve("gpu")
     assert ablation.training_config(gpu, full, 0).model.name == "deeplab_v2_resnet101_aspp"
     vgg = ablation.training_config(gpu, ablation.TABLE3[4].training, 0)
-    assert (vgg.model.name, vgg.train.base_lr) == ("deeplab_v2_vgg16_aspp_l", 1e-3)
-    assert ablation.training_config(gpu, full, 0).train.base_lr == 2.5e-4
+    assert (vgg.model.name, train.base_lr_for(vgg)) == ("deeplab_v2_vgg16_aspp_l", 1e-3)
+    assert train.base_lr_for(ablation.training_config(gpu, full, 0)) == 2.5e-4
     for row in ablation.TABLE4 + ablation.TABLE3 + ablation.ONE_AT_A_TIME:  # every row's network is registered
         for profile in ("cpu", "gpu"):
             assert ablation.model_name(config.resolve(profile), row.training) in models.available()
@@ -159,6 +159,64 @@ def test_crf_is_tuned_on_held_out_training_images_never_on_val(tmp_path, monkeyp
     monkeypatch.setattr(dlib_crf, "cross_validate", lambda *a, **k: pytest.fail("search ran twice"))
     again = ablation.tune_crf(cfg, training, 0, tmp_path)
     assert again.best == cv.best
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
+def test_every_table3_row_trains_without_scale_augmentation(profile):
+    cfg = config.resolve(profile)
+    for row in ablation.TABLE3:
+        tcfg = ablation.training_config(cfg, row.training, 0)
+        assert tcfg.data.scale_aug is False and not tcfg.train.msc and tcfg.model.coco_checkpoint is None, row.name
+    # ... while the Table-4 rows from +Aug on do scale the images (the switch is the row's, not the profile's).
+    assert ablation.training_config(cfg, ablation.TABLE4[3].training, 0).data.scale_aug is True
+
+
+def test_each_table3_crf_row_gets_its_own_crf_search(tmp_path, monkeypatch):
+    cfg = config.resolve("smoke")
+    tuned = []
+    monkeypatch.setattr(ablation, "run_trainings", lambda c, jobs, root, **k: {
+        (t.key, s): {"status": "ok", "mean_iou": 0.5, "mean_iou_crf": 0.6} for t, s, _ in jobs})
+
+    def fake_tune(c, training, seed, root, **k):
+        tuned.append((training, seed))
+        return type("CV", (), {"best": {"w1": 4.0, "theta_alpha": 8.0, "theta_beta": 3.0}})()
+
+    monkeypatch.setattr(ablation, "tune_crf", fake_tune)
+    res = ablation.run_tables(cfg, tmp_path, tables=("table3",))
+    crf_heads = [r.training for r in ablation.TABLE3 if r.crf]
+    assert [t for t, _ in tuned] == crf_heads and len(set(crf_heads)) == 3  # LargeFOV, ASPP-S, ASPP-L: one each
+    assert all(seed == cfg.ablation.seeds[0] for _, seed in tuned)
+    assert set(res.crf) == {t.key for t in crf_heads}
+
+
+def test_crf_tuning_images_follow_the_protocol(tmp_path):
+    from dlib import data
+
+    # gpu: the paper's 100 val images (DeepLab v2, Sec. 4.1); cpu and smoke: held-out training images.
+    assert config.resolve("gpu").ablation.crf_tune_on == "val100"
+    assert {config.resolve(p).ablation.crf_tune_on for p in ("cpu", "smoke")} == {"heldout_train"}
+    cfg = config.resolve("smoke", overrides={"ablation.crf_tune_on": "val100"})
+    tcfg = ablation.training_config(cfg, ablation.TABLE4[0].training, 0)
+    chosen = ablation.crf_tuning_images(cfg, tcfg)
+    val = data.build_dataset(tcfg, "val")
+    assert len(chosen) == min(100, len(val)) and all(
+        np.array_equal(chosen[i][0], val[i][0]) for i in range(len(chosen)))  # the first val images, also scored
+    assert "100 val images" in ablation.crf_tuning_description(cfg)
+    # The tuning choice names its run: "val100" trains on every training image, so it trains into another folder.
+    smoke = config.resolve("smoke")
+    assert ablation.run_dir_of(cfg, ablation.TABLE4[0].training, 0, tmp_path) != ablation.run_dir_of(
+        smoke, ablation.TABLE4[0].training, 0, tmp_path)
+
+
+def test_keys_added_at_their_neutral_value_keep_a_runs_name(tmp_path):
+    cpu = config.resolve("cpu")
+    d = config.identity_dict(cpu)
+    assert "lr_policy" not in d["train"] and "crf_tune_on" not in d["ablation"]  # as before the keys existed
+    training = ablation.TABLE4[0].training
+    same = cpu.replace({"train.lr_policy": "poly", "ablation.crf_tune_on": "heldout_train"})
+    assert ablation.run_dir_of(same, training, 0, tmp_path) == ablation.run_dir_of(cpu, training, 0, tmp_path)
+    step = cpu.replace({"train.lr_policy": "step"})
+    assert ablation.run_dir_of(step, training, 0, tmp_path) != ablation.run_dir_of(cpu, training, 0, tmp_path)
 
 
 def test_run_tables_on_smoke_fills_every_row_and_resumes_without_retraining(tmp_path, monkeypatch):

@@ -57,6 +57,61 @@ def test_poly_lr_values():
         train.poly_lr(0.01, 101, 100)
 
 
+def test_base_lr_is_chosen_by_the_model_family():
+    # The released solvers: 1e-3 for VGG-16 (DeepLab v1 LargeFOV, v2 VGG-16), 2.5e-4 for ResNet-101.
+    gpu = config.resolve("gpu")
+    assert train.base_lr_for(gpu) == 2.5e-4  # the gpu default model is ResNet-101 ASPP
+    for name, lr in (("deeplab_v1_largefov", 1e-3), ("deeplab_v2_vgg16_aspp_l", 1e-3), ("deeplab_v2_vgg16_aspp_s", 1e-3),
+                     ("deeplab_v2_resnet101_aspp", 2.5e-4), ("deeplab_v2_resnet101_baseline", 2.5e-4)):
+        assert train.base_lr_for(gpu, name) == lr, name
+        assert train.base_lr_for(gpu.replace({"model.name": name})) == lr, name
+    # The small families follow the same rule; distinct numbers show which key was read.
+    cfg = _cfg(**{"train.base_lr": 0.3, "train.base_lr_vgg": 0.02, "model.name": "small_vgg_largefov"})
+    assert train.base_lr_for(cfg) == 0.02 and train.base_lr_for(cfg, "small_resnet_aspp") == 0.3
+    # ... and it is what the optimizer's groups and the schedule start from.
+    groups = train.param_groups(models.build("small_vgg_largefov", pretrained=None), cfg)
+    assert sorted({g["lr"] / g["lr_mult"] for g in groups}) == pytest.approx([0.02])
+    assert train.learning_rate(cfg, 0) == pytest.approx(0.02)
+    # The cpu profile's numbers are unchanged: both families at 7e-3.
+    cpu = config.resolve("cpu")
+    assert train.base_lr_for(cpu, "small_vgg_largefov") == train.base_lr_for(cpu, "small_resnet_aspp") == 7e-3
+
+
+def test_step_schedule_is_deeplab_v1s():
+    # DeepLab v1 LargeFOV solver: base 1e-3, x0.1 every 2000 iterations, 6000 iterations (hand-computed values).
+    assert [train.step_lr(1e-3, i, 2000) for i in (0, 1999, 2000, 3999, 4000, 5999)] == pytest.approx(
+        [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5])
+    assert train.step_lr(0.5, 7, 3, gamma=0.5) == pytest.approx(0.125)  # floor(7 / 3) = 2 halvings
+    with pytest.raises(ValueError):
+        train.step_lr(1e-3, -1, 2000)
+    gpu = config.resolve("gpu", overrides={"model.name": "deeplab_v1_largefov", "train.lr_policy": "step",
+                                           "train.iterations": 6000, "train.batch_size": 20})
+    assert [train.learning_rate(gpu, i) for i in (0, 2000, 5999)] == pytest.approx([1e-3, 1e-4, 1e-5])
+    assert config.resolve("gpu").train.lr_policy == "poly"  # the default stays DeepLab v2's poly
+    with pytest.raises(config.ConfigError, match="train.lr_policy"):
+        config.resolve("smoke", overrides={"train.lr_policy": "cosine"})
+
+
+def test_training_follows_the_step_schedule(tmp_path):
+    cfg = _cfg(**{"train.lr_policy": "step", "train.step_size": 2, "train.gamma": 0.5})
+    train.train(cfg, tmp_path / "run", model=_tiny(), progress=False)
+    assert [r["lr"] for r in train.read_log(tmp_path / "run")] == pytest.approx(
+        [0.05, 0.05, 0.025, 0.025, 0.0125, 0.0125])
+
+
+def test_a_run_saved_before_the_schedule_keys_existed_still_resumes(tmp_path):
+    cfg = _cfg(**{"train.iterations": 4})
+    train.train(cfg, tmp_path / "run", model=_tiny(), stop_after=2, progress=False)
+    path = train.latest_checkpoint(tmp_path / "run")
+    state = torch.load(path, weights_only=False)
+    for key in ("lr_policy", "step_size", "gamma"):  # as a checkpoint written before these keys existed
+        del state["config"]["train"][key]
+    torch.save(state, path)
+    assert train.train(cfg, tmp_path / "run", model=_tiny(), progress=False).resumed_from == 2
+    with pytest.raises(ValueError, match="train.lr_policy"):  # but a run of the other schedule is refused
+        train.train(cfg.replace({"train.lr_policy": "step"}), tmp_path / "run", model=_tiny(), progress=False)
+
+
 def test_lr_multipliers_follow_caffe_lr_mult():
     cfg = config.resolve("cpu")
     model = models.build("small_resnet_aspp")
