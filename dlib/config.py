@@ -299,6 +299,7 @@ def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
 NEUTRAL_ADDED_KEYS: dict[str, Any] = {
     "train.lr_policy": "poly", "train.step_size": 2000, "train.gamma": 0.1,
     "ablation.crf_tune_on": "heldout_train",
+    "data.input_convention": "imagenet", "model.caffemodel": None, "model.caffe_layout": False,
 }
 
 
