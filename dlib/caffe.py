@@ -5,7 +5,7 @@ VGG-16), DeepLab v2 VGG-16 ASPP and DeepLab v2 ResNet-101 ASPP, each with the CO
 initial model (``init.caffemodel``) and the final VOC models (``train_iter_20000.caffemodel`` trained on
 train_aug, ``train2_iter_20000.caffemodel`` fine-tuned on trainval_aug). This module reads them and loads
 them into our networks (dlib.models), so the paper's numbers can be reproduced in minutes
-(docs/replicate_released.md) and the Table 4 "+COCO" rows can start from the authors' COCO model.
+(README, "Replicate in minutes") and the Table 4 "+COCO" rows can start from the authors' COCO model.
 
 **File format.** A ``.caffemodel`` is one serialised protobuf message ``NetParameter`` (Caffe's
 ``src/caffe/proto/caffe.proto``). Only these fields are read; the rest is skipped by wire type:
@@ -217,7 +217,7 @@ def read_caffemodel(path: str | os.PathLike) -> list[CaffeLayer]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"caffemodel {str(path)!r} does not exist; the released DeepLab models are listed in "
-                                "docs/replicate_released.md")
+                                "the README section 'Replicate in minutes'")
     layers = parse_net(path.read_bytes())
     if not any(layer.blobs for layer in layers):
         raise CaffeModelError(f"{path} holds no layer with weights: is it a .caffemodel (not a .prototxt or a "
