@@ -72,9 +72,10 @@ def test_base_lr_is_chosen_by_the_model_family():
     groups = train.param_groups(models.build("small_vgg_largefov", pretrained=None), cfg)
     assert sorted({g["lr"] / g["lr_mult"] for g in groups}) == pytest.approx([0.02])
     assert train.learning_rate(cfg, 0) == pytest.approx(0.02)
-    # The cpu profile's numbers are unchanged: both families at 7e-3.
+    # The cpu profile fine-tunes both small families at one rate, its train.base_lr.
     cpu = config.resolve("cpu")
-    assert train.base_lr_for(cpu, "small_vgg_largefov") == train.base_lr_for(cpu, "small_resnet_aspp") == 7e-3
+    assert cpu.train.base_lr_vgg == cpu.train.base_lr
+    assert train.base_lr_for(cpu, "small_vgg_largefov") == train.base_lr_for(cpu, "small_resnet_aspp") == cpu.train.base_lr
 
 
 def test_step_schedule_is_deeplab_v1s():
