@@ -668,6 +668,12 @@ def check_config(cfg: Config) -> Config:
     if cfg.train.batch_size % cfg.train.iter_size:
         raise ConfigError(f"config key 'train.batch_size' ({cfg.train.batch_size}) must be divisible by "
                           f"'train.iter_size' ({cfg.train.iter_size}), e.g. train.iter_size=2 with train.batch_size=10")
+    if cfg.ablation.workers > 1 and cfg.data.loader_workers > 0:
+        # The ablation's training processes are a multiprocessing pool's (daemonic) workers, which cannot start
+        # the DataLoader's worker processes.
+        raise ConfigError(f"config keys 'ablation.workers' ({cfg.ablation.workers}) and 'data.loader_workers' "
+                          f"({cfg.data.loader_workers}) cannot both use processes: set ablation.workers=1 (trainings "
+                          "one after another, each with its loader workers) or data.loader_workers=0")
     return cfg
 
 

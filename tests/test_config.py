@@ -125,3 +125,13 @@ def test_every_field_has_a_known_type():
         for part in key.split("."):
             value = value[part]
         assert config.convert_value(key, value) == value, key
+
+
+def test_parallel_ablation_trainings_with_loader_processes_are_refused_with_the_fix():
+    # The gpu profile's data loader uses worker processes; the ablation's pool workers are daemonic and
+    # cannot start them, so asking for both fails before anything trains.
+    gpu = config.resolve("gpu")
+    assert gpu.data.loader_workers > 0
+    with pytest.raises(config.ConfigError, match="ablation.workers=1"):
+        config.resolve("gpu", overrides={"ablation.workers": 2})
+    assert config.resolve("gpu", overrides={"ablation.workers": 2, "data.loader_workers": 0}).ablation.workers == 2
