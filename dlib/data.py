@@ -65,12 +65,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .constants import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
 from .results import REPO_ROOT, atomic_write_bytes
 
 SHARED_DATA_ENV = "DLIB_SHARED_DATA"
 CACHE_ENV = "DLIB_CACHE_DIR"
-IGNORE_INDEX = 255
-NUM_CLASSES = 21
 TRAIN_AUG_SIZE = 10582  # DeepLab v2, Sec. 4.1: the augmented training set (SBD train+val + VOC train - VOC val)
 VAL_SIZE = 1449  # PASCAL VOC 2012 segmentation val
 # SBD's cls/<id>.mat labels as index-coded palette PNGs (benchmark_RELEASE/dataset/SegmentationClassAug/<id>.png),
@@ -737,9 +736,7 @@ class VOCSegmentation:
     (VOC's own annotation, with its void outline band, is preferred where both exist).
     """
 
-    classes = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
-               "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-               "train", "tvmonitor")
+    classes = VOC_CLASSES
 
     def __init__(self, root: str | os.PathLike, split: str = "train", transform: Callable | None = None, *,
                  sbd_root: str | os.PathLike | None = None, ids: Sequence[str] | None = None):

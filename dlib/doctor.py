@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import data
+from . import constants, data
 from .config import Config
 
 PARTS = ("data", "weights", "gpu", "crf")
@@ -229,13 +229,13 @@ def _value_check(sources: dict[str, Path], label_sample: int | None) -> Check:
             label = data.read_label_file(sources[name])
         except (ValueError, OSError) as err:  # DataError is a ValueError: values outside 0..20 and 255
             return Check("labels index-coded", False, str(err),
-                         f"labels hold class indices 0..{data.NUM_CLASSES - 1} and {data.IGNORE_INDEX} (void) only; "
+                         f"labels hold class indices 0..{constants.NUM_CLASSES - 1} and {constants.IGNORE_INDEX} (void) only; "
                          "replace this file from the original archive")
         seen.update(np.unique(label).tolist())
-    classes = sorted(v for v in seen if v != data.IGNORE_INDEX)
-    void = data.IGNORE_INDEX in seen
+    classes = sorted(v for v in seen if v != constants.IGNORE_INDEX)
+    void = constants.IGNORE_INDEX in seen
     return Check("labels index-coded", True, f"{len(names):,} labels read: values in 0..{max(classes, default=0)}"
-                 f"{f' and {data.IGNORE_INDEX} (void)' if void else ''}, {len(classes)} classes seen")
+                 f"{f' and {constants.IGNORE_INDEX} (void)' if void else ''}, {len(classes)} classes seen")
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .constants import IGNORE_INDEX
 from .config import Config, pick_device
 from .transforms import normalisation, to_tensor
 
-IGNORE_INDEX = 255
 _BATCH = 8  # same-sized images are scored together (batch norm is in eval mode: results do not change)
 
 

@@ -34,7 +34,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from .constants import IGNORE_INDEX
+
 SQRT2 = float(np.sqrt(2.0))
 
 

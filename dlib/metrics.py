@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-IGNORE_INDEX = 255  # VOC's "void" label: object outlines and ambiguous pixels, never scored
+from .constants import IGNORE_INDEX
 
 
 def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int,

@@ -61,12 +61,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .constants import IGNORE_INDEX
 from . import distributed
 from .config import NEUTRAL_ADDED_KEYS, Config, pick_device
 from .results import atomic_write_bytes, atomic_write_text
 from .transforms import TrainTransform
 
-IGNORE_INDEX = 255
 CHECKPOINT_DIR = "checkpoints"
 LOG_NAME = "train_log.csv"
 _CKPT = re.compile(r"^ckpt_(\d{7})\.pt$")

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-IGNORE_INDEX = 255
+from .constants import IGNORE_INDEX
+
 # DeepLab's released Caffe models (prototxt transform_param mean_value): B, G, R means on the 0-255 scale.
 CAFFE_MEAN_BGR = (104.008, 116.669, 122.675)
 INPUT_CONVENTIONS = ("imagenet", "caffe")

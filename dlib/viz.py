@@ -4,27 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)
-IGNORE_INDEX = 255
-
-
-def voc_palette(n: int = 256) -> np.ndarray:
-    """The PASCAL VOC colour map, (n, 3) uint8: class c's colour from the bits of c (VOCdevkit's recipe)."""
-    palette = np.zeros((n, 3), dtype=np.uint8)
-    for c in range(n):
-        r = g = b = 0
-        v = c
-        for shift in range(7, -1, -1):
-            r |= ((v >> 0) & 1) << shift
-            g |= ((v >> 1) & 1) << shift
-            b |= ((v >> 2) & 1) << shift
-            v >>= 3
-        palette[c] = (r, g, b)
-    return palette
-
+from .constants import IGNORE_INDEX, VOC_CLASSES, voc_palette
 
 def colorize(label: np.ndarray) -> np.ndarray:
     """Class-index map (H, W) -> RGB (H, W, 3) uint8 with the VOC palette (255, void, is cream)."""

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from dlib import config, data
+from dlib import config, constants, data
 from dlib.viz import voc_palette
 
 # --------------------------------------------------------------------------------------------
@@ -48,7 +48,7 @@ def test_proxy_dataset_interface(tmp_path):
     assert len(ds) == 5 == len(ds.ids) and len(set(ds.ids)) == 5
     assert image.shape == (40, 40, 3) and image.dtype == np.uint8
     assert label.shape == (40, 40) and label.dtype == np.uint8
-    assert len(ds.classes) == data.NUM_CLASSES
+    assert len(ds.classes) == constants.NUM_CLASSES
     seen = []
     ds2 = data.ProxySegmentation("train", size=40, count=5, seed=0, cache_dir=tmp_path,
                                  transform=lambda im, lab: seen.append(im.shape) or "done")

@@ -1,0 +1,31 @@
+"""Facts shared by every layer of dlib: PASCAL VOC's classes, its void label and its colour palette.
+
+This module imports nothing from dlib; every other module takes these from here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+IGNORE_INDEX = 255  # VOC's "void" label: object outlines and ambiguous pixels, never scored or trained on
+NUM_CLASSES = 21  # PASCAL VOC 2012: background + 20 object classes
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+assert len(VOC_CLASSES) == NUM_CLASSES
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map, (n, 3) uint8: class c's colour from the bits of c (VOCdevkit's recipe)."""
+    palette = np.zeros((n, 3), dtype=np.uint8)
+    for c in range(n):
+        r = g = b = 0
+        v = c
+        for shift in range(7, -1, -1):
+            r |= ((v >> 0) & 1) << shift
+            g |= ((v >> 1) & 1) << shift
+            b |= ((v >> 2) & 1) << shift
+            v >>= 3
+        palette[c] = (r, g, b)
+    return palette
