@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Mapping, Sequence
+
+from .config_values import RANGES, ConfigError, Range, convert, default_range
+from .profiles import PROFILE_OVERRIDES
 
 PROFILES = ("smoke", "cpu", "gpu")
 DEFAULT_PROFILE = "cpu"
@@ -211,70 +212,6 @@ class Config:
         return _apply(self, _flatten(overrides))
 
 
-# What each profile changes from the paper's defaults. `gpu` is the paper itself.
-_PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
-    "gpu": {},
-    "cpu": {
-        "data.dataset": "proxy",
-        # Proxy images of 176 px, crops of 145 = 8*18+1 px (the paper: ~500 px, 321 = 8*40+1): 19x19 score maps,
-        # 10x10 at MSC scale 0.5 (DeepLab v2: 41x41 and 21x21).
-        "data.proxy_image_size": 176,
-        "data.crop_size": 145,
-        "data.val_split": "test",  # reported on the test split; designed on "val" (the development split)
-        "data.eval_pad": 0,
-        "data.loader_workers": 0,
-        "model.name": "small_resnet_aspp",
-        "model.pretrained": "imagenet",  # the shipped ImageNet stand-in (dlib.standins)
-        "model.coco_checkpoint": "coco",  # the shipped COCO stand-in of the model being trained
-        "train.iterations": 600,
-        "train.batch_size": 8,
-        # Deviation from paper (2.5e-4 ResNet, 1e-3 VGG): the small nets fine-tune at 5e-3, the largest rate at
-        # which the paper's summed MSC loss trained on all three development seeds. On the development split
-        # (600 iterations) +MSC fell to the all-background solution on seed 1 at 7e-3 (batch 8 and batch 4)
-        # and at 1e-2; at 5e-3 it trained on seeds 0-2 (47.9-50.8% mIoU).
-        "train.base_lr": 5e-3,
-        "train.base_lr_vgg": 5e-3,
-        "train.msc_loss": "sum",
-        "train.checkpoint_every": 120,  # a fifth of the run: the convergence curve has a point at 80%
-        "train.log_every": 20,
-        "crf.workers": 0,
-        "ablation.seeds": (0, 1, 2),
-        "ablation.crf_tune_on": "heldout_train",
-        "ablation.crf_holdout": 30,
-        "ablation.workers": 2,
-    },
-    "smoke": {
-        "data.dataset": "proxy",
-        "data.crop_size": 48,
-        "data.eval_pad": 0,
-        "data.proxy_image_size": 64,
-        "data.proxy_train": 24,
-        "data.proxy_val": 8,
-        "data.proxy_large_train": 32,
-        "data.val_split": "test",
-        "data.loader_workers": 0,
-        "model.name": "small_resnet_aspp",
-        "model.pretrained": "imagenet",
-        "model.coco_checkpoint": "coco",
-        "train.iterations": 4,
-        "train.batch_size": 2,
-        "train.base_lr": 1e-2,
-        "train.base_lr_vgg": 1e-2,
-        "train.checkpoint_every": 2,
-        "train.log_every": 1,
-        "crf.iterations": 2,
-        "crf.workers": 1,
-        "eval.max_images": 8,
-        "ablation.seeds": (0, 1),
-        "ablation.iterations": 5,  # five checkpoints: the convergence curve has one at 80%
-        "ablation.coco_iterations": 2,
-        "ablation.crf_tune_on": "heldout_train",
-        "ablation.crf_holdout": 6,
-        "ablation.workers": 1,
-    },
-}
-
-
 def parse_value(text: str) -> Any:
     """A --set value: JSON (numbers, true/false/null, lists, quoted strings), Python's True/False/None, else text."""
     try:
@@ -316,7 +253,7 @@ def identity_dict(cfg: Config) -> dict[str, Any]:
 def profile_overrides(profile: str) -> dict[str, Any]:
     """The dotted-key overrides a profile applies on top of the paper's defaults."""
     _check_profile(profile)
-    return dict(_PROFILE_OVERRIDES[profile])
+    return dict(PROFILE_OVERRIDES[profile])
 
 
 def resolve(profile: str = DEFAULT_PROFILE, *, seed: int = 0,
@@ -325,7 +262,7 @@ def resolve(profile: str = DEFAULT_PROFILE, *, seed: int = 0,
     _check_profile(profile)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"config key 'seed' expects an integer >= 0 (e.g. seed=0), got {seed!r}")
-    cfg = _apply(Config(profile=profile), {**_PROFILE_OVERRIDES[profile], "seed": seed})
+    cfg = _apply(Config(profile=profile), {**PROFILE_OVERRIDES[profile], "seed": seed})
     if overrides:
         cfg = _apply(cfg, _flatten(overrides))
     return cfg
@@ -391,109 +328,7 @@ def _set(obj: Any, path: list[str], value: Any, dotted: str) -> Any:
     return dataclasses.replace(obj, **{head: _set(current, path[1:], value, dotted)})
 
 
-# --------------------------------------------------------------------------------------------
-# Typed, validated values: every override is converted to its field's type and range-checked
-# --------------------------------------------------------------------------------------------
-
-class ConfigError(ValueError, TypeError):
-    """An invalid config value; the message is one line naming the key, what it expects and an example."""
-
-
-_TRUE = ("true", "yes", "on", "1")
-_FALSE = ("false", "no", "off", "0")
-
-
-@dataclass(frozen=True)
-class Range:
-    """Allowed numbers: ``low``/``high`` bounds (``None``: unbounded), open or closed; applied to each tuple item."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
-            return False
-        return True
-
-    def __str__(self) -> str:
-        parts = []
-        if self.low is not None:
-            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
-        if self.high is not None:
-            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
-        return " and ".join(parts)
-
-
-POSITIVE = Range(0, low_open=True)
-AT_LEAST_1 = Range(1)
-NON_NEGATIVE = Range(0)
-UNIT = Range(0, 1)
-
-# Ranges by dotted key; int fields not listed follow _default_range (sizes, counts, iterations: >= 1).
-RANGES: dict[str, Range] = {
-    "seed": NON_NEGATIVE,
-    "data.eval_pad": NON_NEGATIVE,  # 0: no padding
-    "data.scale_range": POSITIVE,
-    "data.mean": UNIT,
-    "data.std": POSITIVE,
-    "data.proxy_image_size": Range(16),  # the proxy generator's minimum
-    "data.proxy_seed": NON_NEGATIVE,
-    "model.width": POSITIVE,
-    "model.msc_scales": POSITIVE,
-    "train.base_lr": POSITIVE,
-    "train.momentum": Range(0, 1, high_open=True),
-    "train.weight_decay": NON_NEGATIVE,
-    "train.poly_power": NON_NEGATIVE,
-    "train.base_lr_vgg": POSITIVE,
-    "train.gamma": Range(0, 1, low_open=True),
-    "train.head_lr_mult": NON_NEGATIVE,
-    "train.head_bias_lr_mult": NON_NEGATIVE,
-    "train.backbone_bias_lr_mult": NON_NEGATIVE,
-    "crf.w1": NON_NEGATIVE,
-    "crf.w2": NON_NEGATIVE,
-    "crf.theta_alpha": POSITIVE,
-    "crf.theta_beta": POSITIVE,
-    "crf.theta_gamma": POSITIVE,
-    "ablation.seeds": NON_NEGATIVE,
-    "ablation.crf_holdout": NON_NEGATIVE,
-    "ablation.width": POSITIVE,
-}
-
-# Text fields with a fixed set of values.
-CHOICES: dict[str, tuple[str, ...]] = {
-    "data.dataset": ("proxy", "voc", "pretext"),
-    "data.input_convention": ("imagenet", "caffe"),
-    "train.msc_loss": ("sum", "mean"),
-    "train.lr_policy": ("poly", "step"),
-    "ablation.crf_tune_on": ("val100", "heldout_train"),
-}
-
-
-def _default_range(dotted: str, tp: Any) -> Range | None:
-    """Ints named *workers* are >= 0 (0: all cores / the main process); other counts, sizes,
-    iterations and intervals (*iterations*, *size*, *every*, *images*, *holdout*, *classes*, proxy counts) are >= 1."""
-    name = dotted.rsplit(".", 1)[-1]
-    if _base_type(tp) is not int:
-        return None
-    if "workers" in name:
-        return NON_NEGATIVE
-    if any(w in name for w in ("iterations", "size", "every", "images", "classes", "count")) or \
-            name.startswith("proxy_") and name != "proxy_seed":
-        return AT_LEAST_1
-    return None
-
-
-def range_of(dotted: str) -> Range | None:
-    """The allowed range of a dotted key (the table, else the default rule), or None."""
-    if dotted in RANGES:
-        return RANGES[dotted]
-    tp = field_type(dotted)
-    return _default_range(dotted, tp)
-
+# The allowed values of each key live in dlib.config_values; here they are looked up by key.
 
 _TYPE_CACHE: dict[type, dict[str, Any]] = {}
 
@@ -514,137 +349,22 @@ def field_type(dotted: str) -> Any:
     return _field_types(type(obj))[parts[-1]]
 
 
-def _optional(tp: Any) -> tuple[Any, bool]:
-    """(the type without None, whether None is allowed)."""
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), len(args) < len(typing.get_args(tp))
-    return tp, False
-
-
-def _base_type(tp: Any) -> Any:
-    tp, _ = _optional(tp)
-    if typing.get_origin(tp) is tuple:
-        args = typing.get_args(tp)
-        return args[0] if args else None
-    return tp
-
-
-_TYPE_WORDS = {bool: "a boolean (true/false, yes/no, on/off, 1/0)", int: "an integer", float: "a number",
-               str: "text"}
-_PLURALS = {bool: "booleans", int: "integers", float: "numbers", str: "texts"}
-
-
-def _describe(tp: Any, rule: str = "") -> str:
-    """What a key expects, in words: "an integer >= 1", "a list of 2 numbers > 0", "text, or null"."""
-    tp, nullable = _optional(tp)
-    if typing.get_origin(tp) is tuple:
-        args = typing.get_args(tp)
-        count = "" if len(args) == 2 and args[1] is Ellipsis else f"{len(args)} "
-        text = f"a list of {count}{_PLURALS.get(args[0], 'values')}"
-    else:
-        text = _TYPE_WORDS.get(tp, getattr(tp, "__name__", str(tp)))
-    return text + (rule and (", " if tp is str else " ") + rule) + (", or null" if nullable else "")
-
-
-def _example(dotted: str, example: Any, tp: Any) -> str:
-    if example is None:  # an optional field left unset: show a value of its type
-        example = {int: 1, float: 1.0, str: "..."}.get(_base_type(tp), "...")
-    if isinstance(example, bool):
-        text = "true" if example else "false"
-    elif isinstance(example, tuple):
-        text = json.dumps(list(example), separators=(",", ":"))
-    elif example is None:
-        text = "null"
-    else:
-        text = str(example)
-    return f"{dotted}={text}"
-
-
-def _fail(dotted: str, tp: Any, value: Any, example: Any, rule: str = "") -> ConfigError:
-    return ConfigError(f"config key {dotted!r} expects {_describe(tp, rule)} (e.g. {_example(dotted, example, tp)}), "
-                       f"got {value!r}")
-
-
-def _scalar(dotted: str, value: Any, tp: Any, whole_tp: Any, example: Any) -> Any:
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, (int, float)) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-            return value.strip().lower() in _TRUE
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-    elif tp is float:
-        number = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):
-            try:
-                number = float(value.strip())
-            except ValueError:
-                pass
-        if number is not None and math.isfinite(number):
-            return number
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-    else:  # a type this table does not know: accepted as given
-        return value
-    raise _fail(dotted, whole_tp, value, example)
+def range_of(dotted: str) -> Range | None:
+    """The allowed range of a dotted key (the table, else the default rule), or None."""
+    if dotted in RANGES:
+        return RANGES[dotted]
+    tp = field_type(dotted)
+    return default_range(dotted, tp)
 
 
 def convert_value(dotted: str, value: Any, tp: Any | None = None, *, example: Any = None) -> Any:
-    """``value`` (from JSON, the command line's text or Python) as the type of config key ``dotted``, range-checked.
+    """``value`` as the type of config key ``dotted`` (its annotation unless ``tp`` is given), range-checked.
 
     Booleans accept true/false, yes/no, on/off, 1/0 (any case); numbers accept their text; tuples accept lists
     (and a single item for variable-length tuples); ``null``/``none`` only where the field allows None.
     Raises :class:`ConfigError` naming the key, the expected type or range, and an example.
     """
-    tp = field_type(dotted) if tp is None else tp
-    inner, nullable = _optional(tp)
-    if value is None or (nullable and isinstance(value, str) and value.strip().lower() in ("none", "null")):
-        if nullable:
-            return None
-        raise _fail(dotted, tp, value, example)
-    if typing.get_origin(inner) is tuple:
-        args = typing.get_args(inner)
-        variadic = len(args) == 2 and args[1] is Ellipsis
-        if isinstance(value, str) and "," in value:
-            value = [v for v in value.split(",") if v.strip()]
-        if variadic and not isinstance(value, (list, tuple)):
-            value = [value]
-        if not isinstance(value, (list, tuple)) or (not variadic and len(value) != len(args)) or not value:
-            raise _fail(dotted, tp, value, example)
-        item_types = [args[0]] * len(value) if variadic else list(args)
-        converted = tuple(_scalar(dotted, v, t, tp, example) for v, t in zip(value, item_types))
-    else:
-        converted = _scalar(dotted, value, inner, tp, example)
-    _check_range(dotted, converted, tp, value, example)
-    return converted
-
-
-def _check_range(dotted: str, converted: Any, tp: Any, value: Any, example: Any) -> None:
-    choices = CHOICES.get(dotted)
-    if choices is not None and converted not in choices:
-        raise _fail(dotted, tp, value, example, f"one of {', '.join(choices)}")
-    rng = RANGES.get(dotted) or _default_range(dotted, tp)
-    if rng is None:
-        return
-    items = converted if isinstance(converted, tuple) else (converted,)
-    if any(isinstance(v, (int, float)) and not isinstance(v, bool) and v not in rng for v in items):
-        raise _fail(dotted, tp, value, example, str(rng))
+    return convert(dotted, value, field_type(dotted) if tp is None else tp, example=example)
 
 
 # background + 20 classes for the proxy set and VOC; "pretext" is the ImageNet stand-in's task (dlib.standins:
