@@ -7,20 +7,7 @@ train_aug, ``train2_iter_20000.caffemodel`` fine-tuned on trainval_aug). This mo
 them into our networks (dlib.models), so the paper's numbers can be reproduced in minutes
 (README, "Replicate in minutes") and the Table 4 "+COCO" rows can start from the authors' COCO model.
 
-**File format.** A ``.caffemodel`` is one serialised protobuf message ``NetParameter`` (Caffe's
-``src/caffe/proto/caffe.proto``). Only these fields are read; the rest is skipped by wire type:
-
-    NetParameter       layer = 100 (LayerParameter, repeated)      layers = 2 (V1LayerParameter, legacy)
-    LayerParameter     name = 1 (string)   type = 2 (string)   blobs = 7 (BlobProto, repeated)
-    V1LayerParameter   name = 4 (string)   type = 5 (enum)     blobs = 6 (BlobProto, repeated)
-    BlobProto          shape = 7 (BlobShape: dim = 1, packed int64)   data = 5 (packed float)
-                       double_data = 8 (packed double)   legacy 4-d num = 1, channels = 2, height = 3, width = 4
-
-The protobuf wire format is parsed here with numpy (:func:`parse_net`): every field starts with a varint key
-``field_number << 3 | wire_type``; wire type 0 is a varint, 1 eight bytes, 2 a varint length then that many
-bytes (strings, sub-messages, packed repeated numbers), 5 four bytes (an unpacked float). DeepLab-LargeFOV
-is stored in the legacy V1 ``layers`` format with 4-d (num, channels, height, width) shapes; the v2 models
-use ``layer`` with ``shape``.
+**File format**: dlib.caffe_proto reads the protobuf bytes with numpy, without Caffe or protobuf.
 
 **Layers -> our parameters** (:func:`caffe_names`; DeepLab's prototxts, /work/shared/reference):
 
@@ -56,174 +43,19 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
+from .caffe_proto import CaffeLayer, CaffeModelError, read_caffemodel
+
 CAFFE_SUFFIX = ".caffemodel"
 BN_EPS = 1e-5  # Caffe's BatchNormParameter default; the DeepLab prototxts set no eps
 # The MSC net's weight-sharing copies (DeepLab v2 ResNet prototxt): "conv1_res075", "fc1_voc12_res05_c3".
 MSC_COPY = re.compile(r"_res0(75|5)(_|$)")
 EXPERIMENT = "voc12"  # DeepLab's ${EXP} in the classifier names (fc8_voc12, fc1_voc12_c0)
-
-# Legacy V1LayerParameter.LayerType numbers of the layers that carry weights (caffe.proto); DeepLab's Caffe
-# fork adds its own (Interp, MatWrite, ...), read as "V1:<number>".
-_V1_TYPES = {3: "Concat", 4: "Convolution", 5: "Data", 6: "Dropout", 14: "InnerProduct", 17: "Pooling",
-             18: "ReLU", 20: "Softmax", 21: "SoftmaxWithLoss", 22: "Split", 25: "Eltwise", 36: "Silence",
-             39: "Deconvolution"}
-
-
-class CaffeModelError(ValueError):
-    """A .caffemodel that cannot be read, or whose blobs do not fit the model."""
-
-
-# --------------------------------------------------------------------------------------------
-# Reading: the protobuf wire format by hand
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CaffeLayer:
-    """One layer of a caffemodel: its name, type ("Convolution", "BatchNorm", ...) and weight arrays."""
-
-    name: str
-    type: str
-    blobs: tuple[np.ndarray, ...]
-
-
-def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
-    """(value, next position) of the base-128 varint at ``pos`` (7 bits a byte, low bits first)."""
-    value = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise CaffeModelError("truncated varint: the file ends inside a number (incomplete download?)")
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise CaffeModelError("malformed varint longer than 10 bytes: not a protobuf (caffemodel) file")
-
-
-def _fields(buf: memoryview) -> Iterable[tuple[int, int, Any]]:
-    """(field number, wire type, value) of every field of one message: an int (wire types 0, 1, 5: raw
-    little-endian bits) or a memoryview (wire type 2)."""
-    pos, end = 0, len(buf)
-    while pos < end:
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-        elif wire == 1:
-            value, pos = int.from_bytes(buf[pos:pos + 8], "little"), pos + 8
-        elif wire == 2:
-            size, pos = _varint(buf, pos)
-            value, pos = buf[pos:pos + size], pos + size
-        elif wire == 5:
-            value, pos = int.from_bytes(buf[pos:pos + 4], "little"), pos + 4
-        else:  # 3/4: groups, never used by caffe.proto
-            raise CaffeModelError(f"unsupported protobuf wire type {wire} (field {number}): not a caffemodel file")
-        if pos > end:
-            raise CaffeModelError(f"field {number} runs past the end of its message: the file is truncated")
-        yield number, wire, value
-
-
-def _numbers(chunks: list[tuple[int, Any]], dtype: str) -> np.ndarray:
-    """A repeated float/double field from its packed (wire type 2) and unpacked (5 or 1) occurrences."""
-    parts = []
-    width = np.dtype(dtype).itemsize
-    for wire, value in chunks:
-        if wire == 2:
-            if len(value) % width:
-                raise CaffeModelError(f"packed {dtype} data of {len(value)} bytes is not a multiple of {width}")
-            parts.append(np.frombuffer(value, dtype=dtype))
-        else:
-            parts.append(np.frombuffer(int(value).to_bytes(width, "little"), dtype=dtype))
-    if len(parts) == 1:  # an aligned, writable copy (the file's bytes are not kept; much faster than concatenate)
-        return parts[0].astype(dtype)
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
-
-
-def _signed(value: int) -> int:
-    """int64/int32 fields are varints of their two's complement: values >= 2^63 are negative."""
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def parse_blob(buf: memoryview) -> np.ndarray:
-    """A BlobProto as a float32 array of its shape (``shape.dim``, else the legacy num/channels/height/width)."""
-    dims: list[int] = []
-    legacy: dict[int, int] = {}
-    data: list[tuple[int, Any]] = []
-    double: list[tuple[int, Any]] = []
-    has_shape = False
-    for number, wire, value in _fields(buf):
-        if number == 7 and wire == 2:  # BlobShape
-            has_shape = True
-            for n, w, v in _fields(value):
-                if n == 1 and w == 2:  # packed int64 dims
-                    pos = 0
-                    while pos < len(v):
-                        d, pos = _varint(v, pos)
-                        dims.append(_signed(d))
-                elif n == 1 and w == 0:  # unpacked
-                    dims.append(_signed(v))
-        elif number == 5 and wire in (2, 5):
-            data.append((wire, value))
-        elif number == 8 and wire in (2, 1):
-            double.append((wire, value))
-        elif number in (1, 2, 3, 4) and wire == 0:
-            legacy[number] = _signed(value)
-    values = _numbers(data, "<f4") if data else _numbers(double, "<f8").astype(np.float32)
-    shape = tuple(dims) if has_shape else tuple(legacy.get(i, 0) for i in (1, 2, 3, 4))
-    if not has_shape and not legacy:
-        shape = (len(values),)
-    if int(np.prod(shape)) != values.size:
-        raise CaffeModelError(f"a blob of shape {shape} holds {values.size} numbers; the file is damaged")
-    return values.reshape(shape)
-
-
-def _parse_layer(buf: memoryview, legacy: bool) -> CaffeLayer:
-    name_field, type_field, blob_field = (4, 5, 6) if legacy else (1, 2, 7)
-    name, kind, blobs = "", "", []
-    for number, wire, value in _fields(buf):
-        if number == name_field and wire == 2:
-            name = bytes(value).decode("utf-8", "replace")
-        elif number == type_field:
-            if legacy and wire == 0:
-                kind = _V1_TYPES.get(value, f"V1:{value}")
-            elif not legacy and wire == 2:
-                kind = bytes(value).decode("utf-8", "replace")
-        elif number == blob_field and wire == 2:
-            blobs.append(parse_blob(value))
-    return CaffeLayer(name, kind, tuple(blobs))
-
-
-def parse_net(data: bytes | bytearray | memoryview) -> list[CaffeLayer]:
-    """Every layer of a serialised NetParameter (``layer`` = 100 and legacy ``layers`` = 2), in file order."""
-    buf = memoryview(data).cast("B")
-    layers = []
-    for number, wire, value in _fields(buf):
-        if number in (100, 2) and wire == 2:
-            layers.append(_parse_layer(value, legacy=number == 2))
-    return layers
-
-
-def read_caffemodel(path: str | os.PathLike) -> list[CaffeLayer]:
-    """The layers of a ``.caffemodel`` file (names, types, blobs as float32 arrays)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"caffemodel {str(path)!r} does not exist; the released DeepLab models are listed in "
-                                "the README section 'Replicate in minutes'")
-    layers = parse_net(path.read_bytes())
-    if not any(layer.blobs for layer in layers):
-        raise CaffeModelError(f"{path} holds no layer with weights: is it a .caffemodel (not a .prototxt or a "
-                              "solverstate)?")
-    return layers
-
 
 # --------------------------------------------------------------------------------------------
 # DeepLab's layer names for our parameters

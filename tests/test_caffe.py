@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlib import caffe, config, models, transforms
+from dlib import caffe, caffe_proto, config, models, transforms
 from dlib.aspp import ASPP
 from dlib.backbones import ResNet101Dense, VGG16Dense
 
@@ -122,7 +122,7 @@ def test_reader_returns_the_arrays_of_both_layer_formats(tmp_path):
     new = write_net(tmp_path / "new.caffemodel", [("conv1", "Convolution", [w]), ("relu", "ReLU", []),
                                                   ("bn_conv1", "BatchNorm", [mean, var, factor]),
                                                   ("scale_conv1", "Scale", [gamma, beta])])
-    layers = caffe.read_caffemodel(new)
+    layers = caffe_proto.read_caffemodel(new)
     assert [(l.name, l.type, len(l.blobs)) for l in layers] == [
         ("conv1", "Convolution", 1), ("relu", "ReLU", 0), ("bn_conv1", "BatchNorm", 3), ("scale_conv1", "Scale", 2)]
     for got, want in zip(layers[0].blobs + layers[2].blobs + layers[3].blobs, [w, mean, var, factor, gamma, beta]):
@@ -131,7 +131,7 @@ def test_reader_returns_the_arrays_of_both_layer_formats(tmp_path):
     bias = rand(rng, 4)
     old = write_net(tmp_path / "v1.caffemodel", [("fc6", "Convolution", [w, bias]), ("pool5", "Pooling", [])],
                     legacy=True)
-    fc6, pool5 = caffe.read_caffemodel(old)
+    fc6, pool5 = caffe_proto.read_caffemodel(old)
     assert (fc6.name, fc6.type, pool5.type) == ("fc6", "Convolution", "Pooling")
     assert fc6.blobs[0].shape == (4, 3, 3, 3) and np.array_equal(fc6.blobs[0], w)
     assert fc6.blobs[1].shape == (1, 1, 1, 4) and np.array_equal(fc6.blobs[1].reshape(-1), bias)
@@ -143,7 +143,7 @@ def test_reader_takes_unpacked_floats_and_doubles(tmp_path):
         {"shape": {"dim": [3]}, "double_data": [0.1, 0.2, 0.3]},
         {"shape": {"dim": [1]}, "double_unpacked": [7.0]}]}]}
     (path := tmp_path / "u.caffemodel").write_bytes(encode("NetParameter", body))
-    (layer,) = caffe.read_caffemodel(path)
+    (layer,) = caffe_proto.read_caffemodel(path)
     assert layer.blobs[0].tolist() == [1.5, -2.25]
     assert np.array_equal(layer.blobs[1], np.array([0.1, 0.2, 0.3], np.float32)) and layer.blobs[2].tolist() == [7.0]
 
@@ -151,13 +151,13 @@ def test_reader_takes_unpacked_floats_and_doubles(tmp_path):
 def test_truncated_or_empty_files_are_clear_errors(tmp_path):
     path = write_net(tmp_path / "t.caffemodel", [("conv1", "Convolution", [np.ones((2, 3), np.float32)])])
     (cut := tmp_path / "cut.caffemodel").write_bytes(path.read_bytes()[:-5])
-    with pytest.raises(caffe.CaffeModelError, match="truncated|damaged|past the end"):
-        caffe.read_caffemodel(cut)
+    with pytest.raises(caffe_proto.CaffeModelError, match="truncated|damaged|past the end"):
+        caffe_proto.read_caffemodel(cut)
     (empty := tmp_path / "e.caffemodel").write_bytes(encode("NetParameter", {"name": "x"}))
-    with pytest.raises(caffe.CaffeModelError, match="no layer with weights"):
-        caffe.read_caffemodel(empty)
+    with pytest.raises(caffe_proto.CaffeModelError, match="no layer with weights"):
+        caffe_proto.read_caffemodel(empty)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        caffe.read_caffemodel(tmp_path / "absent.caffemodel")
+        caffe_proto.read_caffemodel(tmp_path / "absent.caffemodel")
 
 
 # ------------------------------------------------------------------------------------------------
