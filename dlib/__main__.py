@@ -161,7 +161,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from . import download
+    from . import download, fetch
 
     progress = not args.no_progress
     if args.only and args.what != "weights":
@@ -174,8 +174,8 @@ def _download(args: argparse.Namespace) -> int:
             print(json.dumps({name: str(path) for name, path in got.items()}))
             return 0
         root = Path(args.root) if args.root else download.data_root()
-        fetch = download.download_voc if args.what == "voc" else download.download_sbd
-        fetch(root, from_file=args.from_file, progress=progress)
+        get = download.download_voc if args.what == "voc" else download.download_sbd
+        get(root, from_file=args.from_file, progress=progress)
         voc, sbd = root / "VOCdevkit", root / "benchmark_RELEASE"
         both = voc.is_dir() and sbd.is_dir()
         print(json.dumps({"voc_root": str(voc) if voc.is_dir() else None, "sbd_root": str(sbd) if sbd.is_dir() else None,
@@ -183,7 +183,7 @@ def _download(args: argparse.Namespace) -> int:
                                    f"--set data.sbd_root={sbd})") if both else
                           f"python -m dlib download {'sbd' if args.what == 'voc' else 'voc'} --root {root}"}))
         return 0
-    except (download.DownloadError, ValueError, FileNotFoundError) as err:
+    except (fetch.DownloadError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

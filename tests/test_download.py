@@ -19,7 +19,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from dlib import data, download
+from dlib import data, download, fetch
 from dlib.__main__ import main
 
 
@@ -187,7 +187,7 @@ def test_voc_and_sbd_download_verify_extract_and_build_train_aug(server, monkeyp
 
 def test_a_wrong_checksum_is_refused_and_nothing_is_extracted(server, monkeypatch, tmp_path):
     _serve(server, monkeypatch, "VOC", "/voc.tar", voc_tar(), md5="0" * 32)
-    with pytest.raises(download.DownloadError, match=r"md5 .* published with 0{32}.*nothing was extracted"):
+    with pytest.raises(fetch.DownloadError, match=r"md5 .* published with 0{32}.*nothing was extracted"):
         download.download_voc(tmp_path, progress=False)
     assert not (tmp_path / "VOCdevkit").exists()
     assert not (tmp_path / "downloads" / "VOCtrainval_11-May-2012.tar").exists()  # the bad download is deleted
@@ -198,10 +198,10 @@ def test_an_interrupted_transfer_resumes_with_a_range_request(server, monkeypatc
     server.files["/b.tgz"] = body
     server.drop_after["/b.tgz"] = 100
     dest = tmp_path / "b.tgz"
-    with pytest.raises(download.DownloadError, match="100 bytes kept in .*run again to continue"):
-        download.fetch(server.url("/b.tgz"), dest, retries=0, progress=False)
+    with pytest.raises(fetch.DownloadError, match="100 bytes kept in .*run again to continue"):
+        fetch.fetch(server.url("/b.tgz"), dest, retries=0, progress=False)
     assert (tmp_path / "b.tgz.part").stat().st_size == 100 and not dest.exists()
-    download.fetch(server.url("/b.tgz"), dest, retries=0, progress=False)  # the next call continues
+    fetch.fetch(server.url("/b.tgz"), dest, retries=0, progress=False)  # the next call continues
     assert server.ranges[-1] == ("/b.tgz", "bytes=100-")
     assert hashlib.md5(dest.read_bytes()).hexdigest() == hashlib.md5(body).hexdigest()
     assert not (tmp_path / "b.tgz.part").exists()
@@ -234,7 +234,7 @@ def test_from_file_verifies_and_extracts_a_hand_fetched_archive(monkeypatch, tmp
                                                              md5=hashlib.md5(body).hexdigest()))
     wrong = tmp_path / "wrong.tar"
     wrong.write_bytes(body[:-512] + b"\0" * 512 + b"x")
-    with pytest.raises(download.DownloadError, match="md5"):
+    with pytest.raises(fetch.DownloadError, match="md5"):
         download.download_voc(tmp_path / "a", from_file=wrong, progress=False)
     assert wrong.exists() and not (tmp_path / "a" / "VOCdevkit").exists()  # the user's file is never deleted
     good = tmp_path / "VOCtrainval_11-May-2012.tar"
@@ -275,8 +275,8 @@ def test_archive_members_outside_the_target_are_refused(tmp_path, member, why):
     archive = tmp_path / "evil.tar"
     archive.write_bytes(_tar_with(member, b"pwned"))
     target = tmp_path / "deep" / "target"
-    with pytest.raises(download.DownloadError, match=why):
-        download.safe_extract(archive, target)
+    with pytest.raises(fetch.DownloadError, match=why):
+        fetch.safe_extract(archive, target)
     assert list(target.iterdir()) == []  # refused before anything was written
     assert not (tmp_path / "deep" / "x").exists() and not (tmp_path / "x").exists()
 
@@ -291,15 +291,15 @@ def test_zip_members_outside_the_target_and_zip_symlinks_are_refused(tmp_path):
             zf.writestr(info, "../../outside")
         (tmp_path / "evil.zip").write_bytes(buf.getvalue())
         target = tmp_path / "t" / name.strip("/.")
-        with pytest.raises(download.DownloadError, match="outside the target folder|symbolic link"):
-            download.safe_extract(tmp_path / "evil.zip", target)
+        with pytest.raises(fetch.DownloadError, match="outside the target folder|symbolic link"):
+            fetch.safe_extract(tmp_path / "evil.zip", target)
         assert list(target.iterdir()) == []
 
 
 def test_links_that_stay_inside_are_extracted(tmp_path):
     archive = tmp_path / "ok.tar"
     archive.write_bytes(_tar_with(_link("dir/link", "../fine.txt", tarfile.SYMTYPE)))
-    download.safe_extract(archive, tmp_path / "t")
+    fetch.safe_extract(archive, tmp_path / "t")
     assert (tmp_path / "t" / "dir" / "link").read_text() == "ok"
 
 
@@ -338,10 +338,10 @@ def test_imagenet_weights_without_network_name_the_address_and_from_file(monkeyp
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(api, "load_state_dict_from_url", offline)
-    with pytest.raises(download.DownloadError, match=r"resnet101-63fe2227\.pth .*--only resnet101_imagenet "
+    with pytest.raises(fetch.DownloadError, match=r"resnet101-63fe2227\.pth .*--only resnet101_imagenet "
                                                      r"--from-file PATH"):
         download.download_weights(["resnet101_imagenet"], tmp_path, progress=False)
     fake = tmp_path / "resnet101.pth"
     fake.write_bytes(b"not the weights")
-    with pytest.raises(download.DownloadError, match="sha256 does not start with 63fe2227"):
+    with pytest.raises(fetch.DownloadError, match="sha256 does not start with 63fe2227"):
         download.download_weights(["resnet101_imagenet"], tmp_path, from_file=fake, progress=False)
