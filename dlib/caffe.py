@@ -214,6 +214,31 @@ def _is_copy(name: str) -> bool:
     return MSC_COPY.search(name) is not None
 
 
+def _layers_by_name(layers: Iterable[CaffeLayer], report: CaffeLoadReport, source: str) -> dict[str, CaffeLayer]:
+    """The layers that hold weights, by name; the MSC net's weight-sharing copies go to ``report.shared``."""
+    by_name: dict[str, CaffeLayer] = {}
+    for layer in layers:
+        if not layer.blobs:
+            continue
+        if _is_copy(layer.name):
+            report.shared += [f"{layer.name}/{i}" for i in range(len(layer.blobs))]
+            continue
+        if layer.name in by_name:
+            raise CaffeModelError(f"{source}: two layers named {layer.name!r} hold weights; cannot tell which to load")
+        by_name[layer.name] = layer
+    return by_name
+
+
+def _bn_statistic(layer: CaffeLayer, blob: np.ndarray, source: str) -> np.ndarray:
+    """A Caffe BatchNorm mean or variance as PyTorch keeps it: divided by the layer's scale-factor blob 2."""
+    if len(layer.blobs) < 3:
+        raise CaffeModelError(f"{source}: BatchNorm layer {layer.name!r} has {len(layer.blobs)} blobs, expected "
+                              "3 (mean, variance, scale factor)")
+    factor = float(layer.blobs[2].reshape(-1)[0])
+    # Caffe BatchNormLayer: statistics are stored times the factor; a zero factor gives zero statistics.
+    return blob * (0.0 if factor == 0 else 1.0 / factor)
+
+
 def load_blobs(module: nn.Module, names: Mapping[str, BlobRef], layers: Iterable[CaffeLayer], *,
                source: str = "caffemodel", head: str = "require") -> CaffeLoadReport:
     """Copy the Caffe blobs named by ``names`` (our key -> :class:`BlobRef`) into ``module``'s state.
@@ -225,17 +250,8 @@ def load_blobs(module: nn.Module, names: Mapping[str, BlobRef], layers: Iterable
     """
     if head not in ("require", "optional"):
         raise ValueError(f"head must be 'require' (final model) or 'optional' (initial model), got {head!r}")
-    by_name: dict[str, CaffeLayer] = {}
     report = CaffeLoadReport(source=source)
-    for layer in layers:
-        if not layer.blobs:
-            continue
-        if _is_copy(layer.name):
-            report.shared += [f"{layer.name}/{i}" for i in range(len(layer.blobs))]
-            continue
-        if layer.name in by_name:
-            raise CaffeModelError(f"{source}: two layers named {layer.name!r} hold weights; cannot tell which to load")
-        by_name[layer.name] = layer
+    by_name = _layers_by_name(layers, report, source)
     state = module.state_dict()
     unknown = sorted(k for k in names if k not in state)
     if unknown:
@@ -253,13 +269,8 @@ def load_blobs(module: nn.Module, names: Mapping[str, BlobRef], layers: Iterable
         blob = layer.blobs[ref.index]
         used.add(f"{layer.name}/{ref.index}")
         if ref.kind == "bn_stat":
-            if len(layer.blobs) < 3:
-                raise CaffeModelError(f"{source}: BatchNorm layer {layer.name!r} has {len(layer.blobs)} blobs, expected "
-                                      "3 (mean, variance, scale factor)")
+            blob = _bn_statistic(layer, blob, source)
             used.add(f"{layer.name}/2")
-            factor = float(layer.blobs[2].reshape(-1)[0])
-            # Caffe BatchNormLayer: statistics are stored times the factor; a zero factor gives zero statistics.
-            blob = blob * (0.0 if factor == 0 else 1.0 / factor)
         target = state[key]
         if blob.size == target.numel() and blob.ndim != target.dim() and _squeezed(blob.shape) == _squeezed(tuple(target.shape)):
             blob = blob.reshape(tuple(target.shape))  # legacy 4-d shapes: a bias (1, 1, 1, N), BN statistics
