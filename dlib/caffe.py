@@ -55,9 +55,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -246,7 +247,8 @@ class BlobRef:
         return f"{self.layers[0]}/{self.index}"
 
 
-def _conv(prefix: str, layer: str, bias: bool, head: bool = False, alternatives: tuple[str, ...] = ()) -> dict[str, BlobRef]:
+def _conv(prefix: str, layer: str, bias: bool, head: bool = False,
+          alternatives: tuple[str, ...] = ()) -> dict[str, BlobRef]:
     names = (layer,) + alternatives
     out = {f"{prefix}weight": BlobRef(names, 0, head=head)}
     if bias:
@@ -422,23 +424,24 @@ def load_blobs(module: nn.Module, names: Mapping[str, BlobRef], layers: Iterable
         used.add(f"{layer.name}/{ref.index}")
         if ref.kind == "bn_stat":
             if len(layer.blobs) < 3:
-                raise CaffeModelError(f"{source}: BatchNorm layer {layer.name!r} has {len(layer.blobs)} blobs, expected "
-                                      "3 (mean, variance, scale factor)")
+                raise CaffeModelError(f"{source}: BatchNorm layer {layer.name!r} has {len(layer.blobs)} blobs, "
+                                      "expected 3 (mean, variance, scale factor)")
             used.add(f"{layer.name}/2")
             factor = float(layer.blobs[2].reshape(-1)[0])
             # Caffe BatchNormLayer: statistics are stored times the factor; a zero factor gives zero statistics.
             blob = blob * (0.0 if factor == 0 else 1.0 / factor)
         target = state[key]
-        if blob.size == target.numel() and blob.ndim != target.dim() and _squeezed(blob.shape) == _squeezed(tuple(target.shape)):
+        same_values = blob.size == target.numel() and _squeezed(blob.shape) == _squeezed(tuple(target.shape))
+        if same_values and blob.ndim != target.dim():
             blob = blob.reshape(tuple(target.shape))  # legacy 4-d shapes: a bias (1, 1, 1, N), BN statistics
         if tuple(blob.shape) != tuple(target.shape):
             if ref.head and head == "optional":
                 report.skipped.append(f"{layer.name}/{ref.index} {tuple(blob.shape)}")
                 report.missing.append(key)
                 continue
-            raise CaffeModelError(f"{source}: Caffe layer {layer.name!r} blob {ref.index} has shape {tuple(blob.shape)} "
-                                  f"but {key} is {tuple(target.shape)}; is the file for this network "
-                                  "(model.name, model.num_classes, model.caffe_layout)?")
+            raise CaffeModelError(f"{source}: Caffe layer {layer.name!r} blob {ref.index} has shape "
+                                  f"{tuple(blob.shape)} but {key} is {tuple(target.shape)}; is the file for this "
+                                  "network (model.name, model.num_classes, model.caffe_layout)?")
         new[key] = torch.from_numpy(np.ascontiguousarray(blob, dtype=np.float32)).to(target.dtype)
         report.mapped.append((f"{layer.name}/{ref.index}", key))
     module.load_state_dict(new, strict=False)

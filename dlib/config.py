@@ -28,8 +28,9 @@ import json
 import math
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 PROFILES = ("smoke", "cpu", "gpu")
 DEFAULT_PROFILE = "cpu"
@@ -195,7 +196,7 @@ class Config:
     ablation: AblationConfig = field(default_factory=AblationConfig)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Config":
+    def from_dict(cls, d: Mapping[str, Any]) -> Config:
         """Rebuild a Config from :meth:`to_dict` (e.g. in a worker process)."""
         rest = {k: v for k, v in d.items() if k != "profile"}
         return _apply(cls(profile=d.get("profile", "gpu")), _flatten(rest))
@@ -206,7 +207,7 @@ class Config:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
-    def replace(self, overrides: Mapping[str, Any]) -> "Config":
+    def replace(self, overrides: Mapping[str, Any]) -> Config:
         """A new frozen config with dotted-key overrides applied (``{"train.iterations": 5}``)."""
         return _apply(self, _flatten(overrides))
 
@@ -518,7 +519,9 @@ def _optional(tp: Any) -> tuple[Any, bool]:
     """(the type without None, whether None is allowed)."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), len(args) < len(typing.get_args(tp))
+        # A Union built from a runtime tuple: the `X | Y` spelling needs the members written out.
+        rest = args[0] if len(args) == 1 else typing.Union[tuple(args)]  # noqa: UP007
+        return rest, len(args) < len(typing.get_args(tp))
     return tp, False
 
 

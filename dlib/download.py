@@ -37,9 +37,9 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .data import cache_root, convert_sbd_labels, find_sbd, find_voc2012, write_train_aug_list
 from .results import atomic_write_text
@@ -80,8 +80,9 @@ CAFFE_MODELS = {
         Resource("deeplab_v2_resnet101_caffe",
                  "http://liangchiehchen.com/projects/released/deeplab_aspp_resnet101/prototxt_and_model.zip",
                  "deeplab_v2_resnet101_prototxt_and_model.zip",
-                 note="DeepLab v2 ResNet-101 ASPP-L: init.caffemodel (MS-COCO pretrained), train_iter_20000.caffemodel "
-                      "(fine-tuned on train_aug: the val numbers), train2_iter_20000.caffemodel (trainval_aug, for test)"),
+                 note="DeepLab v2 ResNet-101 ASPP-L: init.caffemodel (MS-COCO pretrained), "
+                      "train_iter_20000.caffemodel (fine-tuned on train_aug: the val numbers), "
+                      "train2_iter_20000.caffemodel (trainval_aug, for test)"),
         Resource("deeplab_v2_vgg16_caffe",
                  "http://liangchiehchen.com/projects/released/deeplab_aspp_vgg16/prototxt_and_model.zip",
                  "deeplab_v2_vgg16_prototxt_and_model.zip",
@@ -125,7 +126,9 @@ class _Progress:
             return
         self.last = now
         speed = (done - first) / max(now - self.start, 1e-6) / 1e6
-        size = f"{done / 1e6:.1f} / {total / 1e6:.1f} MB ({100 * done / total:.0f}%)" if total else f"{done / 1e6:.1f} MB"
+        size = f"{done / 1e6:.1f} MB"
+        if total:
+            size = f"{done / 1e6:.1f} / {total / 1e6:.1f} MB ({100 * done / total:.0f}%)"
         print(f"\r{self.name}: {size}, {speed:.1f} MB/s", end="\n" if final else "", file=sys.stderr, flush=True)
 
 

@@ -70,7 +70,7 @@ def test_kernel_with_holes_equals_atrous_2d(rate):
     np.testing.assert_allclose(atrous.atrous_conv2d_torch(x, w, rate), via_holes, atol=1e-12)
     # and the 2-D sum written out for one output pixel
     i, j = 2, 5
-    expected = sum(x[i + rate * k, j + rate * l] * w[k, l] for k in range(3) for l in range(3))
+    expected = sum(x[i + rate * k, j + rate * m] * w[k, m] for k in range(3) for m in range(3))
     assert atrous.atrous_conv2d_torch(x, w, rate)[i, j] == pytest.approx(expected)
 
 

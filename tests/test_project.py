@@ -111,7 +111,7 @@ def test_set_reaches_every_notebook_as_config_and_bad_keys_stop_before_running(m
 def test_every_notebook_takes_config_overrides():
     import nbformat
 
-    for number, path in notebooks.discover().items():
+    for path in notebooks.discover().values():
         nb = nbformat.read(path, as_version=4)
         params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(params) == 1 and "CONFIG = {}" in params[0].source, path.name
