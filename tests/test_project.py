@@ -1,6 +1,7 @@
 """The suite's own promises: clean notebooks, agreeing environment files, a working entry script."""
 
 import json
+import re
 import subprocess
 import tomllib
 from pathlib import Path
@@ -31,16 +32,42 @@ def test_notebook_is_committed_clean(path):
     assert 'PROFILE = "cpu"' in "".join(params[0]["source"]) and "SEED = 0" in "".join(params[0]["source"])
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def test_version_comparison_is_numeric():
+    assert _version("3.11") > _version("3.9")  # as strings, "3.11" < "3.9"
+    assert _version("3.11.7") >= _version("3.11") and _version("3.10") < _version("3.11")
+
+
 def test_environment_yml_agrees_with_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    extras = project["optional-dependencies"]
-    wanted = set(project["dependencies"]) | set(extras["dev"]) | set(extras["crf"])
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    # conda gives the interpreter and pip; the dependency list lives in pyproject.toml only.
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    assert sorted(d.split("=")[0] for d in conda) == ["pip", "python"]
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    pinned = {d for d in pip_section if not d.startswith("-e")}
-    assert pinned == wanted
-    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
-    assert python.split("=")[1] >= project["requires-python"].lstrip(">=")
+    assert len(pip_section) == 1 and pip_section[0].startswith("-e .[")
+    extras = pip_section[0].removeprefix("-e .[").rstrip("]").split(",")
+    assert set(extras) <= set(project["optional-dependencies"]) and "dev" in extras
+    python = next(d for d in conda if d.startswith("python="))
+    assert project["requires-python"].startswith(">=")
+    assert _version(python.split("=")[1]) >= _version(project["requires-python"].removeprefix(">="))
+
+
+def test_seaborn_is_not_a_dependency_nothing_uses():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    uses = re.compile(r"\b(import|from) seaborn\b")
+    files = [*(ROOT / "dlib").glob("*.py"), *(ROOT / "notebooks").glob("*.ipynb")]
+    users = [p for p in files if uses.search(p.read_text())]
+    assert any(d.startswith("seaborn") for d in project["dependencies"]) == bool(users)
+
+
+def test_ruff_is_a_dev_dependency_configured_in_pyproject():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert any(d.startswith("ruff") for d in pyproject["project"]["optional-dependencies"]["dev"])
+    assert pyproject["tool"]["ruff"]["line-length"] == 120
 
 
 def test_pins_are_the_required_ones():
