@@ -86,8 +86,9 @@ def test_branch_gradient_maps_fill_exactly_the_theoretical_receptive_field():
     model = tiny_linear_deeplab((1, 3))
     image = torch.randn(3, 97, 97)
     maps = aspp.branch_gradient_maps(model, image)  # centre unit 6 of 13 sits on pixel 48
-    for b, grad in enumerate(maps):
-        rf = atrous.receptive_field(model.layers(b)).size  # 31 for rate 1, 63 for rate 3
+    # By hand: three stride-2 3x3 convolutions see 1 + 2 (1 + 2 + 4) = 15 pixels at stride 8; a 3x3 branch at
+    # rate r adds 2 r 8 more: 31 for rate 1, 63 for rate 3.
+    for grad, rf in zip(maps, (15 + 2 * 1 * 8, 15 + 2 * 3 * 8), strict=True):
         half = (rf - 1) // 2
         rows, cols = np.nonzero(grad > 0)
         assert (rows.min(), rows.max(), cols.min(), cols.max()) == (48 - half, 48 + half, 48 - half, 48 + half)
