@@ -4,7 +4,8 @@
     .venv/bin/python bench/bench_models.py --quick    # small models, LargeFOV, ResNet-101 ASPP; 1 timed run
 
 Each (model, input size) runs in its own subprocess so that its peak resident memory (ru_maxrss) is
-its own; "peak memory" is that peak minus the process's peak before the model was built (imports). Times are medians over ``--repeats`` runs after one warm-up run, on ``--threads`` CPU threads
+its own; "peak memory" is that peak minus the process's peak before the model was built (imports).
+Times are medians over ``--repeats`` runs after one warm-up run, on ``--threads`` CPU threads
 (2 by default, the project's laptop budget). torchvision's ``deeplabv3_resnet101`` (DeepLab v3, not
 a paper model) is timed on the same inputs in the same run as a reference: "vs v3" is our time
 divided by its time. At 321x321 the batch is 1 (CPU); at the cpu profile's crop it is the profile's
@@ -195,10 +196,7 @@ def gpu_throughput(name: str = "deeplab_v2_resnet101_aspp", *, bf16: bool = True
            "amp": "bf16" if bf16 else "fp32", "channels_last": bf16, "msc": msc,
            "train_img_per_s": batch * iters / elapsed, "train_step_ms": 1000 * elapsed / iters,
            "eval_513_ms": 1000 * eval_s, "peak_gpu_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0}
-    del model, net, opt
-    if cuda:
-        torch.cuda.empty_cache()
-    return row
+    return row  # the model and optimizer go with this frame; run_gpu empties the CUDA cache between cases
 
 
 def gpu_table(rows: list[dict]) -> str:
@@ -220,6 +218,7 @@ def run_gpu() -> list[dict]:
     rows = []
     for name, bf16, msc in GPU_CASES:
         row = gpu_throughput(name, bf16=bf16, msc=msc)
+        torch.cuda.empty_cache()
         rows.append(row)
         print(f"GPU {row['device']}: {name} {row['amp']} msc={msc}: {row['train_img_per_s']:.1f} img/s train, "
               f"{row['eval_513_ms']:.1f} ms eval 513, peak {row['peak_gpu_mem_gib']:.1f} GiB", flush=True)

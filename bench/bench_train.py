@@ -19,9 +19,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bn_init import calibrate_bn  # noqa: E402
+
 from dlib import config, data, distributed, models, results, train  # noqa: E402
 from dlib.transforms import TrainTransform  # noqa: E402
-from bn_init import calibrate_bn  # noqa: E402
 
 
 def step_rate(cfg, model_name: str, *, batch: int, crop: int, steps: int, warmup: int, device: str,

@@ -19,7 +19,7 @@ Notebook 03 explains it with a figure of what each branch sees.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

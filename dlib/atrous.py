@@ -14,8 +14,8 @@ Notebooks 01 (1-D) and 02 (2-D, field of view) explain this module.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 

@@ -18,7 +18,7 @@ stack (kernel, stride, dilation) off the modules for receptive-field arithmetic 
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -67,7 +67,7 @@ class VGG16Dense(nn.Module):
         self.freeze_bn = freeze_bn and batch_norm
         _freeze_bn(self, self.freeze_bn)
 
-    def train(self, mode: bool = True) -> "VGG16Dense":
+    def train(self, mode: bool = True) -> VGG16Dense:
         super().train(mode)
         _bn_eval(self, self.freeze_bn)
         return self
@@ -157,7 +157,7 @@ class SmallDilatedResNet(nn.Module):
         self.freeze_bn = freeze_bn
         _freeze_bn(self, freeze_bn)
 
-    def train(self, mode: bool = True) -> "SmallDilatedResNet":
+    def train(self, mode: bool = True) -> SmallDilatedResNet:
         super().train(mode)
         _bn_eval(self, self.freeze_bn)
         return self
@@ -203,7 +203,7 @@ class ResNet101Dense(nn.Module):
         self.freeze_bn = freeze_bn
         _freeze_bn(self, freeze_bn)
 
-    def train(self, mode: bool = True) -> "ResNet101Dense":
+    def train(self, mode: bool = True) -> ResNet101Dense:
         super().train(mode)
         _bn_eval(self, self.freeze_bn)  # DeepLab v2 (released prototxt): ImageNet statistics, never batch ones
         return self

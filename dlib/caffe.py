@@ -42,8 +42,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,7 +79,8 @@ class BlobRef:
         return f"{self.layers[0]}/{self.index}"
 
 
-def _conv(prefix: str, layer: str, bias: bool, head: bool = False, alternatives: tuple[str, ...] = ()) -> dict[str, BlobRef]:
+def _conv(prefix: str, layer: str, bias: bool, head: bool = False,
+          alternatives: tuple[str, ...] = ()) -> dict[str, BlobRef]:
     names = (layer,) + alternatives
     out = {f"{prefix}weight": BlobRef(names, 0, head=head)}
     if bias:
@@ -272,16 +274,17 @@ def load_blobs(module: nn.Module, names: Mapping[str, BlobRef], layers: Iterable
             blob = _bn_statistic(layer, blob, source)
             used.add(f"{layer.name}/2")
         target = state[key]
-        if blob.size == target.numel() and blob.ndim != target.dim() and _squeezed(blob.shape) == _squeezed(tuple(target.shape)):
+        same_values = blob.size == target.numel() and _squeezed(blob.shape) == _squeezed(tuple(target.shape))
+        if same_values and blob.ndim != target.dim():
             blob = blob.reshape(tuple(target.shape))  # legacy 4-d shapes: a bias (1, 1, 1, N), BN statistics
         if tuple(blob.shape) != tuple(target.shape):
             if ref.head and head == "optional":
                 report.skipped.append(f"{layer.name}/{ref.index} {tuple(blob.shape)}")
                 report.missing.append(key)
                 continue
-            raise CaffeModelError(f"{source}: Caffe layer {layer.name!r} blob {ref.index} has shape {tuple(blob.shape)} "
-                                  f"but {key} is {tuple(target.shape)}; is the file for this network "
-                                  "(model.name, model.num_classes, model.caffe_layout)?")
+            raise CaffeModelError(f"{source}: Caffe layer {layer.name!r} blob {ref.index} has shape "
+                                  f"{tuple(blob.shape)} but {key} is {tuple(target.shape)}; is the file for this "
+                                  "network (model.name, model.num_classes, model.caffe_layout)?")
         new[key] = torch.from_numpy(np.ascontiguousarray(blob, dtype=np.float32)).to(target.dtype)
         report.mapped.append((f"{layer.name}/{ref.index}", key))
     module.load_state_dict(new, strict=False)

@@ -19,9 +19,9 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .config import DEFAULT_PROFILE, PROFILES, resolve
 from .results import read_json, results_root

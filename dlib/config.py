@@ -26,8 +26,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .config_values import RANGES, ConfigError, Range, convert, default_range
 from .profiles import PROFILE_OVERRIDES
@@ -196,7 +197,7 @@ class Config:
     ablation: AblationConfig = field(default_factory=AblationConfig)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Config":
+    def from_dict(cls, d: Mapping[str, Any]) -> Config:
         """Rebuild a Config from :meth:`to_dict` (e.g. in a worker process)."""
         rest = {k: v for k, v in d.items() if k != "profile"}
         return _apply(cls(profile=d.get("profile", "gpu")), _flatten(rest))
@@ -207,7 +208,7 @@ class Config:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
-    def replace(self, overrides: Mapping[str, Any]) -> "Config":
+    def replace(self, overrides: Mapping[str, Any]) -> Config:
         """A new frozen config with dotted-key overrides applied (``{"train.iterations": 5}``)."""
         return _apply(self, _flatten(overrides))
 

@@ -112,7 +112,9 @@ def _optional(tp: Any) -> tuple[Any, bool]:
     """(the type without None, whether None is allowed)."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), len(args) < len(typing.get_args(tp))
+        # A Union built from a runtime tuple: the `X | Y` spelling needs the members written out.
+        rest = args[0] if len(args) == 1 else typing.Union[tuple(args)]  # noqa: UP007
+        return rest, len(args) < len(typing.get_args(tp))
     return tp, False
 
 

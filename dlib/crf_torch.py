@@ -23,7 +23,7 @@ filter new values.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -108,7 +108,7 @@ def mean_field_steps(images: Sequence[np.ndarray], unaries: Sequence[np.ndarray]
 
 def mean_field(images: Sequence[np.ndarray], unaries: Sequence[np.ndarray], **params) -> list[np.ndarray]:
     """Q after the last iteration, one (C, H_b*W_b) float32 numpy array per image (see mean_field_steps)."""
-    for _, _, q in mean_field_steps(images, unaries, **params):
+    for _, _, q in mean_field_steps(images, unaries, **params):  # noqa: B007 (q is read after the loop)
         pass  # keep only the last Q
     sizes = [u.shape[1] for u in unaries]
     return [part.T.contiguous().cpu().numpy() for part in torch.split(q, sizes)]

@@ -12,9 +12,10 @@ below looks for one of these and names the fix.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -142,7 +143,8 @@ def data_checks(cfg: Config, *, root=None, label_sample: int | None = 300, expec
         out.append(Check("train and val disjoint", not leak,
                          "no val image in the training list" if not leak else
                          f"{len(leak)} val images are in {cfg.data.train_split}, e.g. {leak[:3]}",
-                         "" if not leak else "rebuild the training list without VOC val: " + _download_fix("sbd", root)))
+                         "" if not leak else
+                         "rebuild the training list without VOC val: " + _download_fix("sbd", root)))
     if splits:
         out += _file_checks(voc, sbd, splits, label_sample, progress)
     return out
@@ -198,7 +200,7 @@ def _file_checks(voc: Path, sbd: Path | None, splits: dict[str, list[str]], labe
     out = [Check("images present", not missing_images,
                  f"{n - len(missing_images):,}/{n:,} listed images found" + (
                      f"; missing e.g. {missing_images[:3]}" if missing_images else ""),
-                 "" if not missing_images else f"JPEGImages/<id>.jpg must exist for every listed id; re-extract "
+                 "" if not missing_images else "JPEGImages/<id>.jpg must exist for every listed id; re-extract "
                  "VOCtrainval_11-May-2012.tar (python -m dlib download voc)")]
     out.append(Check("labels present", not missing_labels,
                      f"{n - len(missing_labels):,}/{n:,} labels found (VOC SegmentationClass, else SBD)" + (
@@ -229,8 +231,8 @@ def _value_check(sources: dict[str, Path], label_sample: int | None) -> Check:
             label = data.read_label_file(sources[name])
         except (ValueError, OSError) as err:  # DataError is a ValueError: values outside 0..20 and 255
             return Check("labels index-coded", False, str(err),
-                         f"labels hold class indices 0..{constants.NUM_CLASSES - 1} and {constants.IGNORE_INDEX} (void) only; "
-                         "replace this file from the original archive")
+                         f"labels hold class indices 0..{constants.NUM_CLASSES - 1} and {constants.IGNORE_INDEX} "
+                         "(void) only; replace this file from the original archive")
         seen.update(np.unique(label).tolist())
     classes = sorted(v for v in seen if v != constants.IGNORE_INDEX)
     void = constants.IGNORE_INDEX in seen

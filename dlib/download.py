@@ -29,13 +29,12 @@ import os
 import posixpath
 import shutil
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .data import cache_root, convert_sbd_labels, find_sbd, find_voc2012, write_train_aug_list
 from .fetch import DownloadError, Resource, fetch, file_digest, safe_extract, verify
 from .results import atomic_write_text
-
 
 # PASCAL VOC 2012 trainval: md5 as published with torchvision.datasets.VOCSegmentation (year 2012).
 VOC = Resource("voc", "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
@@ -54,8 +53,9 @@ CAFFE_MODELS = {
         Resource("deeplab_v2_resnet101_caffe",
                  "http://liangchiehchen.com/projects/released/deeplab_aspp_resnet101/prototxt_and_model.zip",
                  "deeplab_v2_resnet101_prototxt_and_model.zip",
-                 note="DeepLab v2 ResNet-101 ASPP-L: init.caffemodel (MS-COCO pretrained), train_iter_20000.caffemodel "
-                      "(fine-tuned on train_aug: the val numbers), train2_iter_20000.caffemodel (trainval_aug, for test)"),
+                 note="DeepLab v2 ResNet-101 ASPP-L: init.caffemodel (MS-COCO pretrained), "
+                      "train_iter_20000.caffemodel (fine-tuned on train_aug: the val numbers), "
+                      "train2_iter_20000.caffemodel (trainval_aug, for test)"),
         Resource("deeplab_v2_vgg16_caffe",
                  "http://liangchiehchen.com/projects/released/deeplab_aspp_vgg16/prototxt_and_model.zip",
                  "deeplab_v2_vgg16_prototxt_and_model.zip",

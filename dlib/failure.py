@@ -30,7 +30,8 @@ are this project's way of quantifying them, not the paper's.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

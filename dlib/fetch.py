@@ -22,9 +22,9 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 CHUNK = 1 << 20
 
@@ -63,7 +63,9 @@ class _Progress:
             return
         self.last = now
         speed = (done - first) / max(now - self.start, 1e-6) / 1e6
-        size = f"{done / 1e6:.1f} / {total / 1e6:.1f} MB ({100 * done / total:.0f}%)" if total else f"{done / 1e6:.1f} MB"
+        size = f"{done / 1e6:.1f} MB"
+        if total:
+            size = f"{done / 1e6:.1f} / {total / 1e6:.1f} MB ({100 * done / total:.0f}%)"
         print(f"\r{self.name}: {size}, {speed:.1f} MB/s", end="\n" if final else "", file=sys.stderr, flush=True)
 
 

@@ -11,7 +11,7 @@ in a narrow band around object boundaries, to show that the CRF improves the bou
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 

@@ -13,10 +13,11 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Sequence
 
-from .config import PROFILES, DEFAULT_PROFILE
+from .config import DEFAULT_PROFILE, PROFILES
 from .results import REPO_ROOT, results_root
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -63,11 +64,9 @@ def incomplete_marker(results_dir: Path) -> Path:
 
 
 def _mark_incomplete(paths: Sequence[Path], notebook: Path, output: Path) -> None:
-    from datetime import datetime, timezone
-
     from .results import atomic_write_text
 
-    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     text = (f"{notebook.name} started at {started} and has not completed: the files beside this marker may mix "
             f"this run's and an earlier run's. The (partial) executed copy is {output}. Re-run the notebook "
             f"(python -m dlib.notebooks --only {notebook.name[:2]}); a completed run removes this file.\n")
@@ -143,7 +142,6 @@ def record_time(profile: str, notebook: str, seconds: float) -> Path:
     import csv
     import io
     import platform
-    from datetime import datetime, timezone
 
     from .results import atomic_write_text
 
@@ -153,7 +151,7 @@ def record_time(profile: str, notebook: str, seconds: float) -> Path:
     if path.is_file():
         rows = [r for r in csv.DictReader(io.StringIO(path.read_text())) if r.get("notebook") != notebook]
     rows.append({"notebook": notebook, "seconds": f"{seconds:.1f}",
-                 "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+                 "finished_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
                  "machine": platform.machine(), "cpus": str(os.cpu_count())})
     rows.sort(key=lambda r: r["notebook"])
     buf = io.StringIO()
@@ -194,8 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"FAILED: {err}", file=sys.stderr)
             return 1
         record_time(args.profile, nb.stem, time.time() - start)
-        print(f"[{args.profile}] {nb.name} done in {time.time() - start:.1f} s -> {out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out}",
-              flush=True)
+        shown = out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out
+        print(f"[{args.profile}] {nb.name} done in {time.time() - start:.1f} s -> {shown}", flush=True)
     print(f"[{args.profile}] {len(notebooks)} notebook(s) in {time.time() - total:.1f} s")
     return 0
 

@@ -21,9 +21,9 @@ def test_classifier_branch_is_the_atrous_sum_of_eq1():
     xp = np.pad(x[0].numpy(), ((0, 0), (rate, rate), (rate, rate)))  # zero padding = rate
     for i in range(11):
         for j in range(10):
-            # y[i, j] = sum_{c,k,l} x[c, i + r(k-1), j + r(l-1)] w[c, k, l] + b  (DeepLab v2, Eq. 1 in 2-D)
-            ref = b + sum(xp[c, i + rate * k, j + rate * l] * w[c, k, l].item()
-                          for c in range(2) for k in range(3) for l in range(3))
+            # y[i, j] = sum_{c,k,m} x[c, i + r(k-1), j + r(m-1)] w[c, k, m] + b  (DeepLab v2, Eq. 1 in 2-D)
+            ref = b + sum(xp[c, i + rate * k, j + rate * m] * w[c, k, m].item()
+                          for c in range(2) for k in range(3) for m in range(3))
             assert abs(y[i, j].item() - ref) < 1e-5
 
 
@@ -44,27 +44,27 @@ def test_aspp_output_is_the_sum_of_its_branches(name):
 def test_paper_rates_and_branch_layouts():
     with torch.device("meta"):
         s = models.build("deeplab_v2_vgg16_aspp_s")
-        l = models.build("deeplab_v2_vgg16_aspp_l")
+        big = models.build("deeplab_v2_vgg16_aspp_l")
         r = models.build("deeplab_v2_resnet101_aspp")
         fov = models.build("deeplab_v2_resnet101_largefov")
     # DeepLab v2, Sec. 4.1 / Table 3: ASPP-S r = {2, 4, 8, 12}, ASPP-L r = {6, 12, 18, 24}.
     assert [b.fc6.dilation[0] for b in s.head.branches] == [2, 4, 8, 12]
-    assert [b.fc6.dilation[0] for b in l.head.branches] == [6, 12, 18, 24]
+    assert [b.fc6.dilation[0] for b in big.head.branches] == [6, 12, 18, 24]
     assert all((b.fc6.out_channels, b.fc7.out_channels, b.fc8.out_channels) == (1024, 1024, 21)
-               for b in l.head.branches)
+               for b in big.head.branches)
     assert [b.conv.dilation[0] for b in r.head.branches] == [6, 12, 18, 24]
     assert all(b.conv.in_channels == 2048 and b.conv.kernel_size == (3, 3) for b in r.head.branches)
     assert [b.conv.dilation[0] for b in fov.head.branches] == [12]
     # No v3 ingredients: no batch norm or pooling inside the heads.
-    for model in (s, l, r):
+    for model in (s, big, r):
         assert not any(isinstance(m, (nn.BatchNorm2d, nn.AdaptiveAvgPool2d)) for m in model.head.modules())
 
 
 def test_small_rates_keep_aspp_s_below_aspp_l():
     s = models.info("small_vgg_aspp_s").rates
-    l = models.info("small_vgg_aspp_l").rates
-    assert len(s) == len(l) == 4 and max(s) < max(l) and all(a <= b for a, b in zip(s, l))
-    assert models.info("small_resnet_aspp").rates == l
+    big = models.info("small_vgg_aspp_l").rates
+    assert len(s) == len(big) == 4 and max(s) < max(big) and all(a <= b for a, b in zip(s, big))
+    assert models.info("small_resnet_aspp").rates == big
 
 
 def test_bad_heads_are_rejected():
@@ -86,8 +86,9 @@ def test_branch_gradient_maps_fill_exactly_the_theoretical_receptive_field():
     model = tiny_linear_deeplab((1, 3))
     image = torch.randn(3, 97, 97)
     maps = aspp.branch_gradient_maps(model, image)  # centre unit 6 of 13 sits on pixel 48
-    for b, grad in enumerate(maps):
-        rf = atrous.receptive_field(model.layers(b)).size  # 31 for rate 1, 63 for rate 3
+    # By hand: three stride-2 3x3 convolutions see 1 + 2 (1 + 2 + 4) = 15 pixels at stride 8; a 3x3 branch at
+    # rate r adds 2 r 8 more: 31 for rate 1, 63 for rate 3.
+    for grad, rf in zip(maps, (15 + 2 * 1 * 8, 15 + 2 * 3 * 8), strict=True):
         half = (rf - 1) // 2
         rows, cols = np.nonzero(grad > 0)
         assert (rows.min(), rows.max(), cols.min(), cols.max()) == (48 - half, 48 + half, 48 - half, 48 + half)

@@ -1,6 +1,7 @@
 """dlib.caffe: the .caffemodel reader against files written by an independent writer, the layer-name mapping
 against DeepLab's prototxts, and Caffe-layout blocks against outputs computed by hand."""
 
+import functools
 import json
 import re
 import struct
@@ -117,13 +118,14 @@ def rand(rng, *shape, positive=False):
 
 def test_reader_returns_the_arrays_of_both_layer_formats(tmp_path):
     rng = np.random.default_rng(0)
-    w, mean, var, gamma, beta = rand(rng, 4, 3, 3, 3), rand(rng, 4), rand(rng, 4, positive=True), rand(rng, 4), rand(rng, 4)
+    w, mean, var = rand(rng, 4, 3, 3, 3), rand(rng, 4), rand(rng, 4, positive=True)
+    gamma, beta = rand(rng, 4), rand(rng, 4)
     factor = np.array([3.0], np.float32)
     new = write_net(tmp_path / "new.caffemodel", [("conv1", "Convolution", [w]), ("relu", "ReLU", []),
                                                   ("bn_conv1", "BatchNorm", [mean, var, factor]),
                                                   ("scale_conv1", "Scale", [gamma, beta])])
     layers = caffe_proto.read_caffemodel(new)
-    assert [(l.name, l.type, len(l.blobs)) for l in layers] == [
+    assert [(layer.name, layer.type, len(layer.blobs)) for layer in layers] == [
         ("conv1", "Convolution", 1), ("relu", "ReLU", 0), ("bn_conv1", "BatchNorm", 3), ("scale_conv1", "Scale", 2)]
     for got, want in zip(layers[0].blobs + layers[2].blobs + layers[3].blobs, [w, mean, var, factor, gamma, beta]):
         assert got.dtype == np.float32 and got.shape == want.shape and np.array_equal(got, want)
@@ -265,6 +267,11 @@ def test_load_report_lists_missing_unexpected_shared_and_skipped(tmp_path):
 # The mapping covers our full models and agrees with DeepLab's prototxts
 # ------------------------------------------------------------------------------------------------
 
+def _prototxt_int(block: str, key: str, default):
+    m = re.search(rf"\b{key}:\s*(\d+)", block)
+    return int(m.group(1)) if m else default
+
+
 def parse_prototxt(path: Path) -> dict[str, dict]:
     """Layer name -> {type, num_output, kernel_size, stride, pad, dilation, bias_term} (crude, for tests)."""
     text = path.read_text().replace("${EXP}", "voc12").replace("${NUM_LABELS}", "21")
@@ -273,7 +280,7 @@ def parse_prototxt(path: Path) -> dict[str, dict]:
     for block in re.split(r"\n\s*layers? \{", text)[1:]:
         name = re.search(r'name:\s*"([^"]+)"', block).group(1)
         kind = re.search(r'type:\s*"?(\w+)"?', block).group(1)
-        get = lambda key, default: int(m.group(1)) if (m := re.search(rf"\b{key}:\s*(\d+)", block)) else default  # noqa: E731
+        get = functools.partial(_prototxt_int, block)
         out[name] = {"type": kind.lower(), "num_output": get("num_output", None), "kernel": get("kernel_size", None),
                      "stride": get("stride", 1), "pad": get("pad", 0),
                      "dilation": get("dilation", get("hole", 1)), "bias": "bias_term: false" not in block}
@@ -312,15 +319,17 @@ def test_mapping_covers_every_tensor_and_matches_the_prototxt(name, prototxt):
         assert tensor.shape[0] == layer["num_output"] and tensor.shape[-1] == layer["kernel"], (key, layer)
         assert (ref.layers[0], 1) in blobs if layer["bias"] else (ref.layers[0], 1) not in blobs
         conv = model.get_submodule(key.rsplit(".", 1)[0])  # stride, padding, dilation as the prototxt has them
-        assert (conv.stride[0], conv.padding[0], conv.dilation[0]) == (layer["stride"], layer["pad"], layer["dilation"]), \
-            (key, ref.layers[0])
+        assert (conv.stride[0], conv.padding[0], conv.dilation[0]) == (
+            layer["stride"], layer["pad"], layer["dilation"]), (key, ref.layers[0])
 
 
 def test_caffe_layout_only_moves_strides_and_dilations():
     plain, caffe_net = ResNet101Dense(), ResNet101Dense(caffe_layout=True)
-    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in caffe_net.state_dict().items()}
+    shapes = {k: v.shape for k, v in plain.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in caffe_net.state_dict().items()}
     differs = sorted(n for (n, a), (_, b) in zip(plain.named_modules(), caffe_net.named_modules())
-                     if isinstance(a, torch.nn.Conv2d) and (a.stride, a.dilation, a.padding) != (b.stride, b.dilation, b.padding))
+                     if isinstance(a, torch.nn.Conv2d)
+                     and (a.stride, a.dilation, a.padding) != (b.stride, b.dilation, b.padding))
     assert differs == ["layer2.0.conv1", "layer2.0.conv2", "layer3.0.conv2", "layer4.0.conv2"]
     with torch.no_grad():  # output stride 8 kept: 17 -> ceil(17/8) = 3
         assert caffe_net.eval()(torch.zeros(1, 3, 17, 17)).shape == (1, 2048, 3, 3)

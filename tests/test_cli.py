@@ -64,7 +64,8 @@ def test_train_evaluate_crf_end_to_end(tmp_path, monkeypatch, capsys):
     assert refined["num_images"] == 3 and len(list((tmp_path / "crf").glob("*.png"))) == 3
     assert (results.results_root() / "smoke" / "crf_probs" / "crf_params.json").exists()
     # the CRF's scores are keyed by its parameters: another setting never overwrites them
-    assert (results.results_root() / "smoke" / "crf_probs" / "scores_val_crf_w1-4_ta-67_tb-3_w2-3_tg-3_it-1.json").exists()
+    scores = results.results_root() / "smoke" / "crf_probs" / "scores_val_crf_w1-4_ta-67_tb-3_w2-3_tg-3_it-1.json"
+    assert scores.exists()
 
 
 def test_evaluate_without_a_run_is_a_clear_error(tmp_path, capsys):

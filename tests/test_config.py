@@ -135,3 +135,25 @@ def test_parallel_ablation_trainings_with_loader_processes_are_refused_with_the_
     with pytest.raises(config.ConfigError, match="ablation.workers=1"):
         config.resolve("gpu", overrides={"ablation.workers": 2})
     assert config.resolve("gpu", overrides={"ablation.workers": 2, "data.loader_workers": 0}).ablation.workers == 2
+
+
+# ---- round trip: what a worker process or a checkpoint receives rebuilds the same Config ---------------------
+
+@pytest.mark.parametrize("profile", config.PROFILES)
+def test_every_profile_survives_dict_and_json_round_trips(profile):
+    import json
+
+    plain = config.resolve(profile)
+    changed = config.resolve(profile, seed=3, overrides={"eval.max_images": None, "model.msc_scales": [1.0, 0.5],
+                                                         "train.msc": False, "crf.w1": 4.5})
+    for cfg in (plain, changed):
+        d = cfg.to_dict()
+        assert d["profile"] == profile and set(d) == {f.name for f in dataclasses.fields(config.Config)}
+        assert config.Config.from_dict(d) == cfg
+        text = cfg.to_json()
+        assert json.loads(text) == json.loads(json.dumps(d))  # plain JSON: tuples became lists, None null
+        back = config.Config.from_dict(json.loads(text))
+        assert back == cfg and back.to_json() == text
+        assert isinstance(back.model.msc_scales, tuple)  # JSON's lists are tuples again
+    assert changed.to_dict()["seed"] == 3 and changed.to_dict()["eval"]["max_images"] is None
+    assert json.loads(changed.to_json())["model"]["msc_scales"] == [1.0, 0.5]

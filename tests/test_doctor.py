@@ -110,7 +110,8 @@ def test_a_missing_image_and_a_missing_label_are_named(layout):
 
 
 def test_val_images_in_the_training_list_are_caught(layout):
-    (layout.voc / "ImageSets" / "Segmentation" / "train_aug.txt").write_text("\n".join(layout.train[1:] + layout.val[:1]))
+    train_aug = layout.voc / "ImageSets" / "Segmentation" / "train_aug.txt"
+    train_aug.write_text("\n".join(layout.train[1:] + layout.val[:1]))
     by_name, _ = _checks(layout)
     assert not by_name["train and val disjoint"].ok and layout.val[0] in by_name["train and val disjoint"].detail
 

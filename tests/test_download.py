@@ -22,7 +22,6 @@ from PIL import Image
 from dlib import data, download, fetch
 from dlib.__main__ import main
 
-
 # ---- a local server: Range requests, and a connection that drops after N bytes the first time ------------
 
 class _Server:
@@ -176,7 +175,8 @@ def test_voc_and_sbd_download_verify_extract_and_build_train_aug(server, monkeyp
     # the loader reads that layout: VOC's own label where it exists, else SBD's converted one
     ds = data.VOCSegmentation(root / "VOCdevkit", "train_aug", sbd_root=root / "benchmark_RELEASE")
     assert ds.ids == expected
-    assert ds.label_source("2008_000010").suffix == ".png" and "SegmentationClassAug" in str(ds.label_source("2008_000010"))
+    source = ds.label_source("2008_000010")
+    assert source.suffix == ".png" and "SegmentationClassAug" in str(source)
     assert np.array_equal(ds[ds.ids.index("2008_000010")][1], SBD_LABELS["2008_000010"])
     assert ds.label_source("2007_000001").parent.name == "SegmentationClass"
     # a second run finds everything in place: nothing is fetched again
@@ -240,7 +240,8 @@ def test_from_file_verifies_and_extracts_a_hand_fetched_archive(monkeypatch, tmp
     good = tmp_path / "VOCtrainval_11-May-2012.tar"
     good.write_bytes(body)
     download.download_voc(tmp_path / "a", from_file=good, progress=False)
-    assert (tmp_path / "a" / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt").read_text().split() == VOC_VAL
+    val = tmp_path / "a" / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt"
+    assert val.read_text().split() == VOC_VAL
 
 
 # ---- archives whose members point outside the target ----------------------------------------------------

@@ -10,7 +10,6 @@ from scipy import ndimage
 
 from dlib import failure
 
-
 # ----------------------------------------------------------------------------------------------
 # Thinning
 # ----------------------------------------------------------------------------------------------
@@ -234,9 +233,9 @@ def test_image_scores_rank_worst_first_like_a_brute_force_iou():
     rng = np.random.default_rng(3)
     labels = [rng.integers(0, 4, (6, 7)) for _ in range(5)]
     labels[0][0, :] = 255
-    preds = [np.where(rng.random(l.shape) < 0.3 * k, rng.integers(0, 4, l.shape), l).clip(0, 3)
-             for k, l in enumerate(labels)]
-    preds = [np.where(l == 255, 0, p) for p, l in zip(preds, labels)]
+    preds = [np.where(rng.random(lab.shape) < 0.3 * k, rng.integers(0, 4, lab.shape), lab).clip(0, 3)
+             for k, lab in enumerate(labels)]
+    preds = [np.where(lab == 255, 0, p) for p, lab in zip(preds, labels)]
     ranked = failure.image_scores(preds, labels, 4, ids=list("abcde"))
 
     def brute(pred, label):
@@ -248,7 +247,7 @@ def test_image_scores_rank_worst_first_like_a_brute_force_iou():
                 ious.append((t & p).sum() / (t | p).sum())
         return np.mean(ious), (pred == label)[keep].mean()
 
-    expected = sorted(((brute(p, l)[0], i) for i, (p, l) in enumerate(zip(preds, labels))))
+    expected = sorted(((brute(p, lab)[0], i) for i, (p, lab) in enumerate(zip(preds, labels))))
     assert ranked["index"].tolist() == [i for _, i in expected]
     for _, row in ranked.iterrows():
         miou, acc = brute(preds[row["index"]], labels[row["index"]])

@@ -96,10 +96,10 @@ def test_trimap_scores_follow_the_band():
     table = metrics.trimap_scores([pred], [label], widths=[0, 1, 2], num_classes=2)
     assert list(table["width"]) == [0, 1, 2]
     assert table["mean_iou"].iloc[0] == 1.0 and table["mean_iou"].iloc[1] == 1.0
-    # Width 2 reaches column 0 from column 2: all 21 class-0 pixels are in the band, the 7 of
-    # column 0 predicted as class 1.
-    band = metrics.trimap_band(label, 2)
-    conf = metrics.confusion_matrix(pred[band], label[band], 2)
-    assert conf[0, 1] == 7 and conf[0, 0] == 14
-    assert table["mean_iou"].iloc[2] == pytest.approx(metrics.scores(conf)["mean_iou"])
-    assert table["pixels"].iloc[2] == band.sum() - 1  # the void pixel is in the band but not scored
+    # Width 2, counted by hand. The boundary pixels are columns 2 and 3, the void pixel (6, 6) and its
+    # neighbours (5, 6) and (6, 5). Class 0: all 21 pixels (columns 0-2) are within 2 px, the 7 of column 0
+    # predicted as class 1. Class 1: columns 3-5 (21 pixels) and, in column 6, rows 3-5 (within 2 px of
+    # (5, 6)): 24 pixels, all right. IoU_0 = 14 / (21 + 14 - 14), IoU_1 = 24 / (24 + 31 - 24).
+    assert table["mean_iou"].iloc[2] == pytest.approx((14 / 21 + 24 / 31) / 2)
+    assert table["pixel_acc"].iloc[2] == pytest.approx((14 + 24) / 45)
+    assert table["pixels"].iloc[2] == 45  # (6, 6) is in the band but void: not scored

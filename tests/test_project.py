@@ -1,6 +1,7 @@
 """The suite's own promises: clean notebooks, agreeing environment files, a working entry script."""
 
 import json
+import re
 import subprocess
 import tomllib
 from pathlib import Path
@@ -31,16 +32,42 @@ def test_notebook_is_committed_clean(path):
     assert 'PROFILE = "cpu"' in "".join(params[0]["source"]) and "SEED = 0" in "".join(params[0]["source"])
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def test_version_comparison_is_numeric():
+    assert _version("3.11") > _version("3.9")  # as strings, "3.11" < "3.9"
+    assert _version("3.11.7") >= _version("3.11") and _version("3.10") < _version("3.11")
+
+
 def test_environment_yml_agrees_with_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    extras = project["optional-dependencies"]
-    wanted = set(project["dependencies"]) | set(extras["dev"]) | set(extras["crf"])
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    # conda gives the interpreter and pip; the dependency list lives in pyproject.toml only.
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    assert sorted(d.split("=")[0] for d in conda) == ["pip", "python"]
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    pinned = {d for d in pip_section if not d.startswith("-e")}
-    assert pinned == wanted
-    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
-    assert python.split("=")[1] >= project["requires-python"].lstrip(">=")
+    assert len(pip_section) == 1 and pip_section[0].startswith("-e .[")
+    extras = pip_section[0].removeprefix("-e .[").rstrip("]").split(",")
+    assert set(extras) <= set(project["optional-dependencies"]) and "dev" in extras
+    python = next(d for d in conda if d.startswith("python="))
+    assert project["requires-python"].startswith(">=")
+    assert _version(python.split("=")[1]) >= _version(project["requires-python"].removeprefix(">="))
+
+
+def test_seaborn_is_not_a_dependency_nothing_uses():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    uses = re.compile(r"\b(import|from) seaborn\b")
+    files = [*(ROOT / "dlib").glob("*.py"), *(ROOT / "notebooks").glob("*.ipynb")]
+    users = [p for p in files if uses.search(p.read_text())]
+    assert any(d.startswith("seaborn") for d in project["dependencies"]) == bool(users)
+
+
+def test_ruff_is_a_dev_dependency_configured_in_pyproject():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert any(d.startswith("ruff") for d in pyproject["project"]["optional-dependencies"]["dev"])
+    assert pyproject["tool"]["ruff"]["line-length"] == 120
 
 
 def test_pins_are_the_required_ones():
@@ -111,7 +138,7 @@ def test_set_reaches_every_notebook_as_config_and_bad_keys_stop_before_running(m
 def test_every_notebook_takes_config_overrides():
     import nbformat
 
-    for number, path in notebooks.discover().items():
+    for path in notebooks.discover().values():
         nb = nbformat.read(path, as_version=4)
         params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(params) == 1 and "CONFIG = {}" in params[0].source, path.name
@@ -170,3 +197,70 @@ def test_the_report_notebook_may_read_its_own_marked_folder(tmp_path, monkeypatc
     monkeypatch.delenv(notebooks.RUNNING_ENV)
     with pytest.raises(report.IncompleteResults, match="08_report"):
         report.build_report("smoke")
+
+
+# ---- run_all.sh's set-up, tested with a stand-in interpreter (no venv is built) -----------------------------
+
+def test_run_all_help_prints_the_whole_header_however_long_it_is(tmp_path):
+    text = (ROOT / "run_all.sh").read_text()
+    assert "sed -n" not in text  # no line numbers of its own header
+    extra = "#   ./run_all.sh --frobnicate        a line added to the header\n"
+    script = tmp_path / "run_all.sh"
+    script.write_text(text.replace("#\n", "#\n" + extra, 1))
+    for path in (ROOT / "run_all.sh", script):
+        out = subprocess.run(["bash", str(path), "--help"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stderr == ""
+        lines = out.stdout.splitlines()
+        assert lines[0].startswith("DeepLab v1/v2 replicated")
+        assert "  ./run_all.sh --help" in lines and "set -euo pipefail" not in out.stdout
+        assert "--set KEY=VALUE" in out.stdout and "PYTHON=python3.11" in out.stdout
+    assert "  ./run_all.sh --frobnicate        a line added to the header" in lines
+
+
+# A stand-in for `python3`: answers the interpreter questions run_all.sh asks, "creates" a venv by copying
+# itself, logs every call, and fails `pip install --upgrade pip` the way an offline machine does.
+FAKE_PYTHON = r"""#!/usr/bin/env bash
+echo "$0 $*" >> "$FAKE_LOG"
+case "$1" in
+  -c) case "$2" in *sys.exit*) exit 0 ;; *) echo "$FAKE_ID" ;; esac ;;
+  -m) case "$2" in
+        venv) dir="${@: -1}"; [ "$3" = --clear ] && rm -rf "$dir"; mkdir -p "$dir/bin"; cp "$0" "$dir/bin/python" ;;
+        pip) [ "$3" = --version ] && { echo "pip 21.0 from somewhere"; exit 0; }
+             [[ "$*" == *"--upgrade pip"* ]] && { echo "ERROR: could not reach the package index" >&2; exit 1; } ;;
+      esac ;;
+esac
+exit 0
+"""
+
+
+def _setup(fake, venv, fake_id, log):
+    import os
+
+    env = {**os.environ, "FAKE_ID": fake_id, "FAKE_LOG": str(log)}
+    return subprocess.run(["bash", "-c", 'source "$1"; setup_venv "$2" "$3"', "_", str(ROOT / "run_all.sh"),
+                           str(fake), str(venv)], capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_run_all_setup_rebuilds_the_venv_when_the_interpreter_changes_and_shows_pip_errors(tmp_path):
+    fake, venv, log = tmp_path / "python3", tmp_path / "venv", tmp_path / "calls.log"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    first = _setup(fake, venv, "/usr/bin/python3.11 3.11.7", log)
+    assert first.returncode == 0, first.stderr
+    assert (venv / ".dlib-python").read_text().strip() == "/usr/bin/python3.11 3.11.7"
+    assert (venv / ".dlib-setup-stamp").exists() and "set-up done" in first.stdout
+    # The failed pip upgrade is shown, with the reason, and set-up goes on.
+    assert "upgrading pip failed" in first.stderr and "could not reach the package index" in first.stderr
+    assert "pip install --quiet -e" in log.read_text()
+
+    log.write_text("")
+    again = _setup(fake, venv, "/usr/bin/python3.11 3.11.7", log)  # nothing changed: nothing done
+    assert again.returncode == 0 and again.stdout == "" and " -m " not in log.read_text()
+
+    (venv / "left-by-the-old-interpreter").write_text("")
+    other = _setup(fake, venv, "/usr/bin/python3.12 3.12.1", log)  # PYTHON=python3.12
+    assert other.returncode == 0, other.stderr
+    assert "rebuilding" in other.stdout and "3.11.7" in other.stdout and "3.12.1" in other.stdout
+    assert f"-m venv --clear {venv}" in log.read_text()
+    assert not (venv / "left-by-the-old-interpreter").exists()
+    assert (venv / ".dlib-python").read_text().strip() == "/usr/bin/python3.12 3.12.1"
