@@ -17,7 +17,6 @@ import os
 import platform
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -127,16 +126,49 @@ def git_commit(cwd: str | os.PathLike = REPO_ROOT) -> str:
         return "unknown"
 
 
+# Libraries whose version is not in pyproject.toml's lists but which every run uses.
+_ALWAYS_RECORDED = ("numpy", "torch", "torchvision", "pydensecrf2")
+_REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def declared_distributions(pyproject: str | os.PathLike = REPO_ROOT / "pyproject.toml") -> list[str]:
+    """The distributions the project declares (``dependencies`` and every optional extra but ``dev``).
+
+    Read from ``pyproject.toml`` (the one list of dependencies); where it is absent (an installed copy),
+    from the installed ``deeplab-replication`` metadata. Always includes numpy, torch, torchvision, pydensecrf2.
+    """
+    import tomllib
+    from importlib import metadata
+
+    requirements: list[str] = []
+    try:
+        project = tomllib.loads(Path(pyproject).read_text(encoding="utf-8")).get("project", {})
+        requirements += project.get("dependencies", [])
+        for extra, reqs in project.get("optional-dependencies", {}).items():
+            requirements += reqs if extra != "dev" else []
+    except (OSError, ValueError):
+        try:
+            requirements += [r for r in metadata.requires("deeplab-replication") or [] if "extra == \"dev\"" not in r]
+        except metadata.PackageNotFoundError:
+            pass
+    names = [m.group(1) for m in map(_REQUIREMENT_NAME.match, requirements) if m]
+    return sorted({n.lower().replace("_", "-") for n in (*names, *_ALWAYS_RECORDED)})
+
+
 def library_versions() -> dict[str, str]:
+    """Python's version and each declared distribution's installed version (by package metadata).
+
+    Keys are distribution names as pip knows them (``pydensecrf2``, imported as ``pydensecrf``);
+    a distribution that is not installed is left out.
+    """
+    from importlib import metadata
+
     versions = {"python": platform.python_version()}
-    for name in ("numpy", "torch", "torchvision", "pydensecrf", "scipy", "matplotlib", "pandas"):
-        module = sys.modules.get(name)
-        if module is None:
-            try:
-                module = __import__(name)
-            except Exception:  # noqa: BLE001 - a missing optional library is recorded, not fatal
-                continue
-        versions[name] = str(getattr(module, "__version__", "unknown"))
+    for name in declared_distributions():
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue  # an optional library that is not installed here
     return versions
 
 

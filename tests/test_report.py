@@ -1,4 +1,4 @@
-"""The report: paper beside measured in one row, stable figure names, links that resolve, nothing faked."""
+"""The report: paper beside measured in one row, figures linked (never copied), links that resolve, nothing faked."""
 
 import csv
 import os
@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nbformat  # noqa: E402
 import pytest  # noqa: E402
 
-from dlib import config, report, results  # noqa: E402
+from dlib import config, headline, markdown, readme, report, results  # noqa: E402
 
 PROFILE = "smoke"
 TABLE4_HEADER = ["table", "row", "components", "model", "paper_miou", "measured_mean", "measured_std", "seeds",
@@ -50,6 +50,7 @@ def tree(tmp_path):
     fig, ax = plt.subplots(figsize=(2, 2))
     ax.plot([0, 1], [1, 0])
     out.figure("curve", fig)
+    fig.savefig(out.path("curve.svg"))  # the vector copy beside the PNG
     plt.close(fig)
     (root / "notebooks").mkdir(parents=True)
     (root / "notebooks" / "01_alpha.ipynb").write_text("{}")
@@ -106,10 +107,10 @@ def test_sections_figures_tables_and_links(tree):
     gamma = text.split("### 07 · Gamma, never run")[1]
     assert gamma.lstrip().startswith("_Not run yet_")
     assert "2 of 3 notebooks have results" in text and "not run yet: 07_gamma" in text
-    # The figure: copied under its stable name, byte for byte, and embedded by a relative link.
-    copied = rdir / "figures" / "01_curve.png"
-    assert copied.read_bytes() == (tree["root"] / "01_alpha" / "curve.png").read_bytes()
-    assert "](figures/01_curve.png)" in text
+    # The figure: linked where the notebook wrote it, with its vector copy; nothing copied into report/.
+    assert "](../01_alpha/curve.png)" in text and "[SVG](../01_alpha/curve.svg)" in text
+    assert not (rdir / "figures").exists()
+    assert sorted(p.name for p in rdir.rglob("*") if p.is_file()) == ["README.md"]
     # Every relative link resolves to a file or folder that exists.
     links = _local_links(text)
     assert "../notebooks/01_alpha.ipynb" in links and "../01_alpha/short.csv" in links
@@ -124,17 +125,17 @@ def test_sections_figures_tables_and_links(tree):
     assert prov["git_commit"].split("-")[0][:10] in text
 
 
-def test_rerun_is_idempotent_and_stale_figures_go(tree):
+def test_rerun_is_idempotent_and_old_copies_go(tree):
     path = report.build_report(PROFILE, notebook_dir=tree["notebooks"])
     first = path.read_bytes()
-    stale = path.parent / "figures" / "01_old_name.png"
-    stale.write_bytes(b"not a figure any more")
+    legacy = path.parent / "figures" / "01_curve.png"  # the copy an older report made
+    legacy.parent.mkdir()
+    legacy.write_bytes(b"an old copy")
     assert report.build_report(PROFILE, notebook_dir=tree["notebooks"]).read_bytes() == first
-    assert not stale.exists()
-    (tree["root"] / "01_alpha" / "curve.png").unlink()  # the source goes: so does the copy and its link
+    assert not legacy.parent.exists()
+    (tree["root"] / "01_alpha" / "curve.png").unlink()  # the source goes: so does its link
     text = report.build_report(PROFILE, notebook_dir=tree["notebooks"]).read_text()
-    assert not (path.parent / "figures" / "01_curve.png").exists() and "01_curve.png" not in text
-    assert list((path.parent / "figures").iterdir()) == []
+    assert "curve.png" not in text
 
 
 def test_empty_results_do_not_fail(tmp_path):
@@ -149,19 +150,44 @@ def test_empty_results_do_not_fail(tmp_path):
         assert (path.parent / link).exists(), f"broken link {link}"
 
 
-def test_headline_frame_and_figure(tree):
-    frame = report.headline_frame(PROFILE)
+def test_headline_frame(tree):
+    frame = headline.headline_frame(PROFILE)
     assert len(frame) == 2 + 6  # our two Table-4 rows; Table 3 not run: the paper's 6 rows (DeepLab v2, Table 3)
     base = frame[frame["row"] == "baseline"].iloc[0]
     assert base["paper mIoU %"] == "68.72" and base["measured mIoU % (mean ± std)"].startswith(f"{tree['mean']:.2f}")
-    fig = report.plot_paper_vs_measured(PROFILE)
-    heights = [p.get_height() for p in fig.axes[0].patches]  # paper bars, then measured bars
-    assert heights == pytest.approx([68.72, 71.27, tree["mean"], 0.0])  # +MSC not run: no measured bar
-    texts = [t.get_text() for t in fig.axes[0].texts]
-    assert texts == ["not run"]
-    t3 = [p.get_height() for p in fig.axes[1].patches]
-    assert t3 == pytest.approx([65.76, 69.84, 66.98, 69.73, 68.96, 71.57] + [0.0] * 6)
+
+
+def test_increments_figure_plots_the_increments_on_their_own_scale(tmp_path):
+    folder = tmp_path / "06_ablation"
+    folder.mkdir()
+    with open(folder / "table4.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(TABLE4_HEADER + ["increment_ci_low", "increment_ci_high"])
+        writer.writerow(["table4", "baseline", "", "", 68.72, 40.0, 1.0, 3, "ok", "", "", "", "", ""])
+        writer.writerow(["table4", "+MSC", "", "", 71.27, 42.0, 1.0, 3, "ok", "", 2.55, 2.0, 0.5, 3.5])
+        writer.writerow(["table4", "+COCO", "", "", 73.28, "", "", 0, "not run: no time", "", 2.01, "", "", ""])
+    (folder / "table3_comparisons.csv").write_text("comparison,paper_difference,measured_difference,ci_low,ci_high\n"
+                                                    "ASPP-S - LargeFOV,1.22,-1.0,-3.0,1.0\n")
+    items = headline.increments(tmp_path)
+    assert [(i["row"], i["paper"], i["measured"]) for i in items] == [("+MSC", 2.55, 2.0), ("+COCO", 2.01, None),
+                                                                      ("ASPP-S - LargeFOV", 1.22, -1.0)]
+    fig = headline.plot_increments(PROFILE, tmp_path)
+    ax = fig.axes[0]
+    diamonds, = [c for c in ax.collections if c.get_offsets().shape == (3, 2)]  # the paper's, bottom to top
+    assert diamonds.get_offsets()[:, 0].tolist() == pytest.approx([1.22, 2.01, 2.55])
+    measured = ax.lines[0].get_xdata()  # the errorbar's points: the two measured rows
+    assert list(measured) == pytest.approx([-1.0, 2.0])
+    low, high = ax.get_xlim()
+    assert low < -3.0 and high > 3.5 and high - low < 10  # spans -3 .. 3.5 and 0, not a 0-100 mIoU axis
+    assert [t.get_text().strip() for t in ax.texts] == ["not run"]
     plt.close(fig)
+
+
+def test_without_tables_the_paper_increments_are_shown_alone(tmp_path):
+    items = headline.increments(tmp_path)
+    # DeepLab v2, Table 4: 68.72 -> 71.27 -> 73.28 -> 74.87 -> 75.54 -> 76.35 -> 77.69
+    assert [round(i["paper"], 2) for i in items] == [2.55, 2.01, 1.59, 0.67, 0.81, 1.34]
+    assert all(i["measured"] is None for i in items)
 
 
 @pytest.mark.parametrize("value, text", [("0.7625468", "0.7625"), ("56.5017", "56.5"), ("134.347", "134.3"),
@@ -169,18 +195,18 @@ def test_headline_frame_and_figure(tree):
                                          ("2007_000170", "2007_000170"), ("(4,)", "(4,)"), (1e-7, "1.00e-07"),
                                          ("-0.4", "-0.4"), ("12", "12")])
 def test_format_number(value, text):
-    assert report.format_number(value) == text
+    assert markdown.format_number(value) == text
 
 
 def test_markdown_table_escapes_pipes():
-    table = report.markdown_table(["a|b", "c"], [["x|y", "1.50"]])
+    table = markdown.markdown_table(["a|b", "c"], [["x|y", "1.50"]])
     assert table.splitlines()[0] == "| a\\|b | c |" and table.splitlines()[2] == "| x\\|y | 1.5 |"
 
 
 def test_github_slug():
     seen = {}
-    assert report.github_slug("05 — Training DeepLab-LargeFOV", seen) == "05--training-deeplab-largefov"
-    assert report.github_slug("05 — Training DeepLab-LargeFOV", seen) == "05--training-deeplab-largefov-1"
+    assert markdown.github_slug("05 — Training DeepLab-LargeFOV", seen) == "05--training-deeplab-largefov"
+    assert markdown.github_slug("05 — Training DeepLab-LargeFOV", seen) == "05--training-deeplab-largefov-1"
 
 
 def test_update_readme_rewrites_only_the_generated_blocks(tmp_path):
@@ -193,16 +219,16 @@ def test_update_readme_rewrites_only_the_generated_blocks(tmp_path):
     (results_dir / "06_ablation" / "table4.csv").write_text(rows)
     (results_dir / "notebook_times.csv").write_text("notebook,seconds,finished_utc,machine,cpus\n"
                                                     "01_a,60.0,x,x,2\n06_b,120.0,x,x,2\n")
-    readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- HEADLINE_TABLE -->\nold\n<!-- /HEADLINE_TABLE -->\nmiddle\n"
+    page = tmp_path / "README.md"
+    page.write_text("intro\n<!-- HEADLINE_TABLE -->\nold\n<!-- /HEADLINE_TABLE -->\nmiddle\n"
                       "<!-- TIMING_TABLE -->\n<!-- /TIMING_TABLE -->\nend\n")
-    report.update_readme(readme, results_dir)
-    text = readme.read_text()
+    readme.update_readme(page, results_dir)
+    text = page.read_text()
     assert text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("end\n") and "old" not in text
     assert "+2.00 [+2.00, +2.00]" in text and "+MSC: helps (interval above 0)" in text
     assert "| **all** | **3.0 min** |" in text  # 60 s + 120 s
-    report.update_readme(readme, results_dir)
-    assert readme.read_text() == text  # idempotent
-    readme.write_text("no blocks\n")
+    readme.update_readme(page, results_dir)
+    assert page.read_text() == text  # idempotent
+    page.write_text("no blocks\n")
     with pytest.raises(ValueError, match="HEADLINE_TABLE"):
-        report.update_readme(readme, results_dir)
+        readme.update_readme(page, results_dir)

@@ -108,3 +108,28 @@ def test_a_killed_write_leaves_the_old_file_and_its_temporary_is_removed_by_the_
     assert len(left) == 1 and target.read_text() == "old"  # nothing lost
     results.atomic_write_text(tmp_path / "other.json", "x")  # any later write in the folder cleans up
     assert not list(tmp_path.glob(".*.tmp")) and target.read_text() == "old"
+
+
+def test_versions_come_from_package_metadata_for_every_declared_library(tmp_path):
+    from importlib import metadata
+
+    versions = results.library_versions()
+    assert versions["python"].count(".") == 2
+    # Independent source: the installed packages' own metadata, not the module under test.
+    for dist in ("numpy", "torch"):
+        assert versions[dist] == metadata.version(dist)
+    try:
+        expected = metadata.version("pydensecrf2")  # imported as `pydensecrf`, which has no __version__
+    except metadata.PackageNotFoundError:
+        assert "pydensecrf2" not in versions
+    else:
+        assert versions["pydensecrf2"] == expected != "unknown"
+    assert "unknown" not in versions.values()
+
+
+def test_declared_distributions_read_pyproject_without_dev(tmp_path):
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\ndependencies = ["Foo_Bar>=1", "baz[extra]==2 ; python_version > \'3\'"]\n'
+        '[project.optional-dependencies]\ndev = ["pytest>=8"]\ncrf = ["pydensecrf2==1.1"]\n')
+    names = results.declared_distributions(tmp_path / "pyproject.toml")
+    assert names == sorted(["foo-bar", "baz", "pydensecrf2", "numpy", "torch", "torchvision"])
