@@ -22,14 +22,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .headline import HEADLINE_FOLDER, HEADLINE_TABLES, headline_section
 from .markdown import format_number, github_slug, link, markdown_table, read_csv, rel
 from .results import atomic_write_text, results_root
-from .results_tree import (REPORT_DIR, Folder, IncompleteResults, folders, provenances, read_json_dict,  # noqa: F401
-                           refuse_incomplete)
+from .results_tree import REPORT_DIR, Folder, IncompleteResults, folders, provenances, read_json_dict, refuse_incomplete  # noqa: F401
 
 LEGACY_FIGURE_DIR = "figures"  # report/figures/: copies older versions made; removed when the report is built
 VECTOR_SUFFIXES = (".svg", ".pdf")  # a figure's vector copy, saved beside its PNG
