@@ -31,9 +31,9 @@ _BATCH = 8  # same-sized images are scored together (batch norm is in eval mode:
 
 
 def _net(model: nn.Module, cfg: Config, msc: bool) -> nn.Module:
-    from .train import _unwrap
+    from .train import unwrap
 
-    base = _unwrap(model)
+    base = unwrap(model)
     if not msc:
         return base
     from .msc import MSC

@@ -77,7 +77,7 @@ class MSC(nn.Module):
 
     ``forward(x)``: in ``train()`` mode an :class:`MSCOutput` (every scale's logits and the fusion),
     in ``eval()`` mode the fused logits alone, (N, C, ceil(H/8), ceil(W/8)).
-    ``.backbone`` and ``.head`` are the wrapped model's, so dlib.models.param_groups works on it.
+    ``.backbone`` and ``.head`` are the wrapped model's, so dlib.models.parameter_roles works on it.
     """
 
     def __init__(self, model: nn.Module, scales: Sequence[float] = DEFAULT_SCALES):
