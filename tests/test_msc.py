@@ -83,7 +83,7 @@ def test_msc_loss_sums_every_scale_and_the_fusion(model):
 
 
 def test_msc_exposes_the_models_parameter_groups(model):
-    groups = models.param_groups(MSC(model))
+    groups = models.parameter_roles(MSC(model))
     assert [id(p) for p in groups["head_weight"]] == [id(b.conv.weight) for b in model.head.branches]
 
 
