@@ -147,7 +147,6 @@ def sha256(path: Path) -> str:
 
 def read_verified(path: Path) -> dict[str, Any]:
     """The state dict of a stand-in file, after checking it against the sha256 on its card."""
-    import torch
 
     path = Path(path)
     card = card_path(path)

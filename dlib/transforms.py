@@ -135,21 +135,3 @@ class TrainTransform:
     def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
         image, label = self.augment(image, label, rng)
         return to_tensor(image, label, self.mean, self.std, bgr=self.bgr)
-
-
-class EvalTransform:
-    """Whole image, normalised; padded (mean colour / void) to ``pad`` x ``pad`` when ``pad`` > 0."""
-
-    def __init__(self, *, pad: int = 0, mean: Sequence[float] = (0.485, 0.456, 0.406),
-                 std: Sequence[float] = (0.229, 0.224, 0.225), bgr: bool = False):
-        self.pad, self.mean, self.std, self.bgr = pad, tuple(mean), tuple(std), bgr
-
-    @classmethod
-    def from_config(cls, cfg) -> "EvalTransform":
-        mean, std, bgr = normalisation(cfg.data)
-        return cls(pad=cfg.data.eval_pad, mean=mean, std=std, bgr=bgr)
-
-    def __call__(self, image: np.ndarray, label: np.ndarray):
-        if self.pad:
-            image, label = pad_to(image, label, self.pad, tuple(255 * m for m in self.mean))
-        return to_tensor(image, label, self.mean, self.std, bgr=self.bgr)

@@ -291,7 +291,6 @@ def test_msc_diagnosis_scores_both_networks_both_ways(tmp_path):
 
 def test_a_training_does_not_depend_on_what_ran_before_it(tmp_path):
     # Worker processes run several trainings in turn: the result must not depend on the global RNG state.
-    from dlib import train
 
     cfg = config.resolve("smoke")
     training = ablation.TABLE4[0].training
