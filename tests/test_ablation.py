@@ -301,7 +301,7 @@ def test_a_training_does_not_depend_on_what_ran_before_it(tmp_path):
         root = tmp_path / f"r{k}"
         ablation.run_training(cfg, training, 0, root)
         ckpt = checkpoint.latest_checkpoint(ablation.run_dir_of(cfg, training, 0, root))
-        states.append(torch.load(ckpt, map_location="cpu", weights_only=False)["model"])
+        states.append(torch.load(ckpt, map_location="cpu", weights_only=True)["model"])
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 

@@ -104,7 +104,7 @@ def test_a_run_saved_before_the_schedule_keys_existed_still_resumes(tmp_path):
     cfg = _cfg(**{"train.iterations": 4})
     train.train(cfg, tmp_path / "run", model=_tiny(), stop_after=2, progress=False)
     path = checkpoint.latest_checkpoint(tmp_path / "run")
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=True)
     for key in ("lr_policy", "step_size", "gamma"):  # as a checkpoint written before these keys existed
         del state["config"]["train"][key]
     torch.save(state, path)
