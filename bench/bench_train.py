@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bn_init import calibrate_bn  # noqa: E402
 
-from dlib import config, data, distributed, models, results, train  # noqa: E402
+from dlib import config, data, distributed, models, results, sampling, train  # noqa: E402
 from dlib.transforms import TrainTransform  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def step_rate(cfg, model_name: str, *, batch: int, crop: int, steps: int, warmup
     if dev.type == "cuda":
         model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
-    opt = torch.optim.SGD(train.param_groups(model, cfg), lr=cfg.train.base_lr, momentum=0.9)
+    opt = torch.optim.SGD(train.optimizer_groups(model, cfg), lr=cfg.train.base_lr, momentum=0.9)
     x = torch.randn(batch, 3, crop, crop)
     y = torch.randint(0, 21, (batch, crop, crop))
     info = distributed.DistInfo()
@@ -49,7 +49,7 @@ def step_rate(cfg, model_name: str, *, batch: int, crop: int, steps: int, warmup
                 torch.cuda.synchronize()
             start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        train._step(net, [(x, y)], dev, info, use_bf16, 1)
+        train.train_step(net, [(x, y)], dev, info, use_bf16, 1)
         opt.step()
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -59,8 +59,8 @@ def step_rate(cfg, model_name: str, *, batch: int, crop: int, steps: int, warmup
 def loader_rate(cfg, *, batches: int) -> float:
     """Images per second the training data pipeline delivers (proxy set, paper augmentation)."""
     ds = data.build_dataset(cfg, "train")
-    view = train.AugmentedView(ds, TrainTransform.from_config(cfg), cfg.seed)
-    sampler = train.MicroBatches(train.SampleStream(len(ds), cfg.seed), batch_size=cfg.train.batch_size, iter_size=1,
+    view = sampling.AugmentedView(ds, TrainTransform.from_config(cfg), cfg.seed)
+    sampler = sampling.MicroBatches(sampling.SampleStream(len(ds), cfg.seed), batch_size=cfg.train.batch_size, iter_size=1,
                                  world=1, rank=0, start=0, stop=batches + 2)
     workers = cfg.data.loader_workers
     loader = torch.utils.data.DataLoader(view, batch_sampler=sampler, num_workers=workers,

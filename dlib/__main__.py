@@ -216,7 +216,7 @@ def _train(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
 
 def _saved_checkpoint(run: Path) -> tuple[Path, dict[str, Any]]:
     """(checkpoint file, its state): the newest intact checkpoint of a run folder, or the file given."""
-    from .train import load_latest_checkpoint, read_checkpoint
+    from .checkpoint import load_latest_checkpoint, read_checkpoint
 
     if run.is_dir():
         found = load_latest_checkpoint(run)

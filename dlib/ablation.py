@@ -248,7 +248,7 @@ def load_coco_checkpoint(model, path: str) -> None:
     A released ``init.caffemodel`` (dlib.caffe) loads into a Caffe-layout model; its classifier (COCO's classes,
     another layer name) is not copied, as in Caffe, and the report says so.
     """
-    from .models import load_pretrained, read_state_dict
+    from .weights import load_pretrained, read_state_dict
 
     from .caffe import is_caffemodel, load_caffemodel
 
@@ -661,12 +661,13 @@ def convergence(cfg: Config, training: Training, seeds: Sequence[int], run_root:
 
     from . import data as dlib_data
     from . import train as dlib_train
+    from .checkpoint import CHECKPOINT_DIR
     from .evaluate import evaluate
 
     lines = []
     for seed in seeds:
         tcfg = training_config(cfg, training, seed)
-        folder = run_dir_of(cfg, training, seed, run_root) / dlib_train.CHECKPOINT_DIR
+        folder = run_dir_of(cfg, training, seed, run_root) / CHECKPOINT_DIR
         val = dlib_data.build_dataset(tcfg.replace({"data.val_split": split}) if cfg.data.dataset == "proxy"
                                       else tcfg, "val")
         for ckpt in sorted(folder.glob("ckpt_*.pt")):

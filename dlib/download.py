@@ -19,7 +19,7 @@ What each step guarantees:
 
 Default folder (``--root``): ``<repo>/.cache/datasets`` for the data and ``<repo>/.cache/weights`` for the
 released Caffe models (``$DLIB_CACHE_DIR`` moves both); torchvision's ImageNet weights go to torch.hub's cache
-(``$TORCH_HOME/hub/checkpoints``), where :func:`dlib.models.imagenet_state_dict` reads them.
+(``$TORCH_HOME/hub/checkpoints``), where :func:`dlib.weights.imagenet_state_dict` reads them.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ CAFFE_MODELS = {
                  note="DeepLab v1 LargeFOV, the released final model"),
     )
 }
-IMAGENET = ("resnet101", "vgg16")  # torchvision IMAGENET1K_V1 weights (dlib.models.imagenet_weights_url)
+IMAGENET = ("resnet101", "vgg16")  # torchvision IMAGENET1K_V1 weights (dlib.weights.imagenet_weights_url)
 WEIGHT_NAMES = tuple(f"{b}_imagenet" for b in IMAGENET) + tuple(CAFFE_MODELS)
 DEFAULT_WEIGHTS = ("resnet101_imagenet", "vgg16_imagenet", "deeplab_v2_resnet101_caffe")
 CHECKSUMS_FILE = "checksums.json"  # sha256 of the downloaded Caffe files (none published)
@@ -178,7 +178,7 @@ def imagenet_file(backbone: str, folder: str | os.PathLike | None = None) -> Pat
     """Where torchvision's ImageNet file of ``backbone`` lives: ``folder`` or torch.hub's checkpoints folder."""
     import torch
 
-    from .models import imagenet_weights_url
+    from .weights import imagenet_weights_url
 
     folder = Path(folder) if folder is not None else Path(torch.hub.get_dir()) / "checkpoints"
     return folder / posixpath.basename(imagenet_weights_url(backbone))
@@ -197,7 +197,7 @@ def download_imagenet(backbone: str, folder: str | os.PathLike | None = None, *,
     (``<Model>_Weights.IMAGENET1K_V1.get_state_dict``, hash checked) into ``folder`` or torch.hub's cache."""
     import torchvision.models as tvm
 
-    from .models import _IMAGENET, imagenet_weights_url
+    from .weights import _IMAGENET, imagenet_weights_url
 
     dest = imagenet_file(backbone, folder)
     url = imagenet_weights_url(backbone)

@@ -15,25 +15,26 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .constants import IGNORE_INDEX
 from .config import Config, pick_device
+from .constants import IGNORE_INDEX
 from .transforms import normalisation, to_tensor
 
 _BATCH = 8  # same-sized images are scored together (batch norm is in eval mode: results do not change)
 
 
 def _net(model: nn.Module, cfg: Config, msc: bool) -> nn.Module:
-    from .train import _unwrap
+    from .train import unwrap
 
-    base = _unwrap(model)
+    base = unwrap(model)
     if not msc:
         return base
     from .msc import MSC
@@ -188,27 +189,3 @@ def trivial_baseline(dataset: Any, num_classes: int = 21, *, max_images: int | N
         conf += confusion_matrix(np.zeros_like(label), label, num_classes, IGNORE_INDEX)
     s = scores(conf)
     return {"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"]}
-
-
-def train_and_score(cfg: Config, run_dir: str | os.PathLike, *, dataset: Any = None, val: Any = None,
-                    msc: bool | None = None, flip: bool | None = None, cache_dir: str | os.PathLike | None = None,
-                    resume: bool = True, results: Any = None, name: str = "scores") -> dict[str, Any]:
-    """One ablation cell: :func:`dlib.train.train` into ``run_dir``, then :func:`evaluate` on ``val``.
-
-    ``dataset``/``val`` default to the configured train and val sets; ``msc`` defaults to
-    ``cfg.train.msc or cfg.eval.msc`` (DeepLab v2 uses MSC in training and testing alike). For the
-    "+COCO" row, pretrain first on ``data.build_dataset(cfg, "train", large=True)`` and pass that run
-    folder as ``model.pretrained``. Returns the scores plus ``train_seconds``, ``images_per_s``,
-    ``iterations`` and ``run_dir``.
-    """
-    from . import data
-    from .train import train
-
-    result = train(cfg, run_dir, dataset=dataset, resume=resume, progress=False)
-    val = data.build_dataset(cfg, "val") if val is None else val
-    msc = (cfg.train.msc or cfg.eval.msc) if msc is None else msc
-    out = evaluate(cfg, result.model, val, msc=msc, flip=flip, cache_dir=cache_dir, results=results, name=name,
-                   progress=False)
-    out.update(train_seconds=result.seconds, images_per_s=result.images_per_s, iterations=result.iterations,
-               run_dir=str(result.out_dir))
-    return out

@@ -18,7 +18,8 @@ Resizing follows Caffe's Interp layer used by DeepLab: an n-pixel side becomes (
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +78,7 @@ class MSC(nn.Module):
 
     ``forward(x)``: in ``train()`` mode an :class:`MSCOutput` (every scale's logits and the fusion),
     in ``eval()`` mode the fused logits alone, (N, C, ceil(H/8), ceil(W/8)).
-    ``.backbone`` and ``.head`` are the wrapped model's, so dlib.models.param_groups works on it.
+    ``.backbone`` and ``.head`` are the wrapped model's, so dlib.models.parameter_roles works on it.
     """
 
     def __init__(self, model: nn.Module, scales: Sequence[float] = DEFAULT_SCALES):
@@ -130,18 +131,6 @@ def labels_at_logits(labels: torch.Tensor, image_size: tuple[int, int], input_si
         pos = torch.arange(n_log, dtype=torch.float64) * output_stride * ratio
         idx.append(pos.round().long().clamp(0, n_img - 1).to(labels.device))
     return labels[:, idx[0]][:, :, idx[1]]
-
-
-def msc_loss(outputs: MSCOutput, labels: torch.Tensor,
-             criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """Sum of ``criterion(logits, labels)`` over every scale and the fusion, labels subsampled to each."""
-    total = None
-    pairs = list(zip(outputs.per_scale, outputs.input_sizes)) + [(outputs.fused, outputs.image_size)]
-    for logits, size in pairs:
-        target = labels_at_logits(labels, outputs.image_size, size, tuple(logits.shape[-2:]))
-        loss = criterion(logits, target)
-        total = loss if total is None else total + loss
-    return total
 
 
 class CentreSurroundDetector(nn.Module):

@@ -147,7 +147,6 @@ def sha256(path: Path) -> str:
 
 def read_verified(path: Path) -> dict[str, Any]:
     """The state dict of a stand-in file, after checking it against the sha256 on its card."""
-    import torch
 
     path = Path(path)
     card = card_path(path)
@@ -159,7 +158,9 @@ def read_verified(path: Path) -> dict[str, Any]:
     if sha256(path) != expected:
         raise StandinError(f"{path} does not match the sha256 on its card {card.name}; the file is damaged or "
                            "was rebuilt without its card: git checkout dlib/weights, or python -m dlib pretrain ...")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    from .checkpoint import load_file
+
+    return load_file(path)
 
 
 def load_imagenet(model, family: str, *, width: float = 1.0):
@@ -167,7 +168,7 @@ def load_imagenet(model, family: str, *, width: float = 1.0):
 
     The classifier (fc8 / the 3x3 classifiers) keeps its fresh initialisation (DeepLab v2, Sec. 4.1).
     """
-    from .models import load_pretrained
+    from .weights import load_pretrained
 
     if width != 1.0:
         raise ValueError(f"the ImageNet stand-ins are trained at model.width=1.0, not {width}; use width 1.0 or "

@@ -25,10 +25,10 @@ The recipe, from the papers and their released Caffe solvers:
   training diverges.
 
 Robustness: a checkpoint every ``train.checkpoint_every`` iterations is written atomically to
-``<out_dir>/checkpoints/``; calling :func:`train` again with the same ``out_dir`` resumes from the
+``<out_dir>/checkpoints/`` (dlib.checkpoint); calling :func:`train` again with the same ``out_dir`` resumes from the
 latest one (model, optimizer, iteration, RNG states; the learning rate and the data stream are
 functions of the iteration), and ends with the same weights as an uninterrupted run. The sample
-stream is a pure function of (seed, position), so augmentation is identical whatever the number
+stream is a pure function of (seed, position) (dlib.sampling), so augmentation is identical whatever the number
 of workers or processes. Under ``torchrun --nproc_per_node=N`` the same entry point runs
 DistributedDataParallel (nccl on GPU, gloo on CPU). On CUDA: bf16 autocast and channels_last.
 
@@ -48,33 +48,30 @@ import csv
 import io
 import math
 import random
-import re
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .constants import IGNORE_INDEX
+from . import checkpoint as ckpt
 from . import distributed
-from .config import NEUTRAL_ADDED_KEYS, Config, pick_device
-from .results import atomic_write_bytes, atomic_write_text
+from .aspp import ASPP
+from .config import Config, pick_device
+from .loss import as_outputs, segmentation_loss, valid_pixel_counts
+from .msc import MSC
+from .results import atomic_write_text
+from .sampling import AugmentedView, MicroBatches, SampleStream
 from .transforms import TrainTransform
 
-CHECKPOINT_DIR = "checkpoints"
 LOG_NAME = "train_log.csv"
-_CKPT = re.compile(r"^ckpt_(\d{7})\.pt$")
 LOG_FIELDS = ("iteration", "loss", "lr", "images_per_s", "elapsed_s")
-
-# Config keys that may change between an interrupted run and its resumption.
-RESUMABLE_KEYS = ("train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "train.iter_size", "data.loader_workers",
-                  "device", "eval.", "crf.", "model.pretrained")
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,16 +127,17 @@ def learning_rate(cfg: Config, iteration: int) -> float:
     return poly_lr(base, iteration, t.iterations, t.poly_power)
 
 
-def param_groups(model: nn.Module, cfg: Config) -> list[dict[str, Any]]:
+def optimizer_groups(model: nn.Module, cfg: Config) -> list[dict[str, Any]]:
     """SGD parameter groups with Caffe's lr multipliers and weight-decay multipliers.
 
     backbone weights 1x (decay), backbone biases ``backbone_bias_lr_mult`` (2x, no decay),
     head (classifier) weights ``head_lr_mult`` (10x, decay), head biases ``head_bias_lr_mult``
-    (20x, no decay). Parameters that do not require gradients (frozen BN) are left out.
+    (20x, no decay), from :func:`parameter_roles_of`. Parameters that do not require gradients
+    (frozen BN) are left out.
     """
     t = cfg.train
     base = base_lr_for(cfg)
-    split = _split_params(model)
+    split = parameter_roles_of(model)
     spec = {"backbone_weight": (1.0, t.weight_decay), "backbone_bias": (t.backbone_bias_lr_mult, 0.0),
             "head_weight": (t.head_lr_mult, t.weight_decay), "head_bias": (t.head_bias_lr_mult, 0.0)}
     groups = []
@@ -151,16 +149,13 @@ def param_groups(model: nn.Module, cfg: Config) -> list[dict[str, Any]]:
     return groups
 
 
-def _split_params(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """dlib.models.param_groups when it knows the model, else: modules named head/classifier/aspp are the head."""
-    try:
-        from . import models
+def parameter_roles_of(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """dlib.models.parameter_roles for a DeepLab model (or a wrapper with its ASPP ``.head``); for any
+    other network, parameters under a module named head/classifier/aspp are the head."""
+    if isinstance(getattr(model, "head", None), ASPP):
+        from .models import parameter_roles
 
-        groups = models.param_groups(model)
-        if groups:
-            return {k: list(v) for k, v in groups.items()}
-    except (ImportError, AttributeError, TypeError, ValueError, KeyError):
-        pass
+        return {k: list(v) for k, v in parameter_roles(model).items()}
     out: dict[str, list[nn.Parameter]] = {"backbone_weight": [], "backbone_bias": [], "head_weight": [],
                                           "head_bias": []}
     for name, p in model.named_parameters():
@@ -179,66 +174,7 @@ def set_lr(optimizer: torch.optim.Optimizer, cfg: Config, iteration: int) -> flo
 
 
 # --------------------------------------------------------------------------------------------
-# The sample stream: a deterministic function of (seed, position)
-# --------------------------------------------------------------------------------------------
-
-class SampleStream:
-    """Position p of the training stream -> (dataset index, p): epoch-wise permutations from the seed.
-
-    Global iteration ``it`` uses positions ``it*B .. it*B+B-1`` (B = global batch); accumulation step
-    k of process r takes the m = B / (iter_size * world) positions starting at it*B + (k*world + r)*m.
-    """
-
-    def __init__(self, n: int, seed: int):
-        if n < 1:
-            raise ValueError("the training data set is empty")
-        self.n, self.seed = n, seed
-        self._perm: tuple[int, np.ndarray] | None = None
-
-    def index(self, position: int) -> int:
-        epoch, offset = divmod(position, self.n)
-        if self._perm is None or self._perm[0] != epoch:
-            self._perm = (epoch, np.random.default_rng([self.seed, 104729, epoch]).permutation(self.n))
-        return int(self._perm[1][offset])
-
-
-class MicroBatches(torch.utils.data.Sampler):
-    """Batch sampler: the micro-batches of one process for iterations [start, stop)."""
-
-    def __init__(self, stream: SampleStream, *, batch_size: int, iter_size: int, world: int, rank: int,
-                 start: int, stop: int):
-        self.stream, self.batch_size, self.iter_size = stream, batch_size, iter_size
-        self.world, self.rank, self.start, self.stop = world, rank, start, stop
-        self.micro = batch_size // (iter_size * world)
-
-    def __len__(self) -> int:
-        return (self.stop - self.start) * self.iter_size
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for it in range(self.start, self.stop):
-            for k in range(self.iter_size):
-                first = it * self.batch_size + (k * self.world + self.rank) * self.micro
-                yield [(self.stream.index(p), p) for p in range(first, first + self.micro)]
-
-
-class AugmentedView(torch.utils.data.Dataset):
-    """``view[(index, position)]`` = the transformed sample, augmented with a generator seeded by position."""
-
-    def __init__(self, dataset: Any, transform: Callable, seed: int):
-        self.dataset, self.transform, self.seed = dataset, transform, seed
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]):
-        index, position = key
-        image, label = self.dataset[index]
-        rng = np.random.default_rng([self.seed, 7919, position])
-        return self.transform(image, label, rng)
-
-
-# --------------------------------------------------------------------------------------------
-# Model, loss
+# Model
 # --------------------------------------------------------------------------------------------
 
 def build_model(cfg: Config) -> nn.Module:
@@ -284,15 +220,15 @@ def load_weights(model: nn.Module, source: str | Path) -> nn.Module:
     """Load model weights from a checkpoint file or a run folder (its newest intact checkpoint)."""
     path = Path(source)
     if path.is_dir():
-        found = load_latest_checkpoint(path)
+        found = ckpt.load_latest_checkpoint(path)
         if found is None:
             raise FileNotFoundError(f"no checkpoint (checkpoints/ckpt_*.pt) in run folder {path}")
         path, state = found
     else:
-        state = read_checkpoint(path)
+        state = ckpt.read_checkpoint(path)
     state = state.get("model", state)
     try:
-        missing, unexpected = _unwrap(model).load_state_dict(state, strict=False)
+        missing, unexpected = unwrap(model).load_state_dict(state, strict=False)
     except RuntimeError as err:  # tensor size mismatches
         first = str(err).strip().splitlines()
         raise ValueError(f"checkpoint {path} does not fit this model ({first[1].strip() if len(first) > 1 else first[0]}); "
@@ -303,160 +239,20 @@ def load_weights(model: nn.Module, source: str | Path) -> nn.Module:
     return model
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The network inside DDP and MSC wrappers."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif type(model).__name__ == "MSC" and isinstance(getattr(model, "model", None), nn.Module):
-            model = model.model
-        else:
-            return model
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside DistributedDataParallel and :class:`dlib.msc.MSC` wrappers."""
+    while isinstance(model, (nn.parallel.DistributedDataParallel, MSC)):
+        model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model.model
+    return model
 
 
 def wrap_msc(model: nn.Module, cfg: Config) -> nn.Module:
-    from .msc import MSC
-
     return MSC(model, scales=tuple(cfg.model.msc_scales))
 
 
-def as_outputs(out: Any, image_size: tuple[int, int]) -> list[tuple[torch.Tensor, tuple[int, int]]]:
-    """A model's training output as (scores (N, C, h, w), input size the network saw) pairs.
-
-    A plain network gives one pair; :class:`dlib.msc.MSC` gives every scale and the max fusion
-    (DeepLab v2, Sec. 3.1: a loss on each). Lists/tuples of tensors count as full-size outputs.
-    """
-    if isinstance(out, torch.Tensor):
-        return [(out, image_size)]
-    if hasattr(out, "per_scale") and hasattr(out, "fused"):  # dlib.msc.MSCOutput
-        pairs = [(o, tuple(s)) for o, s in zip(out.per_scale, out.input_sizes)]
-        return pairs + [(out.fused, tuple(out.image_size))]
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, (list, tuple)) and all(isinstance(o, torch.Tensor) for o in out):
-        return [(o, image_size) for o in out]
-    raise TypeError(f"model returned {type(out).__name__}; expected a tensor, dlib.msc.MSCOutput, or a "
-                    "list/tuple/dict of tensors")
-
-
-def subsample_label(label: torch.Tensor, image_size: tuple[int, int], input_size: tuple[int, int],
-                    logit_size: Sequence[int]) -> torch.Tensor:
-    """(N, H, W) int64 -> (N, h, w): the label at each logit's centre, nearest pixel (DeepLab v1, Sec. 3.1).
-
-    Logit i of a network that saw the image resized to ``input_size`` sits on image pixel
-    8i (H-1)/(H_s-1) (corner-aligned resizing, as dlib.msc).
-    """
-    from .msc import labels_at_logits
-
-    return labels_at_logits(label, tuple(image_size), tuple(input_size), tuple(logit_size))
-
-
 # --------------------------------------------------------------------------------------------
-# Checkpoints and the log
+# The log
 # --------------------------------------------------------------------------------------------
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read; the message names the file."""
-
-
-def checkpoints(out_dir: str | Path) -> list[Path]:
-    """The run folder's ``checkpoints/ckpt_<iteration>.pt`` files, oldest first."""
-    folder = Path(out_dir) / CHECKPOINT_DIR
-    return sorted(p for p in folder.glob("ckpt_*.pt") if _CKPT.match(p.name)) if folder.is_dir() else []
-
-
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The newest checkpoint file of a run folder (intact or not; see :func:`load_latest_checkpoint`)."""
-    found = checkpoints(out_dir)
-    return found[-1] if found else None
-
-
-def read_checkpoint(path: str | Path, required: Sequence[str] = ()) -> dict[str, Any]:
-    """``torch.load`` a checkpoint on the CPU; an unreadable file raises :class:`CheckpointError` naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - truncated zip, pickle errors, EOF: all mean "unreadable"
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                              "it is probably truncated (a write killed mid-way or a full disk)") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict of tensors")
-    missing = [k for k in required if k not in state]
-    if missing:
-        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}; it was not written by dlib.train")
-    return state
-
-
-def load_latest_checkpoint(out_dir: str | Path, required: Sequence[str] = ("model",)) -> tuple[Path, dict] | None:
-    """(path, state) of the newest checkpoint of ``out_dir`` that can be read; None when there is none.
-
-    A corrupt newer checkpoint is reported (a warning naming it) and skipped, so training resumes
-    and evaluation runs from the newest intact one; if every checkpoint is corrupt the error names them.
-    """
-    bad: list[CheckpointError] = []
-    for path in reversed(checkpoints(out_dir)):
-        try:
-            state = read_checkpoint(path, required)
-        except CheckpointError as err:
-            bad.append(err)
-            continue
-        if bad:
-            warnings.warn(f"{'; '.join(str(b) for b in bad)}. Using the newest intact checkpoint, {path.name} "
-                          f"(iteration {state.get('iteration', '?')}); delete the corrupt file(s) when convenient",
-                          stacklevel=2)
-        return path, state
-    if bad:
-        raise CheckpointError(f"no intact checkpoint in {Path(out_dir) / CHECKPOINT_DIR}: {'; '.join(str(b) for b in bad)}. "
-                              "Start over with --fresh (python -m dlib train) or resume=False")
-    return None
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(out_dir: Path, iteration: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    cfg: Config, keep: int = 2) -> Path:
-    """Write ``checkpoints/ckpt_<iteration>.pt`` atomically and keep the newest ``keep``."""
-    payload = {"iteration": iteration, "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-               "rng": _rng_state(), "config": cfg.to_dict(), "format": 1}
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    path = atomic_write_bytes(Path(out_dir) / CHECKPOINT_DIR / f"ckpt_{iteration:07d}.pt", buf.getvalue())
-    for old in sorted((Path(out_dir) / CHECKPOINT_DIR).glob("ckpt_*.pt"))[:-keep] if keep > 0 else []:
-        old.unlink(missing_ok=True)
-    return path
-
-
-def _config_diff(saved: dict[str, Any], cfg: Config) -> list[str]:
-    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out = {}
-        for k, v in d.items():
-            if isinstance(v, dict):
-                out.update(flat(v, f"{prefix}{k}."))
-            else:
-                out[prefix + k] = list(v) if isinstance(v, tuple) else v
-        return out
-
-    # A key added since the run was saved counts as its neutral value there (dlib.config.NEUTRAL_ADDED_KEYS).
-    a, b = {**NEUTRAL_ADDED_KEYS, **flat(saved)}, {**NEUTRAL_ADDED_KEYS, **flat(cfg.to_dict())}
-    keys = sorted(set(a) | set(b))
-    return [k for k in keys if a.get(k) != b.get(k) and not any(k == r or (r.endswith(".") and k.startswith(r))
-                                                                for r in RESUMABLE_KEYS)]
-
 
 def read_log(out_dir: str | Path) -> list[dict[str, float]]:
     """The rows of ``<out_dir>/train_log.csv`` (iteration, loss, lr, images_per_s, elapsed_s)."""
@@ -468,7 +264,7 @@ def read_log(out_dir: str | Path) -> list[dict[str, float]]:
 
 
 # --------------------------------------------------------------------------------------------
-# Training
+# Training: train() -> _train() -> train_one_span() -> train_step()
 # --------------------------------------------------------------------------------------------
 
 @dataclass
@@ -484,10 +280,15 @@ class TrainResult:
     complete: bool = False  # True when cfg.train.iterations have been done
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if device.type == "cuda" and enabled:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def _check_settings(cfg: Config, world_size: int) -> None:
+    """Settings that would fail later fail here, before any work."""
+    t = cfg.train
+    learning_rate(cfg, 0)  # a bad lr_policy
+    if t.msc_loss not in ("sum", "mean"):
+        raise ValueError(f"train.msc_loss must be 'sum' (the paper) or 'mean', got {t.msc_loss!r}")
+    if t.batch_size % (t.iter_size * world_size):
+        raise ValueError(f"train.batch_size={t.batch_size} must be divisible by train.iter_size={t.iter_size} "
+                         f"x {world_size} process(es)")
 
 
 def train(cfg: Config, out_dir: str | Path, *, model: nn.Module | None = None, dataset: Any = None,
@@ -504,19 +305,12 @@ def train(cfg: Config, out_dir: str | Path, *, model: nn.Module | None = None, d
     from . import data as dlib_data
 
     start_time = time.time()
-    out_dir = Path(out_dir)
-    t = cfg.train
     device = torch.device(pick_device(cfg))
     info = distributed.init_from_env(device.type)
     if info.distributed and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
     try:
-        learning_rate(cfg, 0)  # a bad lr_policy fails here, before any work
-        if t.msc_loss not in ("sum", "mean"):
-            raise ValueError(f"train.msc_loss must be 'sum' (the paper) or 'mean', got {t.msc_loss!r}")
-        if t.batch_size % (t.iter_size * info.world_size):
-            raise ValueError(f"train.batch_size={t.batch_size} must be divisible by train.iter_size={t.iter_size} "
-                             f"x {info.world_size} process(es)")
+        _check_settings(cfg, info.world_size)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         random.seed(cfg.seed)
@@ -525,131 +319,185 @@ def train(cfg: Config, out_dir: str | Path, *, model: nn.Module | None = None, d
         if dataset is None:
             dataset = dlib_data.build_dataset(cfg, "train")
         dlib_data.preflight(dataset)  # a damaged file fails now, naming it, not hours in inside a loader worker
-        return _train(cfg, out_dir, model, dataset, device, info, resume, stop_after, progress, callback, start_time)
+        session = _Session(cfg, Path(out_dir), model, device, info, start_time, callback)
+        return _train(session, dataset, resume, stop_after, progress)
     finally:
         distributed.cleanup(info)
 
 
-def _train(cfg, out_dir, model, dataset, device, info, resume, stop_after, progress, callback, start_time):
-    t = cfg.train
+@dataclass
+class _Session:
+    """What one :func:`train` call works with; ``net`` and ``optimizer`` are set by :func:`_train`."""
+
+    cfg: Config
+    out_dir: Path
+    model: nn.Module  # the bare network (checkpoints, the result)
+    device: torch.device
+    info: Any  # dlib.distributed's process information
+    start_time: float
+    callback: Callable[[int, float], None] | None = None
+    net: nn.Module | None = None  # what is trained: the model inside MSC / DDP wrappers
+    optimizer: torch.optim.Optimizer | None = None
+    log: _Log | None = None
+
+
+def _train(s: _Session, dataset: Any, resume: bool, stop_after: int | None, progress: bool | None) -> TrainResult:
+    t, model, device = s.cfg.train, s.model, s.device
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
-    optimizer = torch.optim.SGD(param_groups(model, cfg), lr=base_lr_for(cfg), momentum=t.momentum,
-                                weight_decay=t.weight_decay)
-
-    start = 0
-    found = load_latest_checkpoint(out_dir, ("model", "optimizer", "rng", "iteration", "config")) if resume else None
-    ckpt_path = found[0] if found is not None else None
-    if not resume and info.is_main and (out_dir / CHECKPOINT_DIR).is_dir():
-        for old in (out_dir / CHECKPOINT_DIR).glob("ckpt_*.pt"):
-            old.unlink()
-    distributed.barrier(info)
-    if found is not None:
-        state = found[1]
-        diff = _config_diff(state["config"], cfg)
-        if diff:
-            raise ValueError(f"{out_dir} holds a run with a different config ({', '.join(diff[:6])}); "
-                             "use another output folder, or resume=False to start over")
-        _unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        _set_rng_state(state["rng"])
-        start = int(state["iteration"])
-    resumed_from = start
+    s.optimizer = torch.optim.SGD(optimizer_groups(model, s.cfg), lr=base_lr_for(s.cfg), momentum=t.momentum,
+                                  weight_decay=t.weight_decay)
+    start, checkpoint = _resume(s, resume)
     stop = t.iterations if stop_after is None else min(t.iterations, start + stop_after)
+    s.net = _wrap(model, s.cfg, device, s.info)
+    s.log = _Log(s.out_dir, [r for r in read_log(s.out_dir) if r["iteration"] <= start] if resume else [],
+                 s.info.is_main)
+    loader = _loader(dataset, s.cfg, device, s.info, start, stop)
+    from tqdm import tqdm
 
-    net = wrap_msc(model, cfg) if t.msc else model
+    show = (sys.stderr.isatty() if progress is None else progress) and s.info.is_main
+    bar = tqdm(total=t.iterations, initial=start, disable=not show, desc="train", unit="it", dynamic_ncols=True)
+    s.net.train()
+    run_t = time.time()
+    try:
+        checkpoint, images = train_one_span(s, iter(loader), start, stop, bar, checkpoint)
+    finally:
+        bar.close()
+        s.log.close()
+    elapsed = time.time() - run_t
+    model.eval()
+    return TrainResult(model=unwrap(model), out_dir=s.out_dir, iterations=stop, resumed_from=start,
+                       log=s.log.rows, checkpoint=checkpoint, seconds=time.time() - s.start_time,
+                       images_per_s=images / elapsed if images else float("nan"), complete=stop >= t.iterations)
+
+
+def _resume(s: _Session, resume: bool) -> tuple[int, Path | None]:
+    """(first iteration, its checkpoint): the run's latest checkpoint, or a fresh start that clears the folder."""
+    found = ckpt.resume(s.out_dir, s.cfg, unwrap(s.model), s.optimizer) if resume else (0, None)
+    if not resume and s.info.is_main:
+        ckpt.remove_checkpoints(s.out_dir)
+    distributed.barrier(s.info)
+    return found
+
+
+def _wrap(model: nn.Module, cfg: Config, device: torch.device, info: Any) -> nn.Module:
+    """The network as trained: inside MSC (``train.msc``) and, under torchrun, DistributedDataParallel."""
+    net = wrap_msc(model, cfg) if cfg.train.msc else model
     if info.distributed:
         ddp_kw = {"device_ids": [device.index]} if device.type == "cuda" else {}
         net = nn.parallel.DistributedDataParallel(net, **ddp_kw)
+    return net
 
-    log_rows = [r for r in read_log(out_dir) if r["iteration"] <= start] if resume else []
-    log_fh = None
-    if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(log_rows)
-        atomic_write_text(out_dir / LOG_NAME, buf.getvalue())
-        log_fh = open(out_dir / LOG_NAME, "a", newline="", encoding="utf-8")
 
-    stream = SampleStream(len(dataset), cfg.seed)
+def _loader(dataset: Any, cfg: Config, device: torch.device, info: Any, start: int,
+            stop: int) -> torch.utils.data.DataLoader:
+    """This process's micro-batches of iterations [start, stop) (dlib.sampling)."""
+    t = cfg.train
     view = AugmentedView(dataset, TrainTransform.from_config(cfg), cfg.seed)
-    sampler = MicroBatches(stream, batch_size=t.batch_size, iter_size=t.iter_size, world=info.world_size,
-                           rank=info.rank, start=start, stop=stop)
+    sampler = MicroBatches(SampleStream(len(dataset), cfg.seed), batch_size=t.batch_size, iter_size=t.iter_size,
+                           world=info.world_size, rank=info.rank, start=start, stop=stop)
     # Never more loader processes than cores this process may use (more only oversubscribe the CPU, and
     # PyTorch warns about "excessive worker creation"); the sample stream does not depend on the count.
     workers = min(cfg.data.loader_workers, available_cpus())
-    loader = torch.utils.data.DataLoader(
+    return torch.utils.data.DataLoader(
         view, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
         persistent_workers=False, generator=torch.Generator().manual_seed(cfg.seed),  # keeps the global RNG untouched
         prefetch_factor=4 if workers > 0 else None)
 
-    if progress is None:
-        progress = sys.stderr.isatty()
-    from tqdm import tqdm
 
-    bar = tqdm(total=t.iterations, initial=start, disable=not (progress and info.is_main), desc="train",
-               unit="it", dynamic_ncols=True)
-    net.train()
-    use_bf16 = device.type == "cuda" and t.bf16
-    window_loss, window_n, window_t = 0.0, 0, time.time()
-    run_t, run_imgs = time.time(), 0
-    checkpoint = ckpt_path
-    micro = t.batch_size // (t.iter_size * info.world_size)
-    batches = iter(loader)
+class _Log:
+    """``train_log.csv``: rewritten with the rows kept from before (a resumed run), then appended to.
+
+    Only the main process writes; every process keeps ``rows``. :meth:`add` averages the losses of the
+    iterations since the last row.
+    """
+
+    def __init__(self, out_dir: Path, rows: list[dict[str, float]], write: bool):
+        self.rows, self.fh = rows, None
+        self.loss, self.n, self.t = 0.0, 0, time.time()
+        if write:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+            atomic_write_text(out_dir / LOG_NAME, buf.getvalue())
+            self.fh = open(out_dir / LOG_NAME, "a", newline="", encoding="utf-8")
+
+    def add(self, loss: float) -> None:
+        self.loss += loss
+        self.n += 1
+
+    def row(self, iteration: int, lr: float, batch_size: int, start_time: float) -> dict[str, float]:
+        """Close the window: a row with its mean loss and throughput, written to the file."""
+        now = time.time()
+        row = {"iteration": iteration, "loss": self.loss / self.n, "lr": lr,
+               "images_per_s": self.n * batch_size / max(now - self.t, 1e-9), "elapsed_s": now - start_time}
+        self.rows.append(row)
+        if self.fh is not None:
+            csv.DictWriter(self.fh, fieldnames=LOG_FIELDS, lineterminator="\n").writerow(row)
+            self.fh.flush()
+        self.loss, self.n, self.t = 0.0, 0, now
+        return row
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
+def train_one_span(s: _Session, batches, start: int, stop: int, bar,
+                   checkpoint: Path | None) -> tuple[Path | None, int]:
+    """Iterations [start, stop): lr, step, log, checkpoint. Returns (last checkpoint, images seen)."""
+    t, images = s.cfg.train, 0
+    for it in range(start, stop):
+        lr = set_lr(s.optimizer, s.cfg, it)
+        s.optimizer.zero_grad(set_to_none=True)
+        chunk = [next(batches) for _ in range(t.iter_size)]
+        loss_value = _guarded_step(s, chunk)
+        s.optimizer.step()
+        done = it + 1
+        s.log.add(loss_value)
+        images += t.batch_size
+        if s.callback is not None:
+            s.callback(done, loss_value)
+        if done % t.log_every == 0 or done == stop:
+            row = s.log.row(done, lr, t.batch_size, s.start_time)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{lr:.2e}", img_s=f"{row['images_per_s']:.1f}")
+        bar.update(1)
+        if done % t.checkpoint_every == 0 or done == t.iterations:
+            if s.info.is_main:
+                checkpoint = ckpt.save_checkpoint(s.out_dir, done, unwrap(s.model), s.optimizer, s.cfg,
+                                                  keep=t.keep_checkpoints)
+            distributed.barrier(s.info)
+    return checkpoint, images
+
+
+def _guarded_step(s: _Session, chunk: list) -> float:
+    """:func:`train_step`; out of memory gets the advice to accumulate gradients."""
+    t = s.cfg.train
     try:
-        for it in range(start, stop):
-            lr = set_lr(optimizer, cfg, it)
-            optimizer.zero_grad(set_to_none=True)
-            chunk = [next(batches) for _ in range(t.iter_size)]
-            try:
-                loss_value = _step(net, chunk, device, info, use_bf16, t.iter_size, t.msc_loss)
-            except torch.cuda.OutOfMemoryError as err:
-                raise RuntimeError(
-                    f"out of memory with {micro} images of {cfg.data.crop_size}x{cfg.data.crop_size} per step on "
-                    f"{device}; use gradient accumulation: --set train.iter_size={2 * t.iter_size} keeps the global "
-                    f"batch of {t.batch_size} with {micro // 2 or 1} images per step") from err
-            optimizer.step()
-            done = it + 1
-            window_loss += loss_value
-            window_n += 1
-            run_imgs += t.batch_size
-            if callback is not None:
-                callback(done, loss_value)
-            if done % t.log_every == 0 or done == stop:
-                now = time.time()
-                row = {"iteration": done, "loss": window_loss / window_n, "lr": lr,
-                       "images_per_s": window_n * t.batch_size / max(now - window_t, 1e-9),
-                       "elapsed_s": now - start_time}
-                log_rows.append(row)
-                if log_fh is not None:
-                    csv.DictWriter(log_fh, fieldnames=LOG_FIELDS, lineterminator="\n").writerow(row)
-                    log_fh.flush()
-                bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{lr:.2e}", img_s=f"{row['images_per_s']:.1f}")
-                window_loss, window_n, window_t = 0.0, 0, now
-            bar.update(1)
-            if done % t.checkpoint_every == 0 or done == t.iterations:
-                if info.is_main:
-                    checkpoint = save_checkpoint(out_dir, done, model, optimizer, cfg, keep=t.keep_checkpoints)
-                distributed.barrier(info)
-    finally:
-        bar.close()
-        if log_fh is not None:
-            log_fh.close()
-    elapsed = time.time() - run_t
-    model.eval()
-    return TrainResult(model=_unwrap(model), out_dir=out_dir, iterations=stop, resumed_from=resumed_from,
-                       log=log_rows, checkpoint=checkpoint, seconds=time.time() - start_time,
-                       images_per_s=run_imgs / elapsed if run_imgs else float("nan"),
-                       complete=stop >= t.iterations)
+        return train_step(s.net, chunk, s.device, s.info, s.device.type == "cuda" and t.bf16, t.iter_size,
+                          t.msc_loss)
+    except torch.cuda.OutOfMemoryError as err:
+        micro = t.batch_size // (t.iter_size * s.info.world_size)
+        crop = s.cfg.data.crop_size
+        raise RuntimeError(
+            f"out of memory with {micro} images of {crop}x{crop} per step on {s.device}; use gradient "
+            f"accumulation: --set train.iter_size={2 * t.iter_size} keeps the global batch of {t.batch_size} "
+            f"with {micro // 2 or 1} images per step") from err
 
 
-def _step(net: nn.Module, chunk: list, device: torch.device, info, use_bf16: bool, iter_size: int,
-          msc_loss: str = "sum") -> float:
-    """Forward/backward every micro-batch of one iteration; returns the global-batch loss."""
+def _autocast(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_step(net: nn.Module, chunk: list, device: torch.device, info, use_bf16: bool, iter_size: int,
+               msc_loss: str = "sum") -> float:
+    """Forward/backward every micro-batch of one iteration (dlib.loss); returns the global-batch loss."""
     # Every micro-batch has the same crop size, so one output layout serves them all: count the valid
     # label pixels of the whole global batch per output first (all processes, all micro-batches).
     labels = [y for _, y in chunk]
@@ -664,21 +512,11 @@ def _step(net: nn.Module, chunk: list, device: torch.device, info, use_bf16: boo
         with contextlib.nullcontext() if sync else net.no_sync():
             with _autocast(device, use_bf16):
                 outputs = as_outputs(net(x), image_size)
-            layout = [(size, tuple(o.shape[-2:])) for o, size in outputs]
             if counts is None:
-                vec = torch.tensor([[float((subsample_label(lab, image_size, size, grid) != IGNORE_INDEX).sum())
-                                     for size, grid in layout] for lab in labels], dtype=torch.float64).sum(0)
+                vec = valid_pixel_counts(labels, image_size, [(size, tuple(o.shape[-2:])) for o, size in outputs])
                 distributed.all_reduce_sum(vec, info)
                 counts = [c.clamp(min=1.0) for c in vec]
-            loss = torch.zeros((), device=device)
-            # DeepLab v2 (prototxt): one loss per MSC output, summed ("sum"); "mean" divides by the number of
-            # outputs so the gradient scale matches single-scale training at the same learning rate.
-            weight = 1.0 / len(outputs) if msc_loss == "mean" else 1.0
-            for (out, _), (size, grid), count in zip(outputs, layout, counts):
-                target = subsample_label(y, image_size, size, grid).to(device, non_blocking=True)
-                # Softmax cross-entropy summed over valid pixels / valid pixels of the whole global batch.
-                ce = F.cross_entropy(out.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
-                loss = loss + ce * (weight / float(count))
+            loss = segmentation_loss(outputs, y, image_size, counts, msc_loss=msc_loss, device=device)
             # DDP averages gradients over processes; the loss is already normalised globally, so undo that.
             (loss * info.world_size).backward()
         loss_sum += float(loss.detach())

@@ -13,7 +13,7 @@ Labels are only ever resized with nearest neighbour, so no transform creates a n
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -117,7 +117,7 @@ class TrainTransform:
         self.fill = tuple(255 * m for m in self.mean)  # pad with the mean: zero after normalisation
 
     @classmethod
-    def from_config(cls, cfg) -> "TrainTransform":
+    def from_config(cls, cfg) -> TrainTransform:
         d = cfg.data
         mean, std, bgr = normalisation(d)
         return cls(crop_size=d.crop_size, scale_range=tuple(d.scale_range) if d.scale_aug else None,
@@ -134,22 +134,4 @@ class TrainTransform:
 
     def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
         image, label = self.augment(image, label, rng)
-        return to_tensor(image, label, self.mean, self.std, bgr=self.bgr)
-
-
-class EvalTransform:
-    """Whole image, normalised; padded (mean colour / void) to ``pad`` x ``pad`` when ``pad`` > 0."""
-
-    def __init__(self, *, pad: int = 0, mean: Sequence[float] = (0.485, 0.456, 0.406),
-                 std: Sequence[float] = (0.229, 0.224, 0.225), bgr: bool = False):
-        self.pad, self.mean, self.std, self.bgr = pad, tuple(mean), tuple(std), bgr
-
-    @classmethod
-    def from_config(cls, cfg) -> "EvalTransform":
-        mean, std, bgr = normalisation(cfg.data)
-        return cls(pad=cfg.data.eval_pad, mean=mean, std=std, bgr=bgr)
-
-    def __call__(self, image: np.ndarray, label: np.ndarray):
-        if self.pad:
-            image, label = pad_to(image, label, self.pad, tuple(255 * m for m in self.mean))
         return to_tensor(image, label, self.mean, self.std, bgr=self.bgr)

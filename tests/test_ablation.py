@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dlib import ablation, config, models, train
+from dlib import ablation, checkpoint, config, models, train
 
 
 def test_table4_rows_are_the_papers_numbers_and_add_one_component_each():
@@ -238,7 +238,7 @@ def test_run_tables_on_smoke_fills_every_row_and_resumes_without_retraining(tmp_
     # Everything is cached: a second call trains and evaluates nothing.
     from dlib import evaluate
 
-    monkeypatch.setattr(train, "_step", lambda *a, **k: pytest.fail("retrained a finished run"))
+    monkeypatch.setattr(train, "train_step", lambda *a, **k: pytest.fail("retrained a finished run"))
     monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: pytest.fail("re-evaluated a cached run"))
     again = ablation.run_tables(cfg, tmp_path)
     assert again.tables["table4"]["measured_mean"].tolist() == t4["measured_mean"].tolist()
@@ -291,7 +291,6 @@ def test_msc_diagnosis_scores_both_networks_both_ways(tmp_path):
 
 def test_a_training_does_not_depend_on_what_ran_before_it(tmp_path):
     # Worker processes run several trainings in turn: the result must not depend on the global RNG state.
-    from dlib import train
 
     cfg = config.resolve("smoke")
     training = ablation.TABLE4[0].training
@@ -301,8 +300,8 @@ def test_a_training_does_not_depend_on_what_ran_before_it(tmp_path):
         torch.rand(noise + 1)  # another history of the global RNG
         root = tmp_path / f"r{k}"
         ablation.run_training(cfg, training, 0, root)
-        ckpt = train.latest_checkpoint(ablation.run_dir_of(cfg, training, 0, root))
-        states.append(torch.load(ckpt, map_location="cpu", weights_only=False)["model"])
+        ckpt = checkpoint.latest_checkpoint(ablation.run_dir_of(cfg, training, 0, root))
+        states.append(torch.load(ckpt, map_location="cpu", weights_only=True)["model"])
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 

@@ -352,7 +352,8 @@ def test_caffe_input_convention_is_bgr_minus_the_mean():
     image = np.array([[[10, 20, 30]]], np.uint8)  # R, G, B
     x, _ = transforms.to_tensor(image, None, mean, std, bgr=bgr)
     assert torch.allclose(x.view(-1), torch.tensor([30 - 104.008, 20 - 116.669, 10 - 122.675]), atol=1e-4)
-    fill = transforms.EvalTransform.from_config(cfg.replace({"data.eval_pad": 3}))(image, np.zeros((1, 1), np.uint8))
+    padded, _ = transforms.pad_to(image, np.zeros((1, 1), np.uint8), 3, tuple(255 * m for m in mean))
+    fill = transforms.to_tensor(padded, None, mean, std, bgr=bgr)
     # Padding with the mean colour (rounded to uint8) reads as 0 within half a grey level.
     assert torch.allclose(fill[0][:, 2, 2], torch.zeros(3), atol=0.5)
     plain = transforms.normalisation(config.resolve("gpu").data)

@@ -101,7 +101,7 @@ def trained_run(tmp_path, monkeypatch, capsys):
 def test_two_evaluations_of_one_run_keep_both_scores(trained_run, capsys):
     import torch
 
-    saved = torch.load(trained_run / "checkpoints" / "ckpt_0000001.pt", weights_only=False)["config"]
+    saved = torch.load(trained_run / "checkpoints" / "ckpt_0000001.pt", weights_only=True)["config"]
     assert saved["train"]["msc"] is False  # the checkpoint records the boolean, not the text 'off'
     common = ["--profile", "smoke", "--no-progress", "--run", str(trained_run)]
     assert main(["evaluate", *common]) == 0  # model.width=0.5 comes from the checkpoint

@@ -138,12 +138,3 @@ def test_max_images_and_empty(cfg):
     assert out["num_images"] == 2
     with pytest.raises(ValueError, match="empty"):
         evaluate.evaluate(cfg, Constant(0), ListDataset([]), progress=False)
-
-
-def test_train_and_score_runs_one_ablation_cell(tmp_path, monkeypatch):
-    monkeypatch.setenv("DLIB_CACHE_DIR", str(tmp_path / "cache"))
-    c = config.resolve("smoke", overrides={"train.iterations": 2, "eval.max_images": 3,
-                                           "model.name": "small_resnet_baseline", "train.msc": True})
-    out = evaluate.train_and_score(c, tmp_path / "run")
-    assert out["iterations"] == 2 and out["msc"] and out["num_images"] == 3 and 0 <= out["mean_iou"] <= 1
-    assert (tmp_path / "run" / "train_log.csv").exists()

@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dlib import loss as dlib_loss
 from dlib import models
-from dlib.msc import MSC, MSCOutput, labels_at_logits, msc_loss, scaled_size
+from dlib.msc import MSC, MSCOutput, labels_at_logits, scaled_size
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,10 @@ def test_msc_loss_sums_every_scale_and_the_fusion(model):
     x = torch.randn(2, 3, 65, 65)
     labels = torch.randint(0, 3, (2, 65, 65))
     out = msc(x)
-    loss = msc_loss(out, labels, F.cross_entropy)
+    outputs = dlib_loss.as_outputs(out, (65, 65))
+    # No void labels: every logit is a valid pixel, so sum / count is the mean cross-entropy of each output.
+    counts = [torch.tensor(float(o.shape[0] * o.shape[-2] * o.shape[-1]), dtype=torch.float64) for o, _ in outputs]
+    loss = dlib_loss.segmentation_loss(outputs, labels, (65, 65), counts)
     expected = (F.cross_entropy(out.per_scale[0], labels[:, ::8, ::8])
                 + F.cross_entropy(out.per_scale[2], labels[:, ::16, ::16])
                 + F.cross_entropy(out.fused, labels[:, ::8, ::8])
@@ -83,7 +87,7 @@ def test_msc_loss_sums_every_scale_and_the_fusion(model):
 
 
 def test_msc_exposes_the_models_parameter_groups(model):
-    groups = models.param_groups(MSC(model))
+    groups = models.parameter_roles(MSC(model))
     assert [id(p) for p in groups["head_weight"]] == [id(b.conv.weight) for b in model.head.branches]
 
 

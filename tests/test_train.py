@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlib import config, data, distributed, models, train
+from dlib import checkpoint, config, data, distributed, loss, models, sampling, train
 
 
 class Tiny(nn.Module):
@@ -69,7 +69,7 @@ def test_base_lr_is_chosen_by_the_model_family():
     cfg = _cfg(**{"train.base_lr": 0.3, "train.base_lr_vgg": 0.02, "model.name": "small_vgg_largefov"})
     assert train.base_lr_for(cfg) == 0.02 and train.base_lr_for(cfg, "small_resnet_aspp") == 0.3
     # ... and it is what the optimizer's groups and the schedule start from.
-    groups = train.param_groups(models.build("small_vgg_largefov", pretrained=None), cfg)
+    groups = train.optimizer_groups(models.build("small_vgg_largefov", pretrained=None), cfg)
     assert sorted({g["lr"] / g["lr_mult"] for g in groups}) == pytest.approx([0.02])
     assert train.learning_rate(cfg, 0) == pytest.approx(0.02)
     # The cpu profile fine-tunes both small families at one rate, its train.base_lr.
@@ -103,8 +103,8 @@ def test_training_follows_the_step_schedule(tmp_path):
 def test_a_run_saved_before_the_schedule_keys_existed_still_resumes(tmp_path):
     cfg = _cfg(**{"train.iterations": 4})
     train.train(cfg, tmp_path / "run", model=_tiny(), stop_after=2, progress=False)
-    path = train.latest_checkpoint(tmp_path / "run")
-    state = torch.load(path, weights_only=False)
+    path = checkpoint.latest_checkpoint(tmp_path / "run")
+    state = torch.load(path, weights_only=True)
     for key in ("lr_policy", "step_size", "gamma"):  # as a checkpoint written before these keys existed
         del state["config"]["train"][key]
     torch.save(state, path)
@@ -116,7 +116,7 @@ def test_a_run_saved_before_the_schedule_keys_existed_still_resumes(tmp_path):
 def test_lr_multipliers_follow_caffe_lr_mult():
     cfg = config.resolve("cpu")
     model = models.build("small_resnet_aspp")
-    opt = torch.optim.SGD(train.param_groups(model, cfg), lr=1.0, momentum=0.9)
+    opt = torch.optim.SGD(train.optimizer_groups(model, cfg), lr=1.0, momentum=0.9)
     base = train.set_lr(opt, cfg, 300)
     assert math.isclose(base, cfg.train.base_lr * (1 - 300 / cfg.train.iterations) ** 0.9)
     by_name = {g["name"]: g for g in opt.param_groups}
@@ -134,7 +134,7 @@ def test_lr_multipliers_follow_caffe_lr_mult():
 def test_one_sgd_step_moves_the_head_ten_times_faster():
     cfg = config.resolve("smoke", overrides={"train.weight_decay": 0.0})
     model = _tiny()
-    opt = torch.optim.SGD(train.param_groups(model, cfg), lr=1.0, momentum=0.0, weight_decay=0.0)
+    opt = torch.optim.SGD(train.optimizer_groups(model, cfg), lr=1.0, momentum=0.0, weight_decay=0.0)
     train.set_lr(opt, cfg, 0)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     model(torch.randn(2, 3, 24, 24)).square().mean().backward()
@@ -166,10 +166,10 @@ def test_loss_is_the_mean_over_valid_pixels_of_the_global_batch_however_it_is_sp
     ref = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     info = distributed.DistInfo()
-    one = train._step(model, [(x, y)], torch.device("cpu"), info, False, 1)
+    one = train.train_step(model, [(x, y)], torch.device("cpu"), info, False, 1)
     assert math.isclose(one, float(expected.detach()), rel_tol=1e-5)
     model.zero_grad()
-    two = train._step(model, [(x[:1], y[:1]), (x[1:], y[1:])], torch.device("cpu"), info, False, 2)
+    two = train.train_step(model, [(x[:1], y[:1]), (x[1:], y[1:])], torch.device("cpu"), info, False, 2)
     assert math.isclose(two, float(expected.detach()), rel_tol=1e-5)
     for p, g in zip(model.parameters(), ref):
         assert torch.allclose(p.grad, g, atol=1e-6)
@@ -186,7 +186,7 @@ def test_msc_training_puts_a_loss_on_every_scale_and_the_fusion(tmp_path):
     from dlib.msc import MSC
 
     model = models.build("small_resnet_baseline").train()
-    outputs = train.as_outputs(MSC(model)(torch.randn(1, 3, 33, 33)), (33, 33))
+    outputs = loss.as_outputs(MSC(model)(torch.randn(1, 3, 33, 33)), (33, 33))
     assert [tuple(o.shape[-2:]) for o, _ in outputs] == [(5, 5), (4, 4), (3, 3), (5, 5)]
     assert [s for _, s in outputs] == [(33, 33), (25, 25), (17, 17), (33, 33)]
 
@@ -205,7 +205,7 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path):
     # "Killed" after iteration 3: the last checkpoint is iteration 2, iteration 3 is lost.
     part = train.train(cfg, tmp_path / "cut", model=_tiny(dropout=0.3), dataset=ds, stop_after=3, progress=False)
     assert part.iterations == 3 and not part.complete
-    assert train.latest_checkpoint(tmp_path / "cut").name == "ckpt_0000002.pt"
+    assert checkpoint.latest_checkpoint(tmp_path / "cut").name == "ckpt_0000002.pt"
     # A new process: a differently initialised model, the same folder.
     resumed = train.train(cfg, tmp_path / "cut", model=_tiny(seed=99, dropout=0.3), dataset=ds, progress=False)
     assert resumed.resumed_from == 2 and resumed.complete
@@ -248,7 +248,7 @@ def test_out_of_memory_suggests_gradient_accumulation(tmp_path, monkeypatch):
     def oom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
 
-    monkeypatch.setattr(train, "_step", oom)
+    monkeypatch.setattr(train, "train_step", oom)
     with pytest.raises(RuntimeError, match="gradient accumulation.*iter_size=2"):
         train.train(_cfg(), tmp_path / "run", model=_tiny(), progress=False)
 
@@ -259,12 +259,12 @@ def test_batch_must_split_evenly(tmp_path):
 
 
 def test_sample_stream_is_a_permutation_per_epoch_and_splits_the_global_batch():
-    stream = train.SampleStream(10, seed=1)
+    stream = sampling.SampleStream(10, seed=1)
     epoch0 = [stream.index(p) for p in range(10)]
     epoch1 = [stream.index(p) for p in range(10, 20)]
     assert sorted(epoch0) == list(range(10)) == sorted(epoch1) and epoch0 != epoch1
-    one = list(train.MicroBatches(stream, batch_size=4, iter_size=1, world=1, rank=0, start=1, stop=3))
-    parts = [list(train.MicroBatches(stream, batch_size=4, iter_size=2, world=2, rank=r, start=1, stop=3))
+    one = list(sampling.MicroBatches(stream, batch_size=4, iter_size=1, world=1, rank=0, start=1, stop=3))
+    parts = [list(sampling.MicroBatches(stream, batch_size=4, iter_size=2, world=2, rank=r, start=1, stop=3))
              for r in range(2)]
     # iteration 1 = positions 4..7: step 0 -> rank 0 gets 4,5 and rank 1 gets 6,7; step 1 -> 8,9 / 10,11 ...
     assert [p for _, p in one[0]] == [4, 5, 6, 7]
@@ -350,8 +350,8 @@ def test_a_truncated_latest_checkpoint_is_named_and_training_resumes_from_the_in
     train.train(cfg, tmp_path / "cut", model=_tiny(), dataset=ds, stop_after=4, progress=False)
     latest = tmp_path / "cut" / "checkpoints" / "ckpt_0000004.pt"
     _truncate(latest)
-    with pytest.raises(train.CheckpointError, match=r"ckpt_0000004\.pt cannot be read"):
-        train.read_checkpoint(latest)
+    with pytest.raises(checkpoint.CheckpointError, match=r"ckpt_0000004\.pt cannot be read"):
+        checkpoint.read_checkpoint(latest)
     with pytest.warns(UserWarning, match=r"ckpt_0000004\.pt cannot be read.*ckpt_0000002\.pt"):
         resumed = train.train(cfg, tmp_path / "cut", model=_tiny(seed=3), dataset=ds, progress=False)
     assert resumed.resumed_from == 2 and resumed.complete  # resume goes on from the intact checkpoint
@@ -361,7 +361,7 @@ def test_a_truncated_latest_checkpoint_is_named_and_training_resumes_from_the_in
     _truncate(tmp_path / "cut" / "checkpoints" / "ckpt_0000006.pt")
     with pytest.warns(UserWarning, match=r"ckpt_0000006\.pt"):
         train.load_weights(_tiny(), tmp_path / "cut")
-    with pytest.raises(train.CheckpointError, match=r"ckpt_0000006\.pt"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"ckpt_0000006\.pt"):
         train.load_weights(_tiny(), tmp_path / "cut" / "checkpoints" / "ckpt_0000006.pt")
 
 
@@ -369,7 +369,7 @@ def test_every_checkpoint_corrupt_names_them_and_the_way_out(tmp_path):
     cfg = _cfg(**{"train.iterations": 2})
     train.train(cfg, tmp_path / "run", model=_tiny(), progress=False)
     _truncate(tmp_path / "run" / "checkpoints" / "ckpt_0000002.pt")
-    with pytest.raises(train.CheckpointError, match=r"no intact checkpoint.*ckpt_0000002\.pt.*--fresh"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"no intact checkpoint.*ckpt_0000002\.pt.*--fresh"):
         train.train(cfg, tmp_path / "run", model=_tiny(), progress=False)
 
 
