@@ -196,10 +196,13 @@ def class_legend(fig_or_ax, labels, names=VOC_CLASSES, *, ncol: int = 7, **kw):
         kw.setdefault("loc", "upper left")
         kw.setdefault("bbox_to_anchor", (1.02, 1.0))
         ncol = 1
-    else:
-        kw.setdefault("loc", "upper center")
-        if kw["loc"] == "upper center":
-            kw.setdefault("bbox_to_anchor", (0.5, 0.0))
+    elif "loc" not in kw and fig_or_ax.get_constrained_layout():
+        kw["loc"] = "outside lower center"  # constrained layout makes room below the panels
+    elif "loc" not in kw:
+        for ax in fig_or_ax.axes:
+            ax.apply_aspect()  # the panels' final boxes (images shrink to their aspect ratio)
+        bottom = min((ax.get_position().y0 for ax in fig_or_ax.axes), default=0.0)
+        kw.update(loc="upper center", bbox_to_anchor=(0.5, bottom - 0.01))
     kw.setdefault("fontsize", 8)
     return fig_or_ax.legend(handles=handles, ncol=min(ncol, max(1, len(handles))), frameon=False, **kw)
 
@@ -212,13 +215,35 @@ def show_labels(ax, label, *, title: str = "") -> None:
         ax.set_title(title, fontsize=9)
 
 
-def _box(ax, x: float, y: float, w: float, h: float, text: str, colour: str, *, fontsize: float = 8.5) -> None:
+def _box(ax, x: float, y: float, w: float, h: float, text: str, colour: str, *, fontsize: float = 8) -> None:
     """A rounded box with centred text, (x, y) its lower-left corner, in data units."""
     from matplotlib.patches import FancyBboxPatch
 
     ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.02,rounding_size=0.12", facecolor=colour,
                                 edgecolor="0.25", linewidth=0.8))
     ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=fontsize)
+
+
+_INCH_PER_UNIT = 0.5  # drawings are laid out in data units; their own figures give each unit half an inch
+
+
+def _canvas(ax):
+    """``ax``, or a new axes filling a figure that is sized later by :func:`_finish`."""
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    return plt.figure().add_axes((0, 0, 1, 1))
+
+
+def _finish(ax, xlim, ylim):
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    if tuple(ax.get_position(original=True).bounds) == (0, 0, 1, 1):  # our own figure: size it to the drawing
+        ax.figure.set_size_inches(_INCH_PER_UNIT * (xlim[1] - xlim[0]), _INCH_PER_UNIT * (ylim[1] - ylim[0]))
+    return ax.figure
 
 
 def _arrow(ax, start, end, text: str = "", *, offset: float = 0.12) -> None:
@@ -229,15 +254,17 @@ def _arrow(ax, start, end, text: str = "", *, offset: float = 0.12) -> None:
                 fontsize=7, color="0.25")
 
 
-def plot_pipeline(ax, *, rates: Sequence[int] = (6, 12, 18, 24), output_stride: int = 8,
-                  num_classes: int = 21) -> None:
+def plot_pipeline(ax=None, *, rates: Sequence[int] = (6, 12, 18, 24), output_stride: int = 8,
+                  num_classes: int = 21):
     """Draw the DeepLab pipeline (DeepLab v2, Fig. 1): a DCNN with atrous convolution at ``output_stride``,
     ASPP at ``rates`` (branch scores summed), bilinear upsampling by ``output_stride``, the fully connected CRF.
 
     Each arrow names the tensor it carries; a single rate is drawn as DeepLab v1's LargeFOV head.
+    Without ``ax``, a figure of the drawing's own size is made; returns the figure.
     """
+    ax = _canvas(ax)
     s = output_stride
-    head = (f"ASPP\n{len(rates)} branches,\nrates {', '.join(map(str, rates))},\nscores summed" if len(rates) > 1
+    head = (f"ASPP\n{len(rates)} branches at\nrates {', '.join(map(str, rates))}\n(scores summed)" if len(rates) > 1
             else f"LargeFOV head\none 3×3 filter\nat rate {rates[0]}")
     stages = [("input image", "white"),
               (f"DCNN\n(VGG-16 or\nResNet-101)\natrous conv.,\noutput stride {s}", "#cfe2f3"),
@@ -247,28 +274,26 @@ def plot_pipeline(ax, *, rates: Sequence[int] = (6, 12, 18, 24), output_stride: 
               ("labels", "white")]
     tensors = ["H×W×3", f"H/{s}×W/{s}\nfeatures", f"H/{s}×W/{s}\n×{num_classes} scores",
                f"H×W\n×{num_classes} scores", "H×W\nclass map"]
-    width, gap, height = 2.5, 1.5, 1.8
+    width, gap, height = 2.4, 1.5, 1.8
     for i, (text, colour) in enumerate(stages):
         x = i * (width + gap)
         _box(ax, x, 0, width, height, text, colour)
         if i < len(tensors):
             _arrow(ax, (x + width + 0.05, height / 2), (x + width + gap - 0.05, height / 2), tensors[i])
-    ax.set_xlim(-0.2, len(stages) * (width + gap) - gap + 0.2)
-    ax.set_ylim(-0.3, height + 0.3)
-    ax.set_aspect("equal")
-    ax.set_axis_off()
+    return _finish(ax, (-0.2, len(stages) * (width + gap) - gap + 0.2), (-0.3, height + 0.3))
 
 
-def plot_aspp(ax, *, rates: Sequence[int] = (6, 12, 18, 24), kernel_size: int = 3,
-              after: Sequence[str] = ("fc7, 1×1", "fc8, 1×1"), output_stride: int = 8) -> None:
+def plot_aspp(ax=None, *, rates: Sequence[int] = (6, 12, 18, 24), kernel_size: int = 3,
+              after: Sequence[str] = ("fc7, 1×1", "fc8, 1×1"), output_stride: int = 8):
     """Draw ASPP (DeepLab v2, Sec. 3.1, Fig. 4): parallel atrous branches on the same features, summed.
 
     Each branch shows its k x k taps at their rate, on one common scale (so the spacings compare), the
     1x1 layers ``after`` it (VGG-16's fc7 and fc8; none for the ResNet-101 head), and the sum of the
-    branch scores.
+    branch scores. Without ``ax``, a figure of the drawing's own size is made; returns the figure.
     """
     from matplotlib.patches import Circle
 
+    ax = _canvas(ax)
     n, row = len(rates), 1.6
     ys = [(n - 1 - i) * row for i in range(n)]
     mid = (ys[0] + ys[-1]) / 2
@@ -293,8 +318,5 @@ def plot_aspp(ax, *, rates: Sequence[int] = (6, 12, 18, 24), kernel_size: int = 
     ax.add_patch(Circle((x_sum, mid), 0.27, facecolor="white", edgecolor="0.25", linewidth=0.9))
     ax.text(x_sum, mid, "+", ha="center", va="center", fontsize=13)
     _arrow(ax, (x_sum + 0.3, mid), (x_sum + 1.0, mid))
-    _box(ax, x_sum + 1.05, mid - 0.6, 1.6, 1.2, "class scores\n(summed over\nbranches)", "#d9ead3")
-    ax.set_xlim(-0.2, x_sum + 2.9)
-    ax.set_ylim(ys[-1] - 1.1, ys[0] + 0.8)
-    ax.set_aspect("equal")
-    ax.set_axis_off()
+    _box(ax, x_sum + 1.05, mid - 0.6, 1.8, 1.2, "class scores\n(summed over\nbranches)", "#d9ead3")
+    return _finish(ax, (-0.2, x_sum + 3.1), (ys[-1] - 1.1, ys[0] + 0.8))
