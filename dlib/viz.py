@@ -15,10 +15,10 @@ from .constants import IGNORE_INDEX, VOC_CLASSES, voc_palette
 from .results import atomic_write_bytes
 
 # One look for every figure (rcParams): small type that stays legible in a report column, no top/right
-# spines, frameless legends, TrueType fonts in the PDF (text stays text, editable and searchable).
+# spines, TrueType fonts in the PDF (text stays text, editable and searchable).
 STYLE = {
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "figure.titlesize": 11,
-    "xtick.labelsize": 8, "ytick.labelsize": 8, "legend.fontsize": 8, "legend.frameon": False,
+    "xtick.labelsize": 8, "ytick.labelsize": 8, "legend.fontsize": 8,
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": False,
     "figure.facecolor": "white", "savefig.facecolor": "white", "image.cmap": "magma",
     "pdf.fonttype": 42, "svg.fonttype": "none",
