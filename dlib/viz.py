@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 

@@ -1,14 +1,10 @@
 """dlib.viz: figures saved as PNG + PDF atomically, the class legend, the palette colouring, the drawings."""
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from dlib import config, results, viz  # noqa: E402
+from dlib import config, results, viz
 
 
 @pytest.fixture
@@ -39,7 +35,7 @@ def test_save_figure_refuses_a_non_png_path_and_writes_nothing_when_drawing_fail
         viz.save_figure(fig, tmp_path / "curve.pdf")
     real = fig.savefig
 
-    def fails_on_pdf(buf, *, format, **kw):  # noqa: A002 - matplotlib's keyword
+    def fails_on_pdf(buf, *, format, **kw):
         if format == "pdf":
             raise RuntimeError("cannot draw")
         return real(buf, format=format, **kw)
