@@ -20,7 +20,7 @@ STYLE = {
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "figure.titlesize": 11,
     "xtick.labelsize": 8, "ytick.labelsize": 8, "legend.fontsize": 8,
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": False,
-    "figure.facecolor": "white", "savefig.facecolor": "white", "image.cmap": "magma",
+    "figure.facecolor": "white", "savefig.facecolor": "white",
     "pdf.fonttype": 42, "svg.fonttype": "none",
 }
 FIGURE_DPI = 110  # PNG resolution of saved figures
