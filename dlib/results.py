@@ -255,11 +255,11 @@ class Results:
             text = buf.getvalue()
         return atomic_write_text(self.path(f"{name}.csv"), text)
 
-    def figure(self, name: str, fig: Any, dpi: int = 110) -> Path:
-        """Save a matplotlib figure as ``<name>.png``."""
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-        return atomic_write_bytes(self.path(f"{name}.png"), buf.getvalue())
+    def figure(self, name: str, fig: Any, dpi: int | None = None) -> Path:
+        """Save a matplotlib figure as ``<name>.png`` and a vector copy beside it (:func:`dlib.viz.save_figure`)."""
+        from .viz import FIGURE_DPI, save_figure  # dlib.viz imports this module
+
+        return save_figure(fig, self.path(f"{name}.png"), dpi=dpi or FIGURE_DPI)
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
