@@ -744,7 +744,7 @@ def plot_table3(table3, axes) -> None:
 def class_group_iou(class_iou: Sequence[float], num_classes: int) -> dict[str, float]:
     """Mean IoU (%) of the proxy's look-alike classes (the ``CONTEXT_PAIRS``, told apart only by a context
     ring) and of the other foreground classes, from one per-class IoU vector (NaN classes skipped)."""
-    from .data import CONTEXT_PAIRS
+    from .proxy import CONTEXT_PAIRS
 
     context = sorted({c for pair in CONTEXT_PAIRS for c in pair})
     others = [c for c in range(1, num_classes) if c not in context]

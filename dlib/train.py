@@ -502,6 +502,7 @@ def train(cfg: Config, out_dir: str | Path, *, model: nn.Module | None = None, d
     stderr is a terminal). Under torchrun, every process calls this with the same arguments.
     """
     from . import data as dlib_data
+    from .voc import preflight
 
     start_time = time.time()
     out_dir = Path(out_dir)
@@ -524,7 +525,7 @@ def train(cfg: Config, out_dir: str | Path, *, model: nn.Module | None = None, d
             model = build_model(cfg)
         if dataset is None:
             dataset = dlib_data.build_dataset(cfg, "train")
-        dlib_data.preflight(dataset)  # a damaged file fails now, naming it, not hours in inside a loader worker
+        preflight(dataset)  # a damaged file fails now, naming it, not hours in inside a loader worker
         return _train(cfg, out_dir, model, dataset, device, info, resume, stop_after, progress, callback, start_time)
     finally:
         distributed.cleanup(info)
