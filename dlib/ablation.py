@@ -21,7 +21,8 @@ classifier included) for the +COCO rows, as the paper does.
 
 Statistics: every row runs with the seeds of ``ablation.seeds``; an increment is the mean of the
 per-seed paired differences with a 95% t-interval (n - 1 degrees of freedom), and its verdict follows
-from the interval (:func:`increment_stats`).
+from the interval (:mod:`dlib.stats`). Figures and diagnoses of the tables are in
+:mod:`dlib.ablation_analysis`.
 
 The CRF's w1, theta_alpha, theta_beta are chosen per CRF row (each training of a CRF row has its own
 search) by :func:`dlib.crf.cross_validate`, on the images ``ablation.crf_tune_on`` names:
@@ -50,6 +51,7 @@ import numpy as np
 
 from .config import Config, identity_dict
 from .results import atomic_write_text, jsonable
+from .stats import summarise
 
 
 @dataclass(frozen=True)
@@ -464,98 +466,13 @@ def run_trainings(cfg: Config, jobs: Sequence[tuple[Training, int, dict | None]]
     return out
 
 
-def increment_stats(diffs: Sequence[float], level: float = 0.95) -> dict[str, float]:
-    """Mean of paired per-seed differences and its two-sided t-interval (n - 1 degrees of freedom).
-
-    ``mean +- t_{(1+level)/2, n-1} * sd / sqrt(n)``; with one seed the interval is undefined (nan).
-    """
-    from scipy import stats
-
-    d = np.asarray(list(diffs), dtype=float)
-    n = len(d)
-    if n == 0:
-        return {"mean": math.nan, "sd": math.nan, "n": 0, "ci_low": math.nan, "ci_high": math.nan}
-    mean = float(d.mean())
-    if n == 1:
-        return {"mean": mean, "sd": math.nan, "n": 1, "ci_low": math.nan, "ci_high": math.nan}
-    sd = float(d.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return {"mean": mean, "sd": sd, "n": n, "ci_low": mean - half, "ci_high": mean + half}
-
-
-def verdict(ci_low: float, ci_high: float, paper: float = math.nan) -> str:
-    """What a 95% interval of an increment says: its sign (or none), and whether that is the paper's."""
-    if math.isnan(ci_low) or math.isnan(ci_high):
-        return "not measured (fewer than 2 seeds)"
-    if ci_low > 0:
-        sign = "helps (interval above 0)"
-    elif ci_high < 0:
-        sign = "hurts (interval below 0)"
-    else:
-        return "not resolved (interval contains 0)"
-    if math.isnan(paper):
-        return sign
-    return sign + ("; as in the paper" if (ci_low > 0) == (paper > 0) else "; the paper's sign is the opposite")
-
-
-def _row_values(row: Row, results: dict[tuple[str, int], dict[str, Any]], seeds: Sequence[int]):
-    values: dict[int, float] = {}
-    status = "not run"
-    for seed in seeds:
-        res = results.get((row.training.key, seed))
-        if res is None or res.get("status") != "ok":
-            status = (res or {}).get("status", "not run")
-            continue
-        values[seed] = 100 * res["mean_iou_crf" if row.crf else "mean_iou"]
-    return values, status
-
-
-def summarise(rows: Sequence[Row], results: dict[tuple[str, int], dict[str, Any]], seeds: Sequence[int], *,
-              reference: str = "previous"):
-    """The table: one line per row, the paper's mIoU beside the measured mean and std over seeds (percent).
-
-    Increments (Table 4 and the one-at-a-time table): each row against the row above (``reference=
-    "previous"``, cumulative Table 4) or against the first row (``"first"``), as the mean of the paired
-    per-seed differences with its 95% t-interval (columns ``increment_ci_low``/``increment_ci_high``) and
-    :func:`verdict`. Table 3 (``reference=None``) has no increments.
-    """
-    import pandas as pd
-
-    lines, by_seed = [], []
-    for row in rows:
-        values, status = _row_values(row, results, seeds)
-        by_seed.append(values)
-        arr = np.asarray(list(values.values()), dtype=float)
-        lines.append({
-            "table": row.table, "row": row.name, "components": row.components,
-            "model": (results.get((row.training.key, seeds[0])) or {}).get("model", ""),
-            "paper_miou": row.paper_miou,
-            "measured_mean": float(arr.mean()) if len(arr) else math.nan,
-            "measured_std": float(arr.std(ddof=1)) if len(arr) > 1 else (0.0 if len(arr) else math.nan),
-            "seeds": len(arr), "status": "ok" if len(arr) else status,
-            "per_seed": ";".join(f"{v:.2f}" for v in arr),
-        })
-    for i, line in enumerate(lines):
-        j = None if reference is None or i == 0 else (i - 1 if reference == "previous" else 0)
-        if j is None:
-            line.update({"paper_increment": math.nan, "measured_increment": math.nan, "increment_std": math.nan,
-                         "increment_ci_low": math.nan, "increment_ci_high": math.nan, "verdict": ""})
-            continue
-        line["paper_increment"] = line["paper_miou"] - lines[j]["paper_miou"]
-        st = increment_stats([v - by_seed[j][s] for s, v in by_seed[i].items() if s in by_seed[j]])
-        line.update({"measured_increment": st["mean"], "increment_std": st["sd"], "increment_ci_low": st["ci_low"],
-                     "increment_ci_high": st["ci_high"],
-                     "verdict": verdict(st["ci_low"], st["ci_high"], line["paper_increment"])})
-    return pd.DataFrame(lines)
-
-
 TABLES = {"table4": TABLE4, "table3": TABLE3, "ofat": ONE_AT_A_TIME}
 _REFERENCE = {"table4": "previous", "table3": None, "ofat": "first"}
 
 
 @dataclass
 class AblationResult:
-    tables: dict[str, Any]  # "table4"/"table3"/"ofat" -> pandas DataFrame (see summarise)
+    tables: dict[str, Any]  # "table4"/"table3"/"ofat" -> pandas DataFrame (see dlib.stats.summarise)
     crf: dict[str, Any]  # training key -> dlib.crf.CVResult of its CRF tuning (ablation.crf_tune_on's images)
     runs: dict[tuple[str, int], dict[str, Any]]  # (training key, seed) -> scores
 
@@ -588,38 +505,6 @@ def run_tables(cfg: Config, run_root: str | os.PathLike, tables: Sequence[str] =
                            for name in tables}, crf, runs)
 
 
-def short_name(row: str) -> str:
-    """A row name short enough for an axis label ("ASPP (instead of LargeFOV)" -> "ASPP")."""
-    return row.replace(" (instead of LargeFOV)", "")
-
-
-def plot_increments(table, ax=None, *, paper: bool = True):
-    """Bars of each component's increment (points): the paper's beside the measured mean with its 95% interval."""
-    import matplotlib.pyplot as plt
-
-    df = table.iloc[1:]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(9, 3.6))
-    x = np.arange(len(df))
-    mean = df["measured_increment"].to_numpy(float)
-    err = np.vstack([mean - df["increment_ci_low"].to_numpy(float), df["increment_ci_high"].to_numpy(float) - mean])
-    if paper:
-        ax.bar(x - 0.2, df["paper_increment"], 0.4, label="paper (DeepLab v2, Table 4)", color="0.6")
-    ax.bar(x + (0.2 if paper else 0), mean, 0.4, yerr=np.nan_to_num(err), capsize=3,
-           label="measured (mean of the per-seed paired differences, 95% interval)", color="tab:red")
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(x, [short_name(r) for r in df["row"]], rotation=15)
-    ax.set_ylabel("mIoU increment (points)")
-    ax.legend()
-    return ax
-
-
-def verdicts(table) -> Any:
-    """For each increment: the paper's, ours with its 95% interval, and the verdict that interval gives."""
-    cols = ["row", "paper_increment", "measured_increment", "increment_ci_low", "increment_ci_high", "verdict"]
-    return table.iloc[1:][cols].rename(columns={"row": "component"}).reset_index(drop=True)
-
-
 def runs_record(result: AblationResult) -> dict[str, Any]:
     """Every (training, seed) score of a run, JSON-ready (what ``dlib.check`` compares against)."""
     runs = {}
@@ -630,164 +515,8 @@ def runs_record(result: AblationResult) -> dict[str, Any]:
     return {"runs": runs, "crf_best": best}
 
 
-def msc_diagnosis(cfg: Config, run_root: str | os.PathLike, seed: int | None = None):
-    """Where MSC's effect comes from: the Table-4 baseline and +MSC networks, each scored single-scale and
-    with MSC max fusion at test time (mIoU %, val set). Uses the trained runs of ``run_tables``."""
-    import pandas as pd
-
-    from . import data as dlib_data
-    from . import train as dlib_train
-    from .evaluate import evaluate
-
-    seed = cfg.ablation.seeds[0] if seed is None else seed
-    lines = []
-    for row in TABLE4[:2]:
-        tcfg = training_config(cfg, row.training, seed)
-        model = dlib_train.build_model(tcfg)
-        dlib_train.load_weights(model, run_dir_of(cfg, row.training, seed, run_root))
-        val = dlib_data.build_dataset(tcfg, "val")
-        scores = {msc: 100 * evaluate(tcfg, model, val, msc=msc, progress=False)["mean_iou"] for msc in (False, True)}
-        lines.append({"trained": f"{row.name} ({'with' if row.training.msc else 'without'} MSC losses)",
-                      "test single-scale": scores[False], "test MSC (max fusion)": scores[True]})
-    return pd.DataFrame(lines).set_index("trained")
-
-
-def convergence(cfg: Config, training: Training, seeds: Sequence[int], run_root: str | os.PathLike, *,
-                split: str = "val"):
-    """mIoU (%) of every kept checkpoint of one training, for each seed, on the proxy ``split`` (default the
-    development split): the curve that shows whether ``train.iterations`` reaches a plateau. One line per
-    (seed, iteration). Uses the trained runs."""
-    import pandas as pd
-
-    from . import data as dlib_data
-    from . import train as dlib_train
-    from .checkpoint import CHECKPOINT_DIR
-    from .evaluate import evaluate
-
-    lines = []
-    for seed in seeds:
-        tcfg = training_config(cfg, training, seed)
-        folder = run_dir_of(cfg, training, seed, run_root) / CHECKPOINT_DIR
-        val = dlib_data.build_dataset(tcfg.replace({"data.val_split": split}) if cfg.data.dataset == "proxy"
-                                      else tcfg, "val")
-        for ckpt in sorted(folder.glob("ckpt_*.pt")):
-            model = dlib_train.build_model(tcfg)
-            dlib_train.load_weights(model, ckpt)
-            score = evaluate(tcfg, model, val, progress=False)["mean_iou"]
-            lines.append({"seed": seed, "iteration": int(ckpt.stem.split("_")[1]), "mean_iou": 100 * score})
-    return pd.DataFrame(lines)
-
-
-def last_fifth_gain(curve) -> float:
-    """mIoU gained over the last fifth of training (points), on the mean over seeds: the final checkpoint minus
-    the checkpoint at 80% of the run. Raises when no checkpoint sits at 80% (set ``train.checkpoint_every`` to
-    a fifth of ``train.iterations``)."""
-    mean = curve.groupby("iteration")["mean_iou"].mean()
-    last = int(mean.index.max())
-    if 0.8 * last not in mean.index:
-        raise ValueError(f"no checkpoint at 80% of {last} iterations (have {list(mean.index)}); set "
-                         f"train.checkpoint_every to a fifth of train.iterations")
-    return float(mean.loc[last] - mean.loc[0.8 * last])
-
-
 def default_run_root(cfg: Config) -> Path:
     """Where notebooks 05-07 keep the ablation's trainings (checkpoints, cached scores): under the cache."""
     from .data import cache_root
 
     return cache_root() / "runs" / cfg.profile / "06_ablation"
-
-
-def _paired(runs: dict[tuple[str, int], dict[str, Any]], a: Row, b: Row, seeds: Sequence[int]) -> dict[str, float]:
-    """Per-seed paired differences a - b (percent) and their 95% interval (:func:`increment_stats`)."""
-    va, _ = _row_values(a, runs, seeds)
-    vb, _ = _row_values(b, runs, seeds)
-    return increment_stats([va[s] - vb[s] for s in seeds if s in va and s in vb])
-
-
-def table3_comparisons(table3, runs: dict[tuple[str, int], dict[str, Any]], seeds: Sequence[int]):
-    """Table 3's questions, paired per seed: ASPP-S / ASPP-L against LargeFOV before the CRF, and each CRF gain."""
-    import pandas as pd
-
-    by_name = {r.name: r for r in TABLE3}
-    paper = table3.set_index("row")["paper_miou"]
-    pairs = [("ASPP-S", "LargeFOV"), ("ASPP-L", "LargeFOV")]
-    pairs += [(f"{h} +CRF", h) for h in ("LargeFOV", "ASPP-S", "ASPP-L")]
-    lines = []
-    for a, b in pairs:
-        st = _paired(runs, by_name[a], by_name[b], seeds)
-        diff = float(paper[a] - paper[b])
-        lines.append({"comparison": f"{a} - {b}", "paper_difference": diff, "measured_difference": st["mean"],
-                      "ci_low": st["ci_low"], "ci_high": st["ci_high"], "seeds": st["n"],
-                      "verdict": verdict(st["ci_low"], st["ci_high"], diff)})
-    return pd.DataFrame(lines)
-
-
-def plot_table3(table3, axes) -> None:
-    """Two panels: the paper's Table 3 and ours (mean +- std over seeds), each head before and after its CRF."""
-    heads = ["LargeFOV", "ASPP-S", "ASPP-L"]
-    t = table3.set_index("row")
-    for ax, col, label in ((axes[0], "paper_miou", "paper (DeepLab v2, Table 3; VGG-16, VOC val)"),
-                           (axes[1], "measured_mean", "measured (mean +- std over seeds)")):
-        before = [t.loc[h, col] for h in heads]
-        after = [t.loc[f"{h} +CRF", col] for h in heads]
-        xs = np.arange(len(heads))
-        err = ([t.loc[h, "measured_std"] for h in heads], [t.loc[f"{h} +CRF", "measured_std"] for h in heads])
-        ax.bar(xs - 0.2, before, 0.4, label="before CRF", yerr=err[0] if col == "measured_mean" else None, capsize=3)
-        ax.bar(xs + 0.2, after, 0.4, label="after CRF", yerr=err[1] if col == "measured_mean" else None, capsize=3)
-        values = [v for v in before + after if not math.isnan(v)]
-        if values:
-            ax.set_ylim(max(0, min(values) - 8), max(values) + 3)
-        ax.set_xticks(xs, heads)
-        ax.set(ylabel="mIoU %", title=label)
-        ax.legend(fontsize=8)
-
-
-def class_group_iou(class_iou: Sequence[float], num_classes: int) -> dict[str, float]:
-    """Mean IoU (%) of the proxy's look-alike classes (the ``CONTEXT_PAIRS``, told apart only by a context
-    ring) and of the other foreground classes, from one per-class IoU vector (NaN classes skipped)."""
-    from .data import CONTEXT_PAIRS
-
-    context = sorted({c for pair in CONTEXT_PAIRS for c in pair})
-    others = [c for c in range(1, num_classes) if c not in context]
-    iou = np.asarray(class_iou, dtype=float)
-    return {"look-alike classes IoU %": 100 * float(np.nanmean(iou[context])),
-            "other classes IoU %": 100 * float(np.nanmean(iou[others]))}
-
-
-def context_diagnosis(cfg: Config, runs: dict[tuple[str, int], dict[str, Any]], *, seed: int):
-    """:func:`class_group_iou` of each head: alone on the baseline (one-at-a-time rows) and in Table 4
-    (after +Aug), first seed, before the CRF."""
-    import pandas as pd
-
-    rows = [("alone on the baseline", r) for r in ONE_AT_A_TIME if r.name in ("baseline", "+LargeFOV", "+ASPP")]
-    rows += [("Table 4", r) for r in TABLE4[3:6]]
-    lines = []
-    for where, row in rows:
-        res = runs.get((row.training.key, seed)) or {}
-        if res.get("status") != "ok" or res.get("class_iou") is None:
-            continue
-        lines.append({"setting": where, "row": row.name, "head": row.training.head,
-                      **class_group_iou(res["class_iou"], cfg.model.num_classes), "mIoU %": 100 * res["mean_iou"]})
-    return pd.DataFrame(lines).set_index(["setting", "row"]) if lines else pd.DataFrame(lines)
-
-
-def training_curves(cfg: Config, rows: Sequence[Row], seeds: Sequence[int], run_root: str | os.PathLike):
-    """The logged training loss of each row's training for each seed (``train_log.csv``): one line per log entry."""
-    import pandas as pd
-
-    from .train import read_log
-
-    frames = []
-    for row in rows:
-        for seed in seeds:
-            log = read_log(run_dir_of(cfg, row.training, seed, run_root))
-            if log:
-                frames.append(pd.DataFrame(log).assign(row=row.name, seed=seed))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def collapsed(results: dict[tuple[str, int], dict[str, Any]], trivial_miou: float, *, tolerance: float = 0.005):
-    """The (training key, seed) runs whose mIoU is the all-background predictor's (within ``tolerance``):
-    trainings that collapsed to predicting background everywhere."""
-    return sorted(key for key, res in results.items()
-                  if res.get("status") == "ok" and abs(res["mean_iou"] - trivial_miou) <= tolerance)

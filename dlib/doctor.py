@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from . import constants, data
+from . import constants
+from . import voc as dlib_voc
 from .config import Config
 
 PARTS = ("data", "weights", "gpu", "crf")
@@ -56,7 +57,7 @@ def exit_code(checks: Sequence[Check]) -> int:
 
 def run_checks(cfg: Config, *, root: str | os.PathLike | None = None, weights_root: str | os.PathLike | None = None,
                parts: Sequence[str] | None = None, label_sample: int | None = 300,
-               expected_train: int = data.TRAIN_AUG_SIZE, expected_val: int = data.VAL_SIZE,
+               expected_train: int = dlib_voc.TRAIN_AUG_SIZE, expected_val: int = dlib_voc.VAL_SIZE,
                progress: bool = False) -> list[Check]:
     """The checklist for ``cfg`` (its data roots, model, bf16 setting); ``parts`` picks from :data:`PARTS`.
 
@@ -98,19 +99,19 @@ def _download_fix(what: str, root: str | os.PathLike | None) -> str:
     return f"python -m dlib download {what}" + (f" --root {root}" if root is not None else "")
 
 
-def data_checks(cfg: Config, *, root=None, label_sample: int | None = 300, expected_train: int = data.TRAIN_AUG_SIZE,
-                expected_val: int = data.VAL_SIZE, progress: bool = False) -> list[Check]:
+def data_checks(cfg: Config, *, root=None, label_sample: int | None = 300, expected_train: int = dlib_voc.TRAIN_AUG_SIZE,
+                expected_val: int = dlib_voc.VAL_SIZE, progress: bool = False) -> list[Check]:
     voc_path, sbd_path = _roots(cfg, root)
     out: list[Check] = []
     try:
-        voc = data.find_voc2012(voc_path)
+        voc = dlib_voc.find_voc2012(voc_path)
     except FileNotFoundError:
         return [Check("PASCAL VOC 2012", False, f"no VOCdevkit/VOC2012 at {voc_path}",
                       f"{_download_fix('voc', root)}, or --set data.voc_root=<your VOCdevkit>")]
     out.append(Check("PASCAL VOC 2012", True, str(voc)))
 
     try:
-        sbd = data.find_sbd(sbd_path)
+        sbd = dlib_voc.find_sbd(sbd_path)
     except FileNotFoundError:
         sbd = None
     out.append(_sbd_check(sbd, sbd_path, root))
@@ -127,7 +128,7 @@ def data_checks(cfg: Config, *, root=None, label_sample: int | None = 300, expec
                                                 f"VOCtrainval_11-May-2012.tar ({_download_fix('voc', root)})")
             out.append(Check(f"split {split}", False, f"{path} is missing", fix))
             continue
-        ids = data._read_ids(path)
+        ids = dlib_voc.read_ids(path)
         splits[split] = ids
         dupes = len(ids) - len(set(ids))
         ok = len(ids) == expected and not dupes
@@ -159,13 +160,13 @@ def _sbd_check(sbd: Path | None, sbd_path: Path, root) -> Check:
         return Check("SBD", False, f"{sbd / 'cls'} holds no .mat labels", f"re-extract benchmark.tgz: "
                      f"{_download_fix('sbd', root)}", required=False)
     try:
-        label = data.read_sbd_label(mats[0])
+        label = dlib_voc.read_sbd_label(mats[0])
     except (ImportError, ValueError, OSError) as err:
         return Check("SBD", False, f"{mats[0]} unreadable: {err}", "pip install scipy, or re-extract benchmark.tgz",
                      required=False)
-    pngs = len(list((sbd / data.SBD_PNG_DIR).glob("*.png"))) if (sbd / data.SBD_PNG_DIR).is_dir() else 0
+    pngs = len(list((sbd / dlib_voc.SBD_PNG_DIR).glob("*.png"))) if (sbd / dlib_voc.SBD_PNG_DIR).is_dir() else 0
     return Check("SBD", True, f"{len(mats):,} .mat labels ({mats[0].name}: {label.shape[1]}x{label.shape[0]} "
-                 f"readable), {pngs:,} converted PNGs in {data.SBD_PNG_DIR}/")
+                 f"readable), {pngs:,} converted PNGs in {dlib_voc.SBD_PNG_DIR}/")
 
 
 def _label_mode(path: Path) -> str:
@@ -179,7 +180,7 @@ def _file_checks(voc: Path, sbd: Path | None, splits: dict[str, list[str]], labe
                  progress: bool) -> list[Check]:
     from tqdm import tqdm
 
-    ds = data.VOCSegmentation(voc, ids=[], sbd_root=sbd.parent if sbd is not None else None)
+    ds = dlib_voc.VOCSegmentation(voc, ids=[], sbd_root=sbd.parent if sbd is not None else None)
     names = sorted({i for ids in splits.values() for i in ids})
     missing_images, missing_labels, colour, bad_mode, sources = [], [], [], [], {}
     for name in tqdm(names, desc="doctor: files", unit="id", disable=not progress, mininterval=1.0):
@@ -228,7 +229,7 @@ def _value_check(sources: dict[str, Path], label_sample: int | None) -> Check:
     seen: set[int] = set()
     for name in names:
         try:
-            label = data.read_label_file(sources[name])
+            label = dlib_voc.read_label_file(sources[name])
         except (ValueError, OSError) as err:  # DataError is a ValueError: values outside 0..20 and 255
             return Check("labels index-coded", False, str(err),
                          f"labels hold class indices 0..{constants.NUM_CLASSES - 1} and {constants.IGNORE_INDEX} "

@@ -13,7 +13,7 @@ What each step guarantees:
 * **Extracted only inside the target folder**: every member of the archive is checked first; an absolute
   path, a ``..`` component, a link that points outside, or a device file refuses the whole archive and
   nothing is written (:func:`safe_extract`).
-* **One layout**: the folders are the ones :mod:`dlib.data` reads. ``download sbd`` converts SBD's
+* **One layout**: the folders are the ones :mod:`dlib.voc` reads. ``download sbd`` converts SBD's
   ``cls/*.mat`` into index-coded PNGs (``benchmark_RELEASE/dataset/SegmentationClassAug/``) and, once both
   data sets are present, writes ``VOC2012/ImageSets/Segmentation/train_aug.txt`` (10,582 ids).
 
@@ -32,8 +32,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .data import cache_root, convert_sbd_labels, find_sbd, find_voc2012, write_train_aug_list
+from .data import cache_root
 from .fetch import DownloadError, Resource, fetch, file_digest, safe_extract, verify
+from .voc import convert_sbd_labels, find_sbd, find_voc2012, write_train_aug_list
 from .results import atomic_write_text
 
 # PASCAL VOC 2012 trainval: md5 as published with torchvision.datasets.VOCSegmentation (year 2012).

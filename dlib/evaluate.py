@@ -110,7 +110,7 @@ def evaluate(cfg: Config, model: nn.Module, dataset: Any, *, msc: bool | None = 
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
     if n == 0:
         raise ValueError("the evaluation data set is empty")
-    from .data import preflight
+    from .voc import preflight
 
     preflight(dataset, max_images=n)  # every image and label opened (headers, sizes) before any scoring
     mean, std, bgr = normalisation(cfg.data)  # data.input_convention (dlib.transforms)

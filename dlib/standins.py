@@ -15,7 +15,7 @@ config, data seed, iterations, final scores, sha256, commit):
   branch) is kept; the classifier starts afresh, and batch normalisation is then frozen.
 * **"COCO" stand-in** (``<model>_coco.pt``, one per Table-4 head): the whole DeepLab model, started
   from the ImageNet stand-in and trained to a plateau on the larger, more varied proxy set (the 21
-  classes, more objects, every scale, cluttered backgrounds; ``data.PROXY_RECIPE_LARGE``). The +COCO
+  classes, more objects, every scale, cluttered backgrounds; ``proxy.PROXY_RECIPE_LARGE``). The +COCO
   rows start from it, classifier included, as the paper's do.
 
 Both load through the same settings as the gpu profile's real weights: ``model.pretrained="imagenet"``
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import data as dlib_data
+from . import proxy as dlib_proxy
 from .config import NUM_CLASSES_OF_DATASET, Config, resolve
 from .results import atomic_write_bytes, atomic_write_text, git_commit, jsonable
 
@@ -83,20 +84,20 @@ def pretext_class(shape: str, texture: str) -> int:
 
 def make_pretext_sample(rng: np.random.Generator, size: int = PRETEXT_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """One pretext image (uint8 (size, size, 3)) and label (uint8 (size, size), 0 background, 1..42)."""
-    image = rng.uniform(40, 215, 3)[None, None, :] + 30 * dlib_data._smooth_field(rng, size, 5)[..., None]
+    image = rng.uniform(40, 215, 3)[None, None, :] + 30 * dlib_proxy._smooth_field(rng, size, 5)[..., None]
     image = image + rng.normal(0, 12, (size, size, 3))  # textured noise background: no gradient, unlike the proxy
     label = np.zeros((size, size), np.uint8)
     for _ in range(int(rng.integers(1, 4))):
         shape = PRETEXT_SHAPES[int(rng.integers(len(PRETEXT_SHAPES)))]
         texture = PRETEXT_TEXTURES[int(rng.integers(len(PRETEXT_TEXTURES)))]
         r = float(np.exp(rng.uniform(np.log(0.12 * size), np.log(0.4 * size))))
-        cls = dlib_data.ProxyClass(0, "pretext", shape, float(rng.uniform(0.5, 2.0)), "red", texture)
+        cls = dlib_proxy.ProxyClass(0, "pretext", shape, float(rng.uniform(0.5, 2.0)), "red", texture)
         cy, cx = rng.uniform(0.15 * size, 0.85 * size, 2)
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
         dx, dy = xx - cx, yy - cy
-        mask = dlib_data._shape_mask(cls, dx, dy, r)
+        mask = dlib_proxy._shape_mask(cls, dx, dy, r)
         colour = rng.uniform(0, 255, 3)  # any colour: colour tells nothing about the class
-        tex = dlib_data._texture(texture, dx, dy, r, 2.5)
+        tex = dlib_proxy._texture(texture, dx, dy, r, 2.5)
         image[mask] = (colour[None, None, :] * (1 + 0.3 * tex[..., None]))[mask]
         label[mask] = pretext_class(shape, texture)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
@@ -266,7 +267,7 @@ def pretrain_imagenet(family: str, *, run_root: Path | None = None, progress: bo
 def pretrain_coco(model_name: str, *, run_root: Path | None = None, progress: bool = True) -> Path:
     """Train one COCO stand-in (from the ImageNet stand-in) and write it with its card."""
     cfg = coco_config(model_name)
-    held = dlib_data.ProxySegmentation("val", size=cfg.data.proxy_image_size, count=EVAL_IMAGES,
+    held = dlib_proxy.ProxySegmentation("val", size=cfg.data.proxy_image_size, count=EVAL_IMAGES,
                                        seed=cfg.data.proxy_seed, large=True)
     card = {"stand_in_for": "MS-COCO", "model": model_name,
             "task": "the 21 proxy classes on the larger proxy set (data.PROXY_RECIPE_LARGE)",

@@ -303,6 +303,7 @@ def train(cfg: Config, out_dir: str | Path, *, model: nn.Module | None = None, d
     stderr is a terminal). Under torchrun, every process calls this with the same arguments.
     """
     from . import data as dlib_data
+    from .voc import preflight
 
     start_time = time.time()
     device = torch.device(pick_device(cfg))
@@ -318,7 +319,7 @@ def train(cfg: Config, out_dir: str | Path, *, model: nn.Module | None = None, d
             model = build_model(cfg)
         if dataset is None:
             dataset = dlib_data.build_dataset(cfg, "train")
-        dlib_data.preflight(dataset)  # a damaged file fails now, naming it, not hours in inside a loader worker
+        preflight(dataset)  # a damaged file fails now, naming it, not hours in inside a loader worker
         session = _Session(cfg, Path(out_dir), model, device, info, start_time, callback)
         return _train(session, dataset, resume, stop_after, progress)
     finally:

@@ -1,6 +1,4 @@
-"""The ablation tables (dlib.ablation): the paper's rows, the per-row configs, the summary, CRF tuning data."""
-
-import statistics
+"""The ablation tables (dlib.ablation): the paper's rows, the per-row configs, the runs, CRF tuning data."""
 
 import numpy as np
 import pytest
@@ -83,41 +81,6 @@ def test_split_holdout_keeps_the_last_images_out_of_training():
     for bad in (0, 10, 11):
         with pytest.raises(ValueError, match="crf_holdout"):
             ablation.split_holdout(Fake(), bad)
-
-
-def _fake_results(values):
-    """values: {training key: {seed: (miou, miou_crf)}} -> the results dict run_trainings returns."""
-    return {(key, seed): {"status": "ok", "mean_iou": a / 100, "mean_iou_crf": b / 100, "model": "m"}
-            for key, per_seed in values.items() for seed, (a, b) in per_seed.items()}
-
-
-def test_summarise_mean_std_and_paired_increments_against_statistics():
-    rows = ablation.TABLE4
-    keys = [r.training.key for r in rows]
-    rng = np.random.default_rng(0)
-    values = {k: {s: (float(rng.uniform(30, 60)), float(rng.uniform(30, 60))) for s in (0, 1, 2)} for k in keys}
-    df = ablation.summarise(rows, _fake_results(values), seeds=(0, 1, 2))
-    for i, row in enumerate(rows):
-        per = [values[row.training.key][s][1 if row.crf else 0] for s in (0, 1, 2)]
-        assert df.loc[i, "measured_mean"] == pytest.approx(statistics.mean(per))
-        assert df.loc[i, "measured_std"] == pytest.approx(statistics.stdev(per))
-        assert df.loc[i, "seeds"] == 3 and df.loc[i, "status"] == "ok"
-        if i:
-            prev = [values[rows[i - 1].training.key][s][1 if rows[i - 1].crf else 0] for s in (0, 1, 2)]
-            diffs = [a - b for a, b in zip(per, prev)]
-            assert df.loc[i, "measured_increment"] == pytest.approx(statistics.mean(diffs))
-            assert df.loc[i, "increment_std"] == pytest.approx(statistics.stdev(diffs))
-            assert df.loc[i, "paper_increment"] == pytest.approx(row.paper_miou - rows[i - 1].paper_miou)
-
-
-def test_summarise_reports_rows_that_did_not_run():
-    rows = ablation.TABLE4
-    results = _fake_results({rows[0].training.key: {0: (50.0, 55.0)}})
-    results[(rows[2].training.key, 0)] = {"status": "not run: no COCO-pretrained init"}
-    df = ablation.summarise(rows, results, seeds=(0,))
-    assert df.loc[0, "status"] == "ok" and df.loc[0, "measured_mean"] == pytest.approx(50.0)
-    assert df.loc[2, "status"].startswith("not run: no COCO") and np.isnan(df.loc[2, "measured_mean"])
-    assert df.loc[1, "status"] == "not run" and df.loc[2, "seeds"] == 0
 
 
 def test_coco_rows_on_voc_without_a_checkpoint_are_not_run_and_nothing_is_built(tmp_path, monkeypatch):
@@ -244,51 +207,6 @@ def test_run_tables_on_smoke_fills_every_row_and_resumes_without_retraining(tmp_
     assert again.tables["table4"]["measured_mean"].tolist() == t4["measured_mean"].tolist()
 
 
-def test_increment_interval_against_a_hand_computed_t_interval():
-    # Differences 1, 2, 3: mean 2, sd 1, n 3; t(0.975, df=2) = 4.303 (printed t tables): half-width 4.303/sqrt(3).
-    st = ablation.increment_stats([1.0, 2.0, 3.0])
-    assert (st["mean"], st["sd"], st["n"]) == (pytest.approx(2.0), pytest.approx(1.0), 3)
-    assert st["ci_low"] == pytest.approx(2 - 4.3027 / 3 ** 0.5, abs=1e-3)
-    assert st["ci_high"] == pytest.approx(2 + 4.3027 / 3 ** 0.5, abs=1e-3)
-    # Five seeds: t(0.975, df=4) = 2.776.
-    st5 = ablation.increment_stats([0.5, 1.5, 1.0, 2.0, 0.0])
-    sd = statistics.stdev([0.5, 1.5, 1.0, 2.0, 0.0])
-    assert st5["ci_high"] - st5["mean"] == pytest.approx(2.7764 * sd / 5 ** 0.5, abs=1e-3)
-    one = ablation.increment_stats([4.0])
-    assert one["mean"] == 4.0 and np.isnan(one["ci_low"])
-
-
-def test_verdicts_follow_the_interval():
-    assert ablation.verdict(0.2, 3.0, 2.5).startswith("helps") and "as in the paper" in ablation.verdict(0.2, 3.0, 2.5)
-    assert ablation.verdict(-3.0, -0.1, 2.5) == "hurts (interval below 0); the paper's sign is the opposite"
-    assert ablation.verdict(-1.0, 2.0, 2.5) == "not resolved (interval contains 0)"
-    assert ablation.verdict(float("nan"), float("nan")).startswith("not measured")
-
-
-def test_summarise_writes_the_interval_columns():
-    rows = ablation.TABLE4[:2]
-    values = {rows[0].training.key: {s: (40.0 + s, 0.0) for s in (0, 1, 2)},
-              rows[1].training.key: {s: (41.0 + 2 * s, 0.0) for s in (0, 1, 2)}}  # diffs 1, 2, 3
-    df = ablation.summarise(rows, _fake_results(values), seeds=(0, 1, 2))
-    assert df.loc[1, "increment_ci_low"] == pytest.approx(2 - 4.3027 / 3 ** 0.5, abs=1e-3)
-    assert df.loc[1, "verdict"] == "not resolved (interval contains 0)"
-    ofat = ablation.summarise(ablation.ONE_AT_A_TIME[:3], _fake_results({
-        ablation.ONE_AT_A_TIME[0].training.key: {0: (40.0, 0), 1: (41.0, 0)},
-        ablation.ONE_AT_A_TIME[1].training.key: {0: (43.0, 0), 1: (45.0, 0)},
-        ablation.ONE_AT_A_TIME[2].training.key: {0: (50.0, 0), 1: (52.0, 0)}}), seeds=(0, 1), reference="first")
-    assert ofat["measured_increment"].tolist()[1:] == [pytest.approx(3.5), pytest.approx(10.5)]  # against the baseline
-
-
-def test_msc_diagnosis_scores_both_networks_both_ways(tmp_path):
-    cfg = config.resolve("smoke", overrides={"ablation.seeds": [0]})
-    ablation.run_trainings(cfg, [(r.training, 0, None) for r in ablation.TABLE4[:2]], tmp_path)
-    df = ablation.msc_diagnosis(cfg, tmp_path)
-    assert df.shape == (2, 2) and ((df.to_numpy() >= 0) & (df.to_numpy() <= 100)).all()
-    # The +MSC network scored with MSC at test time is the +MSC row of the table (the same evaluation).
-    res = ablation.run_training(cfg, ablation.TABLE4[1].training, 0, tmp_path)
-    assert df.iloc[1]["test MSC (max fusion)"] == pytest.approx(100 * res["mean_iou"])
-
-
 def test_a_training_does_not_depend_on_what_ran_before_it(tmp_path):
     # Worker processes run several trainings in turn: the result must not depend on the global RNG state.
 
@@ -304,27 +222,3 @@ def test_a_training_does_not_depend_on_what_ran_before_it(tmp_path):
         states.append(torch.load(ckpt, map_location="cpu", weights_only=True)["model"])
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
-
-
-def test_class_group_iou_splits_look_alike_classes_from_the_others():
-    # 21 classes: look-alikes (CONTEXT_PAIRS) 6, 8, 10, 11, 12, 17, 18, 19 at 0.2; others (1..20 minus those)
-    # at 0.8 except class 3 at NaN (absent) and class 4 at 0.5; background (0) at 0.99 is in neither group.
-    iou = np.full(21, 0.8)
-    iou[0] = 0.99
-    iou[[6, 8, 10, 11, 12, 17, 18, 19]] = 0.2
-    iou[3], iou[4] = np.nan, 0.5
-    groups = ablation.class_group_iou(iou, 21)
-    others = [0.8] * 10 + [0.5]  # 12 other classes minus the absent one
-    assert groups["look-alike classes IoU %"] == pytest.approx(20.0)
-    assert groups["other classes IoU %"] == pytest.approx(100 * sum(others) / len(others))
-
-
-def test_last_fifth_gain_is_taken_on_the_mean_over_seeds_at_80_percent():
-    import pandas as pd
-
-    # Two seeds, checkpoints at 100..500: mean at 400 = (40 + 44) / 2 = 42, at 500 = (41 + 46) / 2 = 43.5.
-    curve = pd.DataFrame({"seed": [0] * 5 + [1] * 5, "iteration": [100, 200, 300, 400, 500] * 2,
-                          "mean_iou": [10, 20, 30, 40, 41, 12, 22, 33, 44, 46]})
-    assert ablation.last_fifth_gain(curve) == pytest.approx(1.5)
-    with pytest.raises(ValueError, match="checkpoint_every"):
-        ablation.last_fifth_gain(curve[curve["iteration"] != 400])

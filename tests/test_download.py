@@ -19,7 +19,8 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from dlib import data, download, fetch
+from dlib import download, fetch
+from dlib import voc as dlib_voc
 from dlib.__main__ import main
 
 # ---- a local server: Range requests, and a connection that drops after N bytes the first time ------------
@@ -169,11 +170,11 @@ def test_voc_and_sbd_download_verify_extract_and_build_train_aug(server, monkeyp
     assert (voc / "ImageSets" / "Segmentation" / "train_aug.txt").read_text().split() == expected
     # every .mat converted to an index-coded PNG holding the same values
     for name, label in SBD_LABELS.items():
-        png = root / "benchmark_RELEASE" / "dataset" / data.SBD_PNG_DIR / f"{name}.png"
+        png = root / "benchmark_RELEASE" / "dataset" / dlib_voc.SBD_PNG_DIR / f"{name}.png"
         with Image.open(png) as im:
             assert im.mode == "P" and np.array_equal(np.asarray(im), label)
     # the loader reads that layout: VOC's own label where it exists, else SBD's converted one
-    ds = data.VOCSegmentation(root / "VOCdevkit", "train_aug", sbd_root=root / "benchmark_RELEASE")
+    ds = dlib_voc.VOCSegmentation(root / "VOCdevkit", "train_aug", sbd_root=root / "benchmark_RELEASE")
     assert ds.ids == expected
     source = ds.label_source("2008_000010")
     assert source.suffix == ".png" and "SegmentationClassAug" in str(source)
