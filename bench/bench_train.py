@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bn_init import calibrate_bn  # noqa: E402
 
-from dlib import config, data, distributed, models, results, sampling, train  # noqa: E402
+from dlib import config, data, distributed, models, results, sampling, schedule, train  # noqa: E402
 from dlib.transforms import TrainTransform  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def step_rate(cfg, model_name: str, *, batch: int, crop: int, steps: int, warmup
     if dev.type == "cuda":
         model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
-    opt = torch.optim.SGD(train.optimizer_groups(model, cfg), lr=cfg.train.base_lr, momentum=0.9)
+    opt = torch.optim.SGD(schedule.optimizer_groups(model, cfg), lr=cfg.train.base_lr, momentum=0.9)
     x = torch.randn(batch, 3, crop, crop)
     y = torch.randint(0, 21, (batch, crop, crop))
     info = distributed.DistInfo()

@@ -200,13 +200,13 @@ def _doctor(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
 
 def _train(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     cfg = resolve(args.profile, seed=args.seed, overrides=overrides)
-    from . import data, train
+    from . import data, schedule, train
 
     dataset = data.build_dataset(cfg, "train", large=args.large)
     result = train.train(cfg, args.out, dataset=dataset, resume=not args.fresh, stop_after=args.stop_after,
                          progress=False if args.no_progress else None)
     last = result.log[-1] if result.log else {}
-    print(json.dumps({"out_dir": str(result.out_dir), "model": cfg.model.name, "base_lr": train.base_lr_for(cfg),
+    print(json.dumps({"out_dir": str(result.out_dir), "model": cfg.model.name, "base_lr": schedule.base_lr_for(cfg),
                       "lr_policy": cfg.train.lr_policy, "iterations": result.iterations,
                       "resumed_from": result.resumed_from, "complete": result.complete,
                       "loss": last.get("loss"), "images_per_s": result.images_per_s,

@@ -151,7 +151,7 @@ def model_name(cfg: Config, training: Training) -> str:
 def training_config(cfg: Config, training: Training, seed: int) -> Config:
     """The resolved config of one training: the profile's, with the row's components switched.
 
-    The base lr follows the model's family at training time (:func:`dlib.train.base_lr_for`: ``train.base_lr``
+    The base lr follows the model's family at training time (:func:`dlib.schedule.base_lr_for`: ``train.base_lr``
     for ResNet, ``train.base_lr_vgg`` for VGG-16; DeepLab's released solvers use 2.5e-4 and 1e-3). Every
     checkpoint is kept, for the convergence curve of notebook 06.
     """

@@ -52,7 +52,7 @@ PRETEXT_SIZE = 96
 PRETEXT_SEED = 1000  # data seed of the pretext images (disjoint from the proxy set's seeds)
 
 # How each stand-in is trained (dotted config overrides on the cpu profile). Both families pretrain at lr 0.05
-# (the lr is chosen by family, dlib.train.base_lr_for; the shipped small_vgg stand-in was trained at 0.05).
+# (the lr is chosen by family, dlib.schedule.base_lr_for; the shipped small_vgg stand-in was trained at 0.05).
 IMAGENET_SETTINGS: dict[str, Any] = {
     "data.dataset": "pretext", "data.crop_size": 89, "data.scale_aug": True, "model.pretrained": None,
     "model.num_classes": PRETEXT_CLASSES,

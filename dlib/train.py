@@ -7,8 +7,8 @@ The recipe, from the papers and their released Caffe solvers:
 * "poly" learning rate (DeepLab v2, Sec. 4.1): lr(it) = base_lr * (1 - it / max_iter) ** 0.9; or,
   with ``train.lr_policy="step"``, DeepLab v1's step schedule (DeepLab v1, Sec. 4.1 and its released
   DeepLab-LargeFOV solver: base 1e-3, x0.1 every 2000 iterations, 6000 iterations, batch 20):
-  lr(it) = base_lr * gamma ** floor(it / step_size) (:func:`learning_rate`).
-  Base lr by the model's family, decided by :func:`base_lr_for` wherever a model is trained (command
+  lr(it) = base_lr * gamma ** floor(it / step_size) (dlib.schedule).
+  Base lr by the model's family, decided by :func:`dlib.schedule.base_lr_for` wherever a model is trained (command
   line, notebooks, ablation): ``train.base_lr`` for ResNet models (2.5e-4 for ResNet-101),
   ``train.base_lr_vgg`` for VGG-16 models (1e-3), from the released solvers; the ``cpu``/``smoke``
   profiles set both to the small models' rate (a deviation).
@@ -20,9 +20,8 @@ The recipe, from the papers and their released Caffe solvers:
   Each output's loss is the mean over the valid label pixels of the whole global batch, so the
   gradient is the same however the batch is split over accumulation steps or processes.
   Deviation from paper: Caffe normalises each micro-batch by its own valid-pixel count.
-  ``train.msc_loss="mean"`` (the ``cpu``/``smoke`` profiles; a deviation) averages the MSC losses
-  instead of summing them: summed, the gradient is ~4x larger, and at the small models' lr 1e-2
-  training diverges.
+  ``train.msc_loss="mean"`` averages the MSC losses instead of summing them (not the paper's; kept for
+  comparison).
 
 Robustness: a checkpoint every ``train.checkpoint_every`` iterations is written atomically to
 ``<out_dir>/checkpoints/`` (dlib.checkpoint); calling :func:`train` again with the same ``out_dir`` resumes from the
@@ -62,12 +61,12 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from . import distributed
-from .aspp import ASPP
 from .config import Config, pick_device
 from .loss import as_outputs, segmentation_loss, valid_pixel_counts
 from .msc import MSC
 from .results import atomic_write_text
 from .sampling import AugmentedView, MicroBatches, SampleStream
+from .schedule import base_lr_for, learning_rate, optimizer_groups, set_lr
 from .transforms import TrainTransform
 
 LOG_NAME = "train_log.csv"
@@ -83,94 +82,6 @@ def available_cpus() -> int:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def poly_lr(base_lr: float, iteration: int, max_iter: int, power: float = 0.9) -> float:
-    """DeepLab v2, Sec. 4.1: base_lr * (1 - iteration / max_iter) ** power."""
-    if not 0 <= iteration <= max_iter:
-        raise ValueError(f"iteration {iteration} outside [0, {max_iter}]")
-    return base_lr * (1 - iteration / max_iter) ** power
-
-
-def step_lr(base_lr: float, iteration: int, step_size: int, gamma: float = 0.1) -> float:
-    """Caffe's "step" policy (DeepLab v1, Sec. 4.1): base_lr * gamma ** floor(iteration / step_size)."""
-    if iteration < 0 or step_size < 1:
-        raise ValueError(f"need iteration >= 0 and step_size >= 1, got {iteration} and {step_size}")
-    return base_lr * gamma ** (iteration // step_size)
-
-
-# Backbone families trained at train.base_lr_vgg (dlib.models.ModelInfo.backbone); every other family at train.base_lr.
-VGG_FAMILIES = ("vgg16", "small_vgg")
-
-
-def base_lr_for(cfg: Config, model_name: str | None = None) -> float:
-    """The base learning rate of ``model_name`` (default ``cfg.model.name``), chosen by its family.
-
-    ``train.base_lr_vgg`` for VGG-16 models (DeepLab v1/v2 released solvers: 1e-3), ``train.base_lr`` for
-    the others (ResNet-101: 2.5e-4). The one place that decides it; training, the command line, the
-    notebooks and the ablation all ask here.
-    """
-    from .models import info
-
-    name = cfg.model.name if model_name is None else model_name
-    return cfg.train.base_lr_vgg if info(name).backbone in VGG_FAMILIES else cfg.train.base_lr
-
-
-def learning_rate(cfg: Config, iteration: int) -> float:
-    """The base (1x) learning rate at ``iteration``: ``train.lr_policy`` "poly" or "step" from :func:`base_lr_for`."""
-    t = cfg.train
-    base = base_lr_for(cfg)
-    if t.lr_policy == "step":
-        return step_lr(base, iteration, t.step_size, t.gamma)
-    if t.lr_policy != "poly":
-        raise ValueError(f"train.lr_policy must be 'poly' (DeepLab v2) or 'step' (DeepLab v1), got {t.lr_policy!r}")
-    return poly_lr(base, iteration, t.iterations, t.poly_power)
-
-
-def optimizer_groups(model: nn.Module, cfg: Config) -> list[dict[str, Any]]:
-    """SGD parameter groups with Caffe's lr multipliers and weight-decay multipliers.
-
-    backbone weights 1x (decay), backbone biases ``backbone_bias_lr_mult`` (2x, no decay),
-    head (classifier) weights ``head_lr_mult`` (10x, decay), head biases ``head_bias_lr_mult``
-    (20x, no decay), from :func:`parameter_roles_of`. Parameters that do not require gradients
-    (frozen BN) are left out.
-    """
-    t = cfg.train
-    base = base_lr_for(cfg)
-    split = parameter_roles_of(model)
-    spec = {"backbone_weight": (1.0, t.weight_decay), "backbone_bias": (t.backbone_bias_lr_mult, 0.0),
-            "head_weight": (t.head_lr_mult, t.weight_decay), "head_bias": (t.head_bias_lr_mult, 0.0)}
-    groups = []
-    for name, (mult, decay) in spec.items():
-        params = [p for p in split.get(name, []) if p.requires_grad]
-        if params:
-            groups.append({"params": params, "name": name, "lr_mult": mult, "lr": base * mult,
-                           "weight_decay": decay})
-    return groups
-
-
-def parameter_roles_of(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """dlib.models.parameter_roles for a DeepLab model (or a wrapper with its ASPP ``.head``); for any
-    other network, parameters under a module named head/classifier/aspp are the head."""
-    if isinstance(getattr(model, "head", None), ASPP):
-        from .models import parameter_roles
-
-        return {k: list(v) for k, v in parameter_roles(model).items()}
-    out: dict[str, list[nn.Parameter]] = {"backbone_weight": [], "backbone_bias": [], "head_weight": [],
-                                          "head_bias": []}
-    for name, p in model.named_parameters():
-        head = any(part in ("head", "classifier", "aspp") for part in name.split("."))
-        kind = "weight" if p.ndim > 1 else "bias"
-        out[f"{'head' if head else 'backbone'}_{kind}"].append(p)
-    return out
-
-
-def set_lr(optimizer: torch.optim.Optimizer, cfg: Config, iteration: int) -> float:
-    """Set every group's lr to :func:`learning_rate` * its multiplier; returns the base (1x) lr."""
-    lr = learning_rate(cfg, iteration)
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_mult", 1.0)
-    return lr
 
 
 # --------------------------------------------------------------------------------------------

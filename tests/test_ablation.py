@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dlib import ablation, checkpoint, config, models, train
+from dlib import ablation, checkpoint, config, models, schedule
 
 
 def test_table4_rows_are_the_papers_numbers_and_add_one_component_each():
@@ -53,8 +53,8 @@ def test_training_config_switches_the_rows_components():
     gpu = config.resolve("gpu")
     assert ablation.training_config(gpu, full, 0).model.name == "deeplab_v2_resnet101_aspp"
     vgg = ablation.training_config(gpu, ablation.TABLE3[4].training, 0)
-    assert (vgg.model.name, train.base_lr_for(vgg)) == ("deeplab_v2_vgg16_aspp_l", 1e-3)
-    assert train.base_lr_for(ablation.training_config(gpu, full, 0)) == 2.5e-4
+    assert (vgg.model.name, schedule.base_lr_for(vgg)) == ("deeplab_v2_vgg16_aspp_l", 1e-3)
+    assert schedule.base_lr_for(ablation.training_config(gpu, full, 0)) == 2.5e-4
     for row in ablation.TABLE4 + ablation.TABLE3 + ablation.ONE_AT_A_TIME:  # every row's network is registered
         for profile in ("cpu", "gpu"):
             assert ablation.model_name(config.resolve(profile), row.training) in models.available()

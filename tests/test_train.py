@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlib import checkpoint, config, data, distributed, loss, models, sampling, train
+from dlib import checkpoint, config, data, distributed, loss, models, sampling, schedule, train
 
 
 class Tiny(nn.Module):
@@ -48,46 +48,46 @@ def _tiny(seed=0, dropout=0.0):
 # --------------------------------------------------------------------------------------------
 
 def test_poly_lr_values():
-    assert train.poly_lr(0.01, 0, 100) == 0.01
-    assert math.isclose(train.poly_lr(0.01, 50, 100), 0.01 * 0.5 ** 0.9)
-    assert math.isclose(train.poly_lr(2.5e-4, 19999, 20000), 2.5e-4 * (1 / 20000) ** 0.9)
-    assert train.poly_lr(0.01, 100, 100) == 0.0
-    assert math.isclose(train.poly_lr(1.0, 25, 100, power=1.0), 0.75)
+    assert schedule.poly_lr(0.01, 0, 100) == 0.01
+    assert math.isclose(schedule.poly_lr(0.01, 50, 100), 0.01 * 0.5 ** 0.9)
+    assert math.isclose(schedule.poly_lr(2.5e-4, 19999, 20000), 2.5e-4 * (1 / 20000) ** 0.9)
+    assert schedule.poly_lr(0.01, 100, 100) == 0.0
+    assert math.isclose(schedule.poly_lr(1.0, 25, 100, power=1.0), 0.75)
     with pytest.raises(ValueError):
-        train.poly_lr(0.01, 101, 100)
+        schedule.poly_lr(0.01, 101, 100)
 
 
 def test_base_lr_is_chosen_by_the_model_family():
     # The released solvers: 1e-3 for VGG-16 (DeepLab v1 LargeFOV, v2 VGG-16), 2.5e-4 for ResNet-101.
     gpu = config.resolve("gpu")
-    assert train.base_lr_for(gpu) == 2.5e-4  # the gpu default model is ResNet-101 ASPP
+    assert schedule.base_lr_for(gpu) == 2.5e-4  # the gpu default model is ResNet-101 ASPP
     for name, lr in (("deeplab_v1_largefov", 1e-3), ("deeplab_v2_vgg16_aspp_l", 1e-3), ("deeplab_v2_vgg16_aspp_s", 1e-3),
                      ("deeplab_v2_resnet101_aspp", 2.5e-4), ("deeplab_v2_resnet101_baseline", 2.5e-4)):
-        assert train.base_lr_for(gpu, name) == lr, name
-        assert train.base_lr_for(gpu.replace({"model.name": name})) == lr, name
+        assert schedule.base_lr_for(gpu, name) == lr, name
+        assert schedule.base_lr_for(gpu.replace({"model.name": name})) == lr, name
     # The small families follow the same rule; distinct numbers show which key was read.
     cfg = _cfg(**{"train.base_lr": 0.3, "train.base_lr_vgg": 0.02, "model.name": "small_vgg_largefov"})
-    assert train.base_lr_for(cfg) == 0.02 and train.base_lr_for(cfg, "small_resnet_aspp") == 0.3
+    assert schedule.base_lr_for(cfg) == 0.02 and schedule.base_lr_for(cfg, "small_resnet_aspp") == 0.3
     # ... and it is what the optimizer's groups and the schedule start from.
-    groups = train.optimizer_groups(models.build("small_vgg_largefov", pretrained=None), cfg)
+    groups = schedule.optimizer_groups(models.build("small_vgg_largefov", pretrained=None), cfg)
     assert sorted({g["lr"] / g["lr_mult"] for g in groups}) == pytest.approx([0.02])
-    assert train.learning_rate(cfg, 0) == pytest.approx(0.02)
+    assert schedule.learning_rate(cfg, 0) == pytest.approx(0.02)
     # The cpu profile fine-tunes both small families at one rate, its train.base_lr.
     cpu = config.resolve("cpu")
     assert cpu.train.base_lr_vgg == cpu.train.base_lr
-    assert train.base_lr_for(cpu, "small_vgg_largefov") == train.base_lr_for(cpu, "small_resnet_aspp") == cpu.train.base_lr
+    assert schedule.base_lr_for(cpu, "small_vgg_largefov") == schedule.base_lr_for(cpu, "small_resnet_aspp") == cpu.train.base_lr
 
 
 def test_step_schedule_is_deeplab_v1s():
     # DeepLab v1 LargeFOV solver: base 1e-3, x0.1 every 2000 iterations, 6000 iterations (hand-computed values).
-    assert [train.step_lr(1e-3, i, 2000) for i in (0, 1999, 2000, 3999, 4000, 5999)] == pytest.approx(
+    assert [schedule.step_lr(1e-3, i, 2000) for i in (0, 1999, 2000, 3999, 4000, 5999)] == pytest.approx(
         [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5])
-    assert train.step_lr(0.5, 7, 3, gamma=0.5) == pytest.approx(0.125)  # floor(7 / 3) = 2 halvings
+    assert schedule.step_lr(0.5, 7, 3, gamma=0.5) == pytest.approx(0.125)  # floor(7 / 3) = 2 halvings
     with pytest.raises(ValueError):
-        train.step_lr(1e-3, -1, 2000)
+        schedule.step_lr(1e-3, -1, 2000)
     gpu = config.resolve("gpu", overrides={"model.name": "deeplab_v1_largefov", "train.lr_policy": "step",
                                            "train.iterations": 6000, "train.batch_size": 20})
-    assert [train.learning_rate(gpu, i) for i in (0, 2000, 5999)] == pytest.approx([1e-3, 1e-4, 1e-5])
+    assert [schedule.learning_rate(gpu, i) for i in (0, 2000, 5999)] == pytest.approx([1e-3, 1e-4, 1e-5])
     assert config.resolve("gpu").train.lr_policy == "poly"  # the default stays DeepLab v2's poly
     with pytest.raises(config.ConfigError, match="train.lr_policy"):
         config.resolve("smoke", overrides={"train.lr_policy": "cosine"})
@@ -116,8 +116,8 @@ def test_a_run_saved_before_the_schedule_keys_existed_still_resumes(tmp_path):
 def test_lr_multipliers_follow_caffe_lr_mult():
     cfg = config.resolve("cpu")
     model = models.build("small_resnet_aspp")
-    opt = torch.optim.SGD(train.optimizer_groups(model, cfg), lr=1.0, momentum=0.9)
-    base = train.set_lr(opt, cfg, 300)
+    opt = torch.optim.SGD(schedule.optimizer_groups(model, cfg), lr=1.0, momentum=0.9)
+    base = schedule.set_lr(opt, cfg, 300)
     assert math.isclose(base, cfg.train.base_lr * (1 - 300 / cfg.train.iterations) ** 0.9)
     by_name = {g["name"]: g for g in opt.param_groups}
     assert {k: by_name[k]["lr"] / base for k in by_name} == pytest.approx(
@@ -134,8 +134,8 @@ def test_lr_multipliers_follow_caffe_lr_mult():
 def test_one_sgd_step_moves_the_head_ten_times_faster():
     cfg = config.resolve("smoke", overrides={"train.weight_decay": 0.0})
     model = _tiny()
-    opt = torch.optim.SGD(train.optimizer_groups(model, cfg), lr=1.0, momentum=0.0, weight_decay=0.0)
-    train.set_lr(opt, cfg, 0)
+    opt = torch.optim.SGD(schedule.optimizer_groups(model, cfg), lr=1.0, momentum=0.0, weight_decay=0.0)
+    schedule.set_lr(opt, cfg, 0)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     model(torch.randn(2, 3, 24, 24)).square().mean().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
@@ -215,7 +215,7 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path):
     log_full, log_resumed = train.read_log(tmp_path / "full"), train.read_log(tmp_path / "cut")
     assert [r["iteration"] for r in log_resumed] == list(range(1, 7))
     assert [r["loss"] for r in log_resumed] == pytest.approx([r["loss"] for r in log_full], rel=1e-6)
-    assert [r["lr"] for r in log_resumed] == pytest.approx([train.poly_lr(0.05, i, 6) for i in range(6)])
+    assert [r["lr"] for r in log_resumed] == pytest.approx([schedule.poly_lr(0.05, i, 6) for i in range(6)])
     # A finished run resumes to "done" immediately with the same weights.
     again = train.train(cfg, tmp_path / "cut", model=_tiny(seed=7, dropout=0.3), dataset=ds, progress=False)
     assert again.resumed_from == 6 and torch.equal(again.model.head.weight, full.model.head.weight)
