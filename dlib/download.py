@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .data import cache_root, convert_sbd_labels, find_sbd, find_voc2012, write_train_aug_list
+from .io import read_json
 from .results import atomic_write_text
 
 
@@ -436,7 +437,7 @@ def download_imagenet(backbone: str, folder: str | os.PathLike | None = None, *,
 
 def read_checksums(folder: Path) -> dict[str, str]:
     path = folder / CHECKSUMS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
 
 
 def download_caffe(name: str, folder: str | os.PathLike | None = None, **kw) -> Path:

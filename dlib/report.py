@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .io import read_json
 from .results import atomic_write_bytes, atomic_write_text, results_root
 
 REPORT_DIR = "report"
@@ -126,14 +127,6 @@ def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
     return rows[0], rows[1:]
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return payload if isinstance(payload, dict) else None
-
-
 # ---------------------------------------------------------------------------------------------
 # Markdown helpers
 # ---------------------------------------------------------------------------------------------
@@ -226,7 +219,7 @@ def _short_commit(commit: str) -> str:
 def _provenances(folder: Path) -> list[tuple[str, dict[str, Any]]]:
     found = []
     for path in sorted(folder.glob("*.json")):
-        payload = _read_json(path)
+        payload = read_json(path, default=None)
         if payload and isinstance(payload.get("provenance"), dict):
             found.append((path.name, payload["provenance"]))
     return found
@@ -490,7 +483,7 @@ def _folder_section(folder: _Folder, results_dir: Path, report_dir: Path, figure
         lines += (_table_block(header, rows, path, report_dir) if header else ["_(empty table)_"]) + [""]
 
     for name, prov_path in ((p.name, p) for p in sorted(folder.path.glob("*.json"))):
-        payload = _read_json(prov_path)
+        payload = read_json(prov_path, default=None)
         if payload is None:
             continue
         data = payload.get("data", payload) if "provenance" in payload else payload

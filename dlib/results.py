@@ -136,8 +136,22 @@ def library_versions() -> dict[str, str]:
                 module = __import__(name)
             except Exception:  # noqa: BLE001 - a missing optional library is recorded, not fatal
                 continue
-        versions[name] = str(getattr(module, "__version__", "unknown"))
+        versions[name] = str(getattr(module, "__version__", None) or _distribution_version(name))
     return versions
+
+
+def _distribution_version(module: str) -> str:
+    """The version an installed module's distribution records (pydensecrf has no __version__; pydensecrf2 does)."""
+    if module == "pydensecrf":
+        from .crf import pydensecrf_version  # dlib.crf names the distribution
+
+        return pydensecrf_version() or "unknown"
+    from importlib import metadata
+
+    try:
+        return metadata.version(module)
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def device_description() -> str:
@@ -227,12 +241,6 @@ class Results:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
         return atomic_write_bytes(self.path(f"{name}.png"), buf.getvalue())
-
-
-def read_json(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a results JSON written by :meth:`Results.json` (returns the whole payload)."""
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
 
 
 def iter_json(folder: str | os.PathLike) -> Iterable[Path]:
