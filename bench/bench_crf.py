@@ -7,7 +7,7 @@ Seconds per 500x375 image (21 labels, 10 mean-field iterations, DeepLab v2's par
 * torch on a GPU when one is present, one image and per image in a batch of 16 (``DenseCRF.batch``);
   goal: >= 20x faster than pydensecrf on one core, per image in the batch;
 * ``dlib.crf.DenseCRF`` (input checks included) against the same pydensecrf calls made directly;
-  goal: ratio <= 1.05. Then images per second of ``dlib.crf.refine_dataset`` over 20+ cached
+  goal: ratio <= 1.05. Then images per second of ``dlib.crf_tuning.refine_dataset`` over 20+ cached
   softmaxes with 1 worker and with every core; goal: >= 1.8x on 2 cores.
 
 ``--agreement`` instead refines every shared VOC image with both backends and reports the share of
@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dlib import crf, data, metrics
+from dlib import crf, crf_tuning, data, metrics, scenes
+from dlib.io import read_image, read_label, save_probs
 
 H, W, C = 375, 500, 21
 
@@ -44,19 +45,19 @@ def inputs(n: int) -> tuple[list[str], dict[str, np.ndarray], dict[str, np.ndarr
     images, probs = {}, {}
     if root is not None:
         for image_id in (root / "ImageSets" / "Segmentation" / "train.txt").read_text().split():
-            image = crf.read_image(root / "JPEGImages" / f"{image_id}.jpg")
+            image = read_image(root / "JPEGImages" / f"{image_id}.jpg")
             if image.shape[:2] != (H, W):
                 continue
-            label = crf.read_label(root / "SegmentationClass" / f"{image_id}.png")
+            label = read_label(root / "SegmentationClass" / f"{image_id}.png")
             images[image_id] = image
-            probs[image_id] = crf.simulate_unaries(label, C, seed=len(images))
+            probs[image_id] = scenes.simulate_unaries(label, C, seed=len(images))
             if len(images) == n:
                 return list(images), images, probs, f"VOC 2012 images from {root} (softmax simulated)"
     for k in range(n):
-        image, label = crf.synthetic_scene(H, W, num_objects=4, num_classes=C, seed=k)
+        image, label = scenes.synthetic_scene(H, W, num_objects=4, num_classes=C, seed=k)
         images[f"synthetic{k:03d}"] = image
-        probs[f"synthetic{k:03d}"] = crf.simulate_unaries(label, C, seed=k)
-    return list(images), images, probs, "synthetic scenes (crf.synthetic_scene; softmax simulated)"
+        probs[f"synthetic{k:03d}"] = scenes.simulate_unaries(label, C, seed=k)
+    return list(images), images, probs, "synthetic scenes (scenes.synthetic_scene; softmax simulated)"
 
 
 def raw_pydensecrf(image: np.ndarray, probs: np.ndarray, params: dict) -> np.ndarray:
@@ -112,9 +113,9 @@ def agreement(max_images: int | None = None) -> dict:
     conf = {name: np.zeros((C, C), np.int64) for name in ("none", *models)}
     same = total = 0
     for k, image_id in enumerate(ids):
-        image = crf.read_image(root / "JPEGImages" / f"{image_id}.jpg")
-        label = crf.read_label(root / "SegmentationClass" / f"{image_id}.png")
-        probs = crf.simulate_unaries(label, C, seed=k)
+        image = read_image(root / "JPEGImages" / f"{image_id}.jpg")
+        label = read_label(root / "SegmentationClass" / f"{image_id}.png")
+        probs = scenes.simulate_unaries(label, C, seed=k)
         preds = {b: m.predict(image, probs) for b, m in models.items()}
         same += int((preds["torch"] == preds["pydensecrf"]).sum())
         total += label.size
@@ -151,10 +152,10 @@ def time_batch(ids, images, probs, workers: int) -> float:
     """Images per second of refine_dataset (pydensecrf) over cached float16 softmaxes, writing label PNGs."""
     with tempfile.TemporaryDirectory() as tmp:
         for image_id in ids:
-            crf.save_probs(Path(tmp) / "probs" / f"{image_id}.npz", probs[image_id])
+            save_probs(Path(tmp) / "probs" / f"{image_id}.npz", probs[image_id])
         t = time.perf_counter()
-        crf.refine_dataset(Path(tmp) / "probs", Path(tmp) / "out", images.__getitem__, ids=ids,
-                           crf=crf.DenseCRF(backend="pydensecrf"), workers=workers, progress=False)
+        crf_tuning.refine_dataset(Path(tmp) / "probs", Path(tmp) / "out", images.__getitem__, ids=ids,
+                                  crf=crf.DenseCRF(backend="pydensecrf"), workers=workers, progress=False)
         return len(ids) / (time.perf_counter() - t)
 
 
@@ -177,7 +178,7 @@ def main() -> None:
         return
     repeats, n = (3, 20) if args.quick else (10, 24)
     ids, images, probs, source = inputs(n)
-    cores = crf.resolve_workers(0)
+    cores = crf_tuning.resolve_workers(0)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     print(f"dense CRF, {H}x{W}, {C} labels, {crf.DenseCRF(backend='torch').params}; {source}; {cores} cores; {gpu}")
 

@@ -304,36 +304,21 @@ def _evaluate(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
 
 
 def _crf(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
-    import numpy as np
-
-    from . import crf, data, evaluate, results
-    from .metrics import confusion_matrix, scores
+    from . import data, evaluate, results
+    from .crf import DenseCRF
+    from .crf_tuning import refine_and_score
 
     cfg = resolve(args.profile, seed=args.seed, overrides=overrides)
     dataset = data.build_dataset(cfg, args.split)
-    index = {name: i for i, name in enumerate(dataset.ids)}
     probs_dir = Path(args.probs)
-    ids = sorted(p.stem for p in probs_dir.glob("*.npz"))
-    unknown = [i for i in ids if i not in index]
-    if unknown:
-        raise ValueError(f"{len(unknown)} cached ids are not in the {args.split} split, e.g. {unknown[:3]}; "
-                         "use the same --profile/--set and --split as 'evaluate --cache'")
-    paths = crf.refine_dataset(probs_dir, args.out, lambda name: np.asarray(dataset[index[name]][0]),
-                               crf=crf.DenseCRF.from_config(cfg), ids=ids or None, workers=cfg.crf.workers,
-                               progress=not args.no_progress)
-    c = cfg.model.num_classes
-    conf = np.zeros((c, c), dtype=np.int64)
-    for name, path in zip(ids, paths):
-        conf += confusion_matrix(crf.read_label(path), np.asarray(dataset[index[name]][1]), c)
-    s = scores(conf)
-    out_scores = {"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "class_iou": list(s["class_iou"]),
-                  "confusion": conf, "num_images": len(ids), "msc": None, "flip": None}
+    model_crf = DenseCRF.from_config(cfg)
+    s = refine_and_score(probs_dir, args.out, dataset, crf=model_crf, num_classes=cfg.model.num_classes,
+                         workers=cfg.crf.workers, progress=not args.no_progress)
     out = results.Results(cfg, args.name or f"crf_{probs_dir.name}")
-    model_crf = crf.DenseCRF.from_config(cfg)
-    evaluate.write_scores(out, scores_name(args.split, crf=model_crf.params), out_scores,
-                          evaluate.class_names(dataset, c))
+    evaluate.write_scores(out, scores_name(args.split, crf=model_crf.params), {**s, "msc": None, "flip": None},
+                          evaluate.class_names(dataset, cfg.model.num_classes))
     out.json("crf_params", model_crf.provenance)  # parameters, backend and its version
-    print(json.dumps({"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "num_images": len(ids),
+    print(json.dumps({"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "num_images": s["num_images"],
                       "labels": str(args.out), "results": str(out.dir)}))
     return 0
 

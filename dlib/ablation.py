@@ -25,7 +25,7 @@ from the interval (:mod:`dlib.stats`). Figures and diagnoses of the tables are i
 :mod:`dlib.ablation_analysis`.
 
 The CRF's w1, theta_alpha, theta_beta are chosen per CRF row (each training of a CRF row has its own
-search) by :func:`dlib.crf.cross_validate`, on the images ``ablation.crf_tune_on`` names:
+search) by :func:`dlib.crf_tuning.cross_validate`, on the images ``ablation.crf_tune_on`` names:
 
 * ``"val100"`` (the ``gpu`` profile; the paper's protocol, DeepLab v2, Sec. 4.1): the first 100 images of
   the val split. Those 100 images are then also among the scored ones, as in the paper.
@@ -50,6 +50,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .config import Config, identity_dict
+from .io import read_json
 from .results import atomic_write_text, jsonable
 from .stats import summarise
 
@@ -236,13 +237,6 @@ def _canonical(value: Any) -> Any:
     return json.loads(json.dumps(jsonable(value)))
 
 
-def _json_read(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def load_coco_checkpoint(model, path: str) -> None:
     """A COCO-pretrained DeepLab model (the stand-in on cpu, a user's file on gpu): backbone *and* head.
 
@@ -283,7 +277,7 @@ def run_training(cfg: Config, training: Training, seed: int, run_root: str | os.
     run_dir = run_dir_of(cfg, training, seed, run_root)
     cache = run_dir / "scores.json"
     wanted = _canonical({"config": identity_dict(tcfg), "crf_params": crf_params})
-    cached = _json_read(cache)
+    cached = read_json(cache, default=None)
     if cached is not None and cached["key"]["config"] == wanted["config"] and (
             crf_params is None or cached["key"]["crf_params"] == wanted["crf_params"]):
         return cached["scores"]  # (scores with the CRF also hold the scores without it)
@@ -321,23 +315,14 @@ def run_training(cfg: Config, training: Training, seed: int, run_root: str | os.
 
 
 def crf_score(cfg: Config, dataset: Any, probs_dir: Path, out_dir: Path, params: dict[str, float]) -> dict[str, Any]:
-    """Refine the cached val probabilities with the CRF (``dlib.crf.refine_dataset``) and score the labels."""
-    from .crf import DenseCRF, read_label, refine_dataset
-    from .metrics import confusion_matrix, scores
+    """Refine the cached val probabilities with the CRF (``dlib.crf_tuning.refine_and_score``) and score the labels."""
+    from .crf import DenseCRF
+    from .crf_tuning import refine_and_score
 
-    crf = DenseCRF(**params, w2=cfg.crf.w2, theta_gamma=cfg.crf.theta_gamma, iterations=cfg.crf.iterations,
-                   backend=cfg.crf.backend, normalization=cfg.crf.normalization, device=cfg.crf.device)
-    index = {name: i for i, name in enumerate(dataset.ids)}
     n = len(dataset) if cfg.eval.max_images is None else min(len(dataset), cfg.eval.max_images)
-    ids = list(dataset.ids[:n])
-    paths = refine_dataset(probs_dir, out_dir, lambda name: dataset[index[name]][0], crf=crf, ids=ids,
-                           workers=1, progress=False)
-    k = cfg.model.num_classes
-    conf = np.zeros((k, k), dtype=np.int64)
-    for name, path in zip(ids, paths):
-        conf += confusion_matrix(read_label(path), np.asarray(dataset[index[name]][1]), k)
-    s = scores(conf)
-    return {"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "class_iou": [float(v) for v in s["class_iou"]]}
+    s = refine_and_score(probs_dir, out_dir, dataset, crf=DenseCRF.from_config(cfg, **params),
+                         num_classes=cfg.model.num_classes, ids=dataset.ids[:n], workers=1, progress=False)
+    return {"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "class_iou": s["class_iou"]}
 
 
 def crf_tuning_images(cfg: Config, tcfg: Config) -> Subset:
@@ -367,13 +352,14 @@ def crf_tuning_description(cfg: Config) -> str:
 def tune_crf(cfg: Config, training: Training, seed: int, run_root: str | os.PathLike, *,
              grid: dict[str, Sequence[float]] | None = None):
     """Cross-validate w1, theta_alpha, theta_beta on :func:`crf_tuning_images` (``ablation.crf_tune_on``), with
-    the trained model of (``training``, ``seed``) (trained first if needed). Returns a :class:`dlib.crf.CVResult`."""
+    the trained model of (``training``, ``seed``) (trained first if needed). Returns a
+    :class:`dlib.crf_tuning.CVResult`."""
     import torch
 
     import pandas as pd
 
     from . import train as dlib_train
-    from .crf import CVResult, cross_validate
+    from .crf_tuning import CVResult, cross_validate
     from .evaluate import predict
 
     run_training(cfg, training, seed, run_root)  # ensures the model is trained
@@ -382,7 +368,7 @@ def tune_crf(cfg: Config, training: Training, seed: int, run_root: str | os.Path
     cache = run_dir_of(cfg, training, seed, run_root) / "crf_cv.json"
     wanted = _canonical({"config": identity_dict(tcfg), "grid": {k: list(map(float, v)) for k, v in grid.items()},
                          "holdout": cfg.ablation.crf_holdout, "crf": asdict(cfg.crf)})
-    cached = _json_read(cache)
+    cached = read_json(cache, default=None)
     if cached is not None and cached.get("key") == wanted:
         return CVResult(pd.DataFrame(cached["table"]), cached["best"], cached["baseline"])
     model = dlib_train.build_model(tcfg)
@@ -473,7 +459,7 @@ _REFERENCE = {"table4": "previous", "table3": None, "ofat": "first"}
 @dataclass
 class AblationResult:
     tables: dict[str, Any]  # "table4"/"table3"/"ofat" -> pandas DataFrame (see dlib.stats.summarise)
-    crf: dict[str, Any]  # training key -> dlib.crf.CVResult of its CRF tuning (ablation.crf_tune_on's images)
+    crf: dict[str, Any]  # training key -> dlib.crf_tuning.CVResult of its CRF tuning (ablation.crf_tune_on's images)
     runs: dict[tuple[str, int], dict[str, Any]]  # (training key, seed) -> scores
 
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import DEFAULT_PROFILE, PROFILES, resolve
-from .results import read_json, results_root
+from .io import read_json
+from .results import results_root
 
 TRIVIAL_TOLERANCE = 1e-9  # mIoU fraction: the same images, the same counts
 RETRAIN_TOLERANCE = 0.01  # mIoU fraction (1 point): the same seed on another CPU/BLAS may round differently

@@ -124,11 +124,11 @@ class CRFSetting:
 
 
 # The two sources disagree on the smoothness kernel (theta_gamma 3 in the paper's text, 1 in the released
-# ResNet-101 settings); notebook 04 measures how much that moves the labels (dlib.crf.setting_effects).
+# ResNet-101 settings); notebook 04 measures how much that moves the labels (dlib.crf_tuning.setting_effects).
 PAPER_TEXT = CRFSetting(
     "paper_text", None, None, None, 3.0, 3.0,
     "DeepLab v2 (arXiv:1606.00915), Sec. 4.1: 'default values of w2 = 3 and sigma_gamma = 3'; w1, theta_alpha, "
-    "theta_beta cross-validated per model on 100 val images (ranges: dlib.crf.PAPER_SEARCH_RANGES)")
+    "theta_beta cross-validated per model on 100 val images (ranges: dlib.crf_tuning.PAPER_SEARCH_RANGES)")
 RELEASED_RESNET101 = CRFSetting(
     "released_resnet101", 4.0, 67.0, 3.0, 3.0, 1.0,
     "DeepLab v2 ResNet-101 VOC model page, http://liangchiehchen.com/projects/DeepLabv2_resnet.html: 'bi_w = 4, "

@@ -35,6 +35,7 @@ from pathlib import Path
 from .data import cache_root
 from .fetch import DownloadError, Resource, fetch, file_digest, safe_extract, verify
 from .voc import convert_sbd_labels, find_sbd, find_voc2012, write_train_aug_list
+from .io import read_json
 from .results import atomic_write_text
 
 # PASCAL VOC 2012 trainval: md5 as published with torchvision.datasets.VOCSegmentation (year 2012).
@@ -226,7 +227,7 @@ def download_imagenet(backbone: str, folder: str | os.PathLike | None = None, *,
 
 def read_checksums(folder: Path) -> dict[str, str]:
     path = folder / CHECKSUMS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
 
 
 def download_caffe(name: str, folder: str | os.PathLike | None = None, **kw) -> Path:

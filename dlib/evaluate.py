@@ -7,7 +7,7 @@ DeepLab v2, Sec. 3.1), upsample the stride-8 scores bilinearly to the image size
 scores, take the softmax and its argmax. The confusion matrix is accumulated over the whole set
 and scored by :mod:`dlib.metrics` (mIoU, pixel accuracy, per-class IoU). With ``cache_dir`` every
 softmax is written as ``<cache_dir>/<id>.npz`` (key ``probs``, (C, H, W) float16, compressed;
-:func:`dlib.crf.save_probs`) for the CRF stage (:func:`dlib.crf.refine_dataset`).
+:func:`dlib.io.save_probs`) for the CRF stage (:func:`dlib.crf_tuning.refine_and_score`).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def evaluate(cfg: Config, model: nn.Module, dataset: Any, *, msc: bool | None = 
     ``predictions`` (list of uint8 maps) with ``keep_predictions``. With ``results`` (a
     :class:`dlib.results.Results`) writes ``<name>.json`` and ``<name>_class_iou.csv``.
     """
-    from .crf import save_probs
+    from .io import save_probs
     from .metrics import confusion_matrix, scores
 
     msc = cfg.eval.msc if msc is None else msc

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from .headline import HEADLINE_FOLDER, HEADLINE_TABLES, headline_section
+from .io import read_json
 from .markdown import format_number, github_slug, link, markdown_table, read_csv, rel
 from .results import atomic_write_text, results_root
-from .results_tree import REPORT_DIR, Folder, IncompleteResults, folders, provenances, read_json_dict, refuse_incomplete  # noqa: F401
+from .results_tree import REPORT_DIR, Folder, IncompleteResults, folders, provenances, refuse_incomplete  # noqa: F401
 
 LEGACY_FIGURE_DIR = "figures"  # report/figures/: copies older versions made; removed when the report is built
 VECTOR_SUFFIXES = (".svg", ".pdf")  # a figure's vector copy, saved beside its PNG
@@ -163,7 +164,7 @@ def _json_blocks(folder: Folder, report_dir: Path) -> list[str]:
     lines = []
     csv_stems = {p.stem for p in folder.path.glob("*.csv")}
     for path in sorted(folder.path.glob("*.json")):
-        payload = read_json_dict(path)
+        payload = read_json(path, default=None)
         if payload is None:
             continue
         data = payload.get("data", payload) if "provenance" in payload else payload

@@ -262,11 +262,5 @@ class Results:
         return save_figure(fig, self.path(f"{name}.png"), dpi=dpi or FIGURE_DPI)
 
 
-def read_json(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a results JSON written by :meth:`Results.json` (returns the whole payload)."""
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
-
-
 def iter_json(folder: str | os.PathLike) -> Iterable[Path]:
     return sorted(Path(folder).glob("*.json"))

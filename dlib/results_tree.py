@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .io import read_json
 from .results import results_root
 
 REPORT_DIR = "report"
@@ -90,19 +91,11 @@ def notebook_status(profile: str, results_dir: str | os.PathLike | None = None, 
     return rows
 
 
-def read_json_dict(path: Path) -> dict[str, Any] | None:
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return payload if isinstance(payload, dict) else None
-
-
 def provenances(folder: Path) -> list[tuple[str, dict[str, Any]]]:
     """(file name, provenance) of every JSON in ``folder`` that carries one."""
     found = []
     for path in sorted(folder.glob("*.json")):
-        payload = read_json_dict(path)
+        payload = read_json(path, default=None)
         if payload and isinstance(payload.get("provenance"), dict):
             found.append((path.name, payload["provenance"]))
     return found

@@ -99,22 +99,6 @@ def plot_atrous_taps(ax, *, length: int, kernel: int, rate: int, output_index: i
         ax.set_title(title, fontsize=10, loc="left")
 
 
-def disc_scene(size: int, discs, *, background: float = 0.2, foreground: float = 1.0):
-    """Bright discs on a flat background, to show what works at which object scale (notebook 03).
-
-    ``discs``: (centre_y, centre_x, radius) in pixels. Returns the image (size, size, 3) float32 in
-    [0, 1] and a label map (size, size) int64: 0 background, i + 1 inside disc i (later discs on top).
-    """
-    yy, xx = np.mgrid[0:size, 0:size]
-    image = np.full((size, size), background, dtype=np.float32)
-    label = np.zeros((size, size), dtype=np.int64)
-    for i, (cy, cx, r) in enumerate(discs):
-        inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-        image[inside] = foreground
-        label[inside] = i + 1
-    return np.repeat(image[..., None], 3, axis=2), label
-
-
 def plot_aspp_taps(ax, centre, rates, *, output_stride: int = 8, kernel: int = 3, colours=None) -> None:
     """Mark, around image pixel ``centre`` (y, x), the k x k taps of each ASPP branch's atrous filter.
 

@@ -187,7 +187,7 @@ def convert_sbd_labels(sbd_root: str | os.PathLike, *, progress: bool = False) -
     """
     from tqdm import tqdm
 
-    from .crf import write_label
+    from .io import write_label
 
     sbd = find_sbd(sbd_root)
     mats = sorted((sbd / "cls").glob("*.mat"))

@@ -96,18 +96,18 @@ def test_coco_rows_on_voc_without_a_checkpoint_are_not_run_and_nothing_is_built(
 
 
 def test_crf_is_tuned_on_held_out_training_images_never_on_val(tmp_path, monkeypatch):
-    from dlib import crf as dlib_crf
+    from dlib import crf_tuning
     from dlib import data
 
     cfg = config.resolve("smoke")
     seen = {}
-    real = dlib_crf.cross_validate
+    real = crf_tuning.cross_validate
 
     def spy(images, probs, labels, **kw):
         seen["images"] = [np.asarray(i) for i in images]
         return real(images, probs, labels, **kw)
 
-    monkeypatch.setattr(dlib_crf, "cross_validate", spy)
+    monkeypatch.setattr(crf_tuning, "cross_validate", spy)
     training = ablation.TABLE4[0].training
     cv = ablation.tune_crf(cfg, training, 0, tmp_path)
     train_set = data.build_dataset(ablation.training_config(cfg, training, 0), "train")
@@ -119,7 +119,7 @@ def test_crf_is_tuned_on_held_out_training_images_never_on_val(tmp_path, monkeyp
     grid = ablation.crf_grid(cfg)
     assert cv.best["w1"] in grid["w1"] and cv.best["theta_beta"] in grid["theta_beta"]
     # Cached: a second call reads the JSON instead of running the search again.
-    monkeypatch.setattr(dlib_crf, "cross_validate", lambda *a, **k: pytest.fail("search ran twice"))
+    monkeypatch.setattr(crf_tuning, "cross_validate", lambda *a, **k: pytest.fail("search ran twice"))
     again = ablation.tune_crf(cfg, training, 0, tmp_path)
     assert again.best == cv.best
 

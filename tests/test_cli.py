@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from dlib import results
+from dlib.io import read_json
 from dlib.__main__ import main, parse_overrides, parse_value
 
 
@@ -55,7 +56,7 @@ def test_train_evaluate_crf_end_to_end(tmp_path, monkeypatch, capsys):
     scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert scores["num_images"] == 3 and scores["msc"] and 0 <= scores["mean_iou"] <= 1
     assert len(list(probs.glob("*.npz"))) == 3
-    written = results.read_json(results.results_root() / "smoke" / "evaluate_run" / "scores_val_msc_first3.json")
+    written = read_json(results.results_root() / "smoke" / "evaluate_run" / "scores_val_msc_first3.json")
     assert written["data"]["mean_iou"] == pytest.approx(scores["mean_iou"])
 
     assert main(["crf", "--probs", str(probs), "--out", str(tmp_path / "crf"), *common,
@@ -109,7 +110,7 @@ def test_two_evaluations_of_one_run_keep_both_scores(trained_run, capsys):
     assert main(["evaluate", *common, "--flip"]) == 0
     second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     folder = results.results_root() / "smoke" / "evaluate_run"
-    plain, flipped = results.read_json(folder / "scores_val.json"), results.read_json(folder / "scores_val_flip.json")
+    plain, flipped = read_json(folder / "scores_val.json"), read_json(folder / "scores_val_flip.json")
     assert plain["data"]["flip"] is False and flipped["data"]["flip"] is True  # nothing overwritten
     assert plain["data"]["mean_iou"] == pytest.approx(first["mean_iou"])
     assert flipped["data"]["mean_iou"] == pytest.approx(second["mean_iou"])

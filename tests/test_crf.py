@@ -1,4 +1,4 @@
-"""The dense CRF wrapper against a direct pydensecrf call, the brute-force mean field, and the energy.
+"""The dense CRF wrapper against a direct pydensecrf call and the brute-force mean field (dlib.crf_exact).
 
 Both backends (pydensecrf, the torch lattice) run the same tests against the exact mean field; the
 pydensecrf ones skip cleanly when the optional extra is not installed.
@@ -10,7 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from dlib import config, crf, metrics
+from dlib import config, crf, metrics, scenes
+from dlib.crf_exact import crf_energy, dense_crf_exact
 
 PARAMS = dict(w1=5.0, theta_alpha=8.0, theta_beta=15.0, w2=2.0, theta_gamma=1.5, iterations=4)
 BACKENDS = ["pydensecrf", "torch"]
@@ -25,8 +26,8 @@ def backend(request):
 
 
 def _scene(seed=0, h=32, w=40, classes=5):
-    image, label = crf.synthetic_scene(h, w, num_objects=3, num_classes=classes, seed=seed)
-    return image, label, crf.simulate_unaries(label, classes, seed=seed)
+    image, label = scenes.synthetic_scene(h, w, num_objects=3, num_classes=classes, seed=seed)
+    return image, label, scenes.simulate_unaries(label, classes, seed=seed)
 
 
 def _direct_pydensecrf(image, probs, *, w1, theta_alpha, theta_beta, w2, theta_gamma, iterations):
@@ -68,12 +69,12 @@ def test_lattice_agrees_with_brute_force_mean_field(backend):
     for seed, params in itertools.product(range(3), (PARAMS, crf.DenseCRF().params)):
         image, _, probs = _scene(seed)
         lattice = crf.DenseCRF(**params, backend=backend)(image, probs)
-        exact = crf.dense_crf_exact(image, probs, **params)
+        exact = dense_crf_exact(image, probs, **params)
         agreement = (lattice.argmax(0) == exact.argmax(0)).mean()
         error = np.abs(lattice - exact).mean()
         assert agreement >= 0.98, (seed, params, agreement)
         assert error <= 0.01, (seed, params, error)
-        literal = crf.dense_crf_exact(image, probs, **params, normalization="none", include_self=False)
+        literal = dense_crf_exact(image, probs, **params, normalization="none", include_self=False)
         assert np.abs(lattice - literal).mean() > 2 * error
 
 
@@ -88,85 +89,35 @@ def test_sxy_and_srgb_are_the_papers_thetas(name, params, factor, backend):
     lattice = crf.DenseCRF(**params, backend=backend)(image, probs)
 
     def error(scale):
-        exact = crf.dense_crf_exact(image, probs, **dict(params, **{name: params[name] * scale}))
+        exact = dense_crf_exact(image, probs, **dict(params, **{name: params[name] * scale}))
         return np.abs(lattice - exact).mean()
 
     assert error(1.0) < error(factor) and error(1.0) < error(1 / factor)
 
 
-def _two_halves():
-    """Left half red = class 0, right half blue = class 1; unary 0.7 right, but 0.4 at four 'salt' pixels."""
-    h, w = 10, 12
-    truth = np.zeros((h, w), np.int64)
-    truth[:, 6:] = 1
-    image = np.zeros((h, w, 3), np.uint8)
-    image[truth == 0] = (200, 30, 30)
-    image[truth == 1] = (30, 30, 200)
-    p_true = np.full((h, w), 0.7)
-    for r, c in [(2, 2), (7, 3), (4, 9), (8, 10)]:
-        p_true[r, c] = 0.4
-    probs = np.stack([np.where(truth == 0, p_true, 1 - p_true), np.where(truth == 1, p_true, 1 - p_true)])
-    return image, probs.astype(np.float32), truth
-
-
 @pytest.mark.parametrize("method, normalization", [("pydensecrf", "symmetric"), ("torch", "symmetric"),
                                                    ("exact", "symmetric"), ("exact_literal", "none")])
-def test_mean_field_lowers_the_energy_where_pairwise_terms_must_win(method, normalization):
+def test_mean_field_lowers_the_energy_where_pairwise_terms_must_win(method, normalization, two_halves):
     if method == "pydensecrf":
         pytest.importorskip("pydensecrf.densecrf", reason="pydensecrf (optional extra [crf]) is not installed")
-    image, probs, truth = _two_halves()
+    image, probs, truth = two_halves
     params = dict(w1=4.0, theta_alpha=5.0, theta_beta=10.0, w2=3.0, theta_gamma=3.0)
     if method in ("pydensecrf", "torch"):
         q = crf.DenseCRF(**params, backend=method)(image, probs)
     elif method == "exact":
-        q = crf.dense_crf_exact(image, probs, **params)
+        q = dense_crf_exact(image, probs, **params)
     else:
-        q = crf.dense_crf_exact(image, probs, **params, normalization="none", include_self=False)
+        q = dense_crf_exact(image, probs, **params, normalization="none", include_self=False)
     unary_argmax = probs.argmax(0)
     assert (unary_argmax != truth).sum() == 4
     refined = q.argmax(0)
     np.testing.assert_array_equal(refined, truth)  # the salt pixels flip to their region's label
-    before = crf.crf_energy(unary_argmax, image, probs, **params, normalization=normalization)
-    after = crf.crf_energy(refined, image, probs, **params, normalization=normalization)
+    before = crf_energy(unary_argmax, image, probs, **params, normalization=normalization)
+    after = crf_energy(refined, image, probs, **params, normalization=normalization)
     assert after < before
     # With no pairwise weight, the CRF keeps the unary's argmax.
     free = crf.DenseCRF(**dict(params, w1=0.0, w2=0.0))(image, probs)
     np.testing.assert_array_equal(free.argmax(0), unary_argmax)
-
-
-@pytest.mark.parametrize("normalization", ["none", "symmetric"])
-def test_energy_matches_a_loop_over_pairs(normalization):
-    rng = np.random.default_rng(3)
-    h, w, c = 3, 4, 3
-    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    probs = rng.dirichlet(np.ones(c), size=(h, w)).transpose(2, 0, 1)
-    labels = rng.integers(0, c, (h, w))
-    w1, ta, tb, w2, tg = 4.0, 2.0, 60.0, 3.0, 1.5
-    pix = [(y, x) for y in range(h) for x in range(w)]
-
-    def k1(a, b):
-        dp = (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2
-        di = float(((image[a].astype(float) - image[b].astype(float)) ** 2).sum())
-        return math.exp(-dp / (2 * ta ** 2) - di / (2 * tb ** 2))
-
-    def k2(a, b):
-        return math.exp(-((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) / (2 * tg ** 2))
-
-    if normalization == "symmetric":  # k_ij / sqrt(d_i d_j), d_i = sum_j k_ij including j = i
-        d1 = {a: sum(k1(a, b) for b in pix) for a in pix}
-        d2 = {a: sum(k2(a, b) for b in pix) for a in pix}
-        n1 = lambda a, b: k1(a, b) / math.sqrt(d1[a] * d1[b])  # noqa: E731
-        n2 = lambda a, b: k2(a, b) / math.sqrt(d2[a] * d2[b])  # noqa: E731
-    else:
-        n1, n2 = k1, k2
-    energy = sum(-math.log(max(probs[labels[a]][a], 1e-5)) for a in pix)
-    for i, a in enumerate(pix):
-        for b in pix[i + 1:]:
-            if labels[a] != labels[b]:
-                energy += w1 * n1(a, b) + w2 * n2(a, b)
-    ours = crf.crf_energy(labels, image, probs, w1=w1, theta_alpha=ta, theta_beta=tb, w2=w2, theta_gamma=tg,
-                          normalization=normalization)
-    assert ours == pytest.approx(energy, rel=1e-6)  # the unary is float32, as pydensecrf stores it
 
 
 def test_steps_end_at_the_inference_result(backend):
@@ -221,8 +172,6 @@ def test_bad_parameters_are_named():
         crf.DenseCRF(theta_alpha=0)
     with pytest.raises(ValueError, match="w1"):
         crf.DenseCRF(w1=float("nan"))
-    with pytest.raises(ValueError, match="too many"):
-        crf.dense_crf_exact(np.zeros((70, 70, 3), np.uint8), np.full((2, 70, 70), 0.5))
     with pytest.raises(ValueError, match="backend must be one of"):
         crf.DenseCRF(backend="cuda")
     with pytest.raises(ValueError, match="normalization must be one of"):
@@ -238,122 +187,13 @@ def test_defaults_come_from_the_config():
     assert smoke.iterations == config.resolve("smoke").crf.iterations
     tuned = crf.DenseCRF.from_config(config.resolve("cpu", overrides={"crf.w1": 6.0}).crf)
     assert tuned.w1 == 6.0
-
-
-def test_probability_cache_round_trip(tmp_path):
-    _, _, probs = _scene(2)
-    path = crf.save_probs(tmp_path / "a.npz", probs)
-    with np.load(path) as data:
-        assert data["probs"].dtype == np.float16 and data["probs"].shape == probs.shape
-    back = crf.load_probs(path)
-    assert back.dtype == np.float32
-    np.testing.assert_allclose(back.sum(0), 1.0, atol=1e-6)
-    np.testing.assert_allclose(back, probs, atol=2e-3)
-
-
-def test_batch_refinement_equals_the_single_image_call(tmp_path, backend):
-    from PIL import Image
-
-    model = crf.DenseCRF(**PARAMS, backend=backend)
-    images = {}
-    (tmp_path / "images").mkdir()
-    (tmp_path / "empty").mkdir()
-    for k in range(3):
-        image, _, probs = _scene(k, h=24, w=32)
-        images[f"im{k}"] = image
-        crf.save_probs(tmp_path / "probs" / f"im{k}.npz", probs)
-        Image.fromarray(image).save(tmp_path / "images" / f"im{k}.png")  # lossless: the same pixels come back
-    parallel = crf.refine_dataset(tmp_path / "probs", tmp_path / "out2", tmp_path / "images", crf=model,
-                                  workers=2, progress=False)
-    serial = crf.refine_dataset(tmp_path / "probs", tmp_path / "out1", images.__getitem__, crf=model,
-                                workers=1, progress=False)
-    assert [p.name for p in parallel] == ["im0.png", "im1.png", "im2.png"]
-    for p_path, s_path in zip(parallel, serial):
-        image_id = p_path.stem
-        expected = model.predict(images[image_id], crf.load_probs(tmp_path / "probs" / f"{image_id}.npz"))
-        np.testing.assert_array_equal(crf.read_label(p_path), expected)
-        np.testing.assert_array_equal(crf.read_label(s_path), expected)
-    # overwrite=False keeps what is there (resuming an interrupted run).
-    crf.write_label(tmp_path / "out1" / "im0.png", np.zeros((24, 32), np.uint8))
-    crf.refine_dataset(tmp_path / "probs", tmp_path / "out1", images.__getitem__, crf=model, workers=1,
-                       overwrite=False, progress=False)
-    assert crf.read_label(tmp_path / "out1" / "im0.png").max() == 0
-    with pytest.raises(FileNotFoundError, match="no image"):
-        crf.refine_dataset(tmp_path / "probs", tmp_path / "out3", tmp_path / "empty", workers=1, progress=False)
-
-
-def test_cross_validation_is_the_coarse_to_fine_grid_search():
-    scenes = [_scene(k, h=24, w=32, classes=3) for k in range(2)]
-    images, labels, probs = [s[0] for s in scenes], [s[1] for s in scenes], [s[2] for s in scenes]
-    kwargs = dict(w1_grid=(2, 6), theta_alpha_grid=(5, 15), theta_beta_grid=(5,), iterations=3, progress=False)
-    result = crf.cross_validate(images, probs, labels, workers=2, **kwargs)
-    table = result.table
-    coarse = table[table.stage == 1]
-    assert sorted(zip(coarse.w1, coarse.theta_alpha)) == [(2, 5), (2, 15), (6, 5), (6, 15)]
-    best1 = coarse.loc[coarse.mean_iou.idxmax()]
-    fine = table[table.stage == 2]
-    # Stage 2: half the coarse step (2 for w1, 5 for theta_alpha) around stage 1's best, positive values only.
-    assert set(fine.w1) <= {best1.w1 - 2, best1.w1, best1.w1 + 2} and (fine.theta_alpha > 0).all()
-    assert set(fine.theta_alpha) <= {best1.theta_alpha - 5, best1.theta_alpha, best1.theta_alpha + 5}
-    assert len(fine) >= 2 and not set(zip(fine.w1, fine.theta_alpha)) & set(zip(coarse.w1, coarse.theta_alpha))
-    # Every row is the mIoU of the CRF with those parameters, accumulated over both images.
-    for row in table.itertuples():
-        model = crf.DenseCRF(w1=row.w1, theta_alpha=row.theta_alpha, theta_beta=row.theta_beta, iterations=3)
-        conf = sum(metrics.confusion_matrix(model.predict(i, p), lab, 3) for i, p, lab in zip(images, probs, labels))
-        assert row.mean_iou == pytest.approx(metrics.scores(conf)["mean_iou"])
-    assert result.best["mean_iou"] == table.mean_iou.max()
-    base = sum(metrics.confusion_matrix(p.argmax(0), lab, 3) for p, lab in zip(probs, labels))
-    assert result.baseline["mean_iou"] == pytest.approx(metrics.scores(base)["mean_iou"])
-    serial = crf.cross_validate(images, probs, labels, workers=1, **kwargs)
-    assert serial.table.equals(table)
-
-
-def test_simulated_unaries_are_a_coarse_softmax_of_the_label():
-    _, label = crf.synthetic_scene(40, 48, num_classes=4, void_width=2, seed=5)
-    assert (label == 255).any()
-    probs = crf.simulate_unaries(label, 4, noise=0.0)
-    assert probs.shape == (4, 40, 48) and probs.dtype == np.float32
-    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
-    # Without noise the argmax at the stride-8 sample points is the label there.
-    centres = label[4::8, 4::8]
-    keep = centres != 255
-    np.testing.assert_array_equal(probs.argmax(0)[4::8, 4::8][keep], centres[keep])
-    noisy = crf.simulate_unaries(label, 4, seed=1)
-    assert not np.array_equal(noisy, probs)
-
-
-def test_sample_images_fall_back_to_synthetic_scenes(tmp_path, monkeypatch):
-    monkeypatch.setenv("DLIB_SHARED_DATA", str(tmp_path))  # no VOC there
-    samples, source = crf.sample_images(2, seed=1, scale=0.5)
-    assert "synthetic" in source and len(samples) == 2
-    for _, image, label in samples:
-        assert image.shape == (120, 160, 3) and image.dtype == np.uint8 and label.shape == (120, 160)
-        assert (label == 255).any() and label[label != 255].max() < 21
-
-
-def test_sample_images_read_the_shared_voc_subset():
-    from dlib import data
-
-    if data.shared_voc_root() is None:
-        pytest.skip("the shared VOC 2012 subset (../shared/data/voc2012-train-subset) is not present")
-    samples, source = crf.sample_images(2, seed=0)
-    assert "VOC" in source
-    for image_id, image, label in samples:
-        assert image.shape[:2] == label.shape and image.dtype == np.uint8
-        assert set(np.unique(label)) <= set(range(21)) | {255}
-        assert (data.shared_voc_root() / "JPEGImages" / f"{image_id}.jpg").exists()
-
-
-def test_a_corrupt_cached_npz_is_named(tmp_path):
-    good = np.full((3, 4, 5), 1 / 3, np.float32)
-    crf.save_probs(tmp_path / "a.npz", good)
-    raw = (tmp_path / "a.npz").read_bytes()
-    (tmp_path / "b.npz").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(ValueError, match=r"b\.npz are truncated or corrupt.*--cache"):
-        crf.load_probs(tmp_path / "b.npz")
-    assert np.allclose(crf.load_probs(tmp_path / "a.npz"), good, atol=1e-3)  # the intact file is untouched
-    with pytest.raises(FileNotFoundError):
-        crf.load_probs(tmp_path / "missing.npz")
+    # Cross-validated values replace single settings; the rest (normalisation, backend, ...) stays the config's.
+    cfg = config.resolve("smoke", overrides={"crf.normalization": "deeplab", "crf.backend": "torch"})
+    chosen = crf.DenseCRF.from_config(cfg, w1=5.0, theta_alpha=30.0, theta_beta=4.0)
+    assert (chosen.w1, chosen.theta_alpha, chosen.theta_beta) == (5.0, 30.0, 4.0)
+    assert (chosen.normalization, chosen.backend, chosen.iterations) == ("deeplab", "torch", cfg.crf.iterations)
+    with pytest.raises(TypeError, match="unknown settings"):
+        crf.DenseCRF.from_config(cfg, sigma=3.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -381,7 +221,7 @@ def test_normalizations_differ_and_symmetric_is_the_default():
     for a, b in itertools.combinations(operations, 2):
         assert np.abs(q[a] - q[b]).max() > 1e-4, (a, b)
     # "none" is the paper's unnormalised Gaussians (j = i included): the lattice's constant is right.
-    exact = crf.dense_crf_exact(image, probs, **PARAMS, normalization="none", include_self=True)
+    exact = dense_crf_exact(image, probs, **PARAMS, normalization="none", include_self=True)
     assert np.abs(q["none"] - exact).mean() <= 0.01
 
 
@@ -422,6 +262,18 @@ def test_provenance_records_the_crf_backend_and_version():
     assert auto["backend"] == ("pydensecrf" if crf.pydensecrf_available() else "torch")
 
 
+def test_pydensecrf_version_comes_from_its_distribution():
+    """The module pydensecrf has no __version__; the distribution pydensecrf2 that installs it records one."""
+    from importlib import metadata
+
+    from dlib import results
+
+    pytest.importorskip("pydensecrf.densecrf", reason="pydensecrf (optional extra [crf]) is not installed")
+    version = metadata.version("pydensecrf2")
+    assert results.library_versions()["pydensecrf"] == version
+    assert crf.backend_version("pydensecrf") == {"backend": "pydensecrf", "version": f"pydensecrf2 {version}"}
+
+
 def test_torch_backend_agrees_with_pydensecrf_on_voc_images():
     """Real VOC images (../shared/data) with simulated stride-8 unaries, DeepLab v2's parameters.
 
@@ -432,11 +284,11 @@ def test_torch_backend_agrees_with_pydensecrf_on_voc_images():
 
     if data.shared_voc_root() is None:
         pytest.skip("the shared VOC 2012 subset (../shared/data/voc2012-train-subset) is not present")
-    samples, _ = crf.sample_images(3, seed=1)
+    samples, _ = scenes.sample_images(3, seed=1)
     same = total = 0
     conf = {"pydensecrf": 0, "torch": 0}
     for k, (_, image, label) in enumerate(samples):
-        probs = crf.simulate_unaries(label, 21, seed=k)
+        probs = scenes.simulate_unaries(label, 21, seed=k)
         preds = {b: crf.DenseCRF(backend=b).predict(image, probs) for b in conf}
         same += int((preds["torch"] == preds["pydensecrf"]).sum())
         total += label.size
@@ -478,7 +330,7 @@ def test_deeplab_normalisation_is_densecrf_2011_per_pixel(backend):
     for seed, params in itertools.product(range(2), (PARAMS, crf.DenseCRF().params)):
         image, _, probs = _scene(seed)
         reference = _densecrf_2011_mean_field(image, probs, **params)
-        exact = crf.dense_crf_exact(image, probs, **params, normalization="deeplab")
+        exact = dense_crf_exact(image, probs, **params, normalization="deeplab")
         np.testing.assert_allclose(exact, reference, atol=1e-6)  # the brute force is that formula
         q = crf.DenseCRF(**params, backend=backend, normalization="deeplab")(image, probs)
         np.testing.assert_array_equal(q, crf.DenseCRF(**params, backend=backend, normalization="after")(image, probs))
@@ -500,45 +352,17 @@ def test_deeplab_normalisation_is_densecrf_2011_per_pixel(backend):
     assert abs(symmetric[0, 0, 0] - symmetric[0, 3, 3]) > 1e-3  # corner and centre differ
 
 
-def test_energy_needs_a_symmetric_kernel():
-    image, _, probs = _scene(0, h=6, w=7)
-    with pytest.raises(ValueError, match="symmetric kernel"):
-        crf.energy_terms(probs.argmax(0), image, probs, normalization="deeplab")
-
-
 def test_the_published_crf_settings_and_our_defaults_sources():
     # DeepLab v2, Sec. 4.1: w2 = 3, sigma_gamma = 3. Released ResNet-101 VOC: bi_w 4, bi_xy_std 67, bi_rgb_std 3,
     # pos_w 3, pos_xy_std 1. Released VGG-16: 4, 65, 3, 2, 2.
     def values(s):
         return (s.w1, s.theta_alpha, s.theta_beta, s.w2, s.theta_gamma)
 
-    assert values(crf.PAPER_TEXT) == (None, None, None, 3, 3)
-    assert values(crf.RELEASED_RESNET101) == (4, 67, 3, 3, 1)
-    assert values(crf.RELEASED_VGG16) == (4, 65, 3, 2, 2)
-    assert set(crf.CRF_SETTINGS) == {"paper_text", "released_resnet101", "released_vgg16"}
-    assert all(s.source for s in crf.CRF_SETTINGS.values())
+    assert values(config.PAPER_TEXT) == (None, None, None, 3, 3)
+    assert values(config.RELEASED_RESNET101) == (4, 67, 3, 3, 1)
+    assert values(config.RELEASED_VGG16) == (4, 65, 3, 2, 2)
+    assert set(config.CRF_SETTINGS) == {"paper_text", "released_resnet101", "released_vgg16"}
+    assert all(s.source for s in config.CRF_SETTINGS.values())
     d = config.CRFConfig()  # appearance kernel from the release, smoothness kernel from the paper's text
     assert (d.w1, d.theta_alpha, d.theta_beta, d.w2, d.theta_gamma) == (4, 67, 3, 3, 3)
     assert d.normalization == "symmetric"
-
-
-def test_setting_effects_against_hand_counts():
-    """The two-halves image: 4 of 120 pixels are wrong in the unary; the CRF fixes exactly those."""
-    image, probs, truth = _two_halves()
-    base = crf.DenseCRF(w1=4.0, theta_alpha=5.0, theta_beta=10.0, w2=3.0, theta_gamma=3.0, backend="torch")
-    variants = {"crf": {}, "crf again": {}, "off": {"w1": 0.0, "w2": 0.0}, "deeplab": {"normalization": "deeplab"}}
-    table = crf.setting_effects([image], [probs], [truth], variants, base=base)
-    assert list(table.index) == ["no CRF", "crf", "crf again", "off", "deeplab"]
-    # No CRF: 2 wrong pixels in each half, IoU 58 / (58 + 2 + 2) per class.
-    assert table.loc["no CRF", "mean_iou"] == pytest.approx(100 * 58 / 62)
-    assert table.loc["crf", "mean_iou"] == pytest.approx(100.0)
-    assert table.loc["crf", "changed_vs_no_crf"] == pytest.approx(100 * 4 / 120)
-    assert table.loc["no CRF", "changed_vs_reference"] == pytest.approx(100 * 4 / 120)
-    assert table.loc["crf again", "changed_vs_reference"] == 0.0
-    assert table.loc["off", "changed_vs_no_crf"] == 0.0 and table.loc["off", "mean_iou"] == pytest.approx(100 * 58 / 62)
-    assert table.loc["deeplab", "normalization"] == "deeplab" and table.loc["crf", "normalization"] == "symmetric"
-    # The default variants: normalisation x theta_gamma from the two sources, our default configuration first.
-    names = list(crf.setting_variants())
-    assert len(names) == 4 and crf.setting_variants()[names[0]] == {"normalization": "symmetric", "w2": 3.0,
-                                                                     "theta_gamma": 3.0}
-    assert {v["theta_gamma"] for v in crf.setting_variants().values()} == {1.0, 3.0}

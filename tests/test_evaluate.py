@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from dlib import config, crf, evaluate, results
+from dlib import config, evaluate, results
+from dlib.io import load_probs, read_json
 
 COLOURS = np.array([[20, 20, 20], [230, 30, 30], [30, 230, 30], [30, 30, 230]], np.float32)
 
@@ -115,7 +116,7 @@ def test_probability_cache_for_the_crf(cfg, tmp_path):
     assert files == ["img0.npz", "img1.npz", "img2.npz"]
     with np.load(tmp_path / "probs/img1.npz") as z:
         assert z["probs"].dtype == np.float16 and z["probs"].shape == (21, 40, 56)
-    probs = crf.load_probs(tmp_path / "probs/img1.npz")
+    probs = load_probs(tmp_path / "probs/img1.npz")
     assert np.array_equal(probs.argmax(0), out["predictions"][1])
     assert np.allclose(probs.sum(0), 1, atol=1e-3)
 
@@ -123,7 +124,7 @@ def test_probability_cache_for_the_crf(cfg, tmp_path):
 def test_scores_are_written_with_results(cfg, tmp_path):
     writer = results.Results(cfg, "test_eval", root=tmp_path / "res")
     evaluate.evaluate(cfg, Constant(0), _uniform_images(), results=writer, name="val", progress=False)
-    payload = results.read_json(tmp_path / "res/val.json")
+    payload = read_json(tmp_path / "res/val.json")
     data = payload["data"]
     assert set(data) >= {"mean_iou", "pixel_acc", "class_iou", "confusion"}
     assert len(data["confusion"]) == 21 and data["class_iou"]["background"] == pytest.approx(

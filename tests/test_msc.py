@@ -98,24 +98,11 @@ def test_bad_scales_are_rejected(model):
         MSC(model, scales=(1.0, -0.5))
 
 
-def test_disc_scene_draws_the_discs():
-    from dlib import viz
-
-    image, label = viz.disc_scene(41, [(10, 10, 3), (30, 25, 5)], background=0.1, foreground=0.9)
-    assert image.shape == (41, 41, 3) and label.shape == (41, 41)
-    yy, xx = torch.meshgrid(torch.arange(41), torch.arange(41), indexing="ij")
-    second = ((yy - 30) ** 2 + (xx - 25) ** 2 <= 25).numpy()
-    assert (label == 2).sum() == second.sum() and (label[second] == 2).all()
-    assert (label == 1).sum() == 29  # lattice points within radius 3 (Gauss circle problem, r = 3)
-    assert torch.allclose(torch.from_numpy(image[..., 0][label > 0]), torch.tensor(0.9))
-    assert torch.allclose(torch.from_numpy(image[..., 0][label == 0]), torch.tensor(0.1))
-
-
 def test_msc_finds_with_a_smaller_scale_what_a_fixed_scale_detector_misses():
-    from dlib import viz
     from dlib.msc import CentreSurroundDetector
+    from dlib.scenes import disc_scene
 
-    image, label = viz.disc_scene(97, [(24, 24, 6), (64, 64, 12)])
+    image, label = disc_scene(97, [(24, 24, 6), (64, 64, 12)])
     x = torch.from_numpy(image).permute(2, 0, 1)[None]
     detector = CentreSurroundDetector(6)
     single = detector(x)[0, 1]  # object score, scale 1

@@ -13,6 +13,7 @@ import nbformat  # noqa: E402
 import pytest  # noqa: E402
 
 from dlib import config, headline, markdown, readme, report, results  # noqa: E402
+from dlib.io import read_json  # noqa: E402
 
 PROFILE = "smoke"
 TABLE4_HEADER = ["table", "row", "components", "model", "paper_miou", "measured_mean", "measured_std", "seeds",
@@ -120,7 +121,7 @@ def test_sections_figures_tables_and_links(tree):
     assert "| a | 0.3333 |" in text and "| b | 1235 |" in text
     assert "_Showing 30 of 40 rows" in text and "| 29 | 841 |" in text and "| 30 | 900 |" not in text
     # Provenance from the JSON the notebook wrote.
-    prov = results.read_json(tree["root"] / "01_alpha" / "summary.json")["provenance"]
+    prov = read_json(tree["root"] / "01_alpha" / "summary.json")["provenance"]
     assert prov["device"] in text and prov["versions"]["numpy"] in text
     assert prov["git_commit"].split("-")[0][:10] in text
 
