@@ -17,8 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .config import DEFAULT_PROFILE, PROFILES, parse_overrides, parse_value, resolve  # noqa: F401
 

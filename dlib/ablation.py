@@ -43,9 +43,10 @@ import json
 import math
 import multiprocessing as mp
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -244,9 +245,8 @@ def load_coco_checkpoint(model, path: str) -> None:
     A released ``init.caffemodel`` (dlib.caffe) loads into a Caffe-layout model; its classifier (COCO's classes,
     another layer name) is not copied, as in Caffe, and the report says so.
     """
-    from .weights import load_pretrained, read_state_dict
-
     from .caffe import is_caffemodel, load_caffemodel
+    from .weights import load_pretrained, read_state_dict
 
     if is_caffemodel(path):
         if getattr(model.backbone, "caffe_layout", True) is False:
@@ -354,9 +354,8 @@ def tune_crf(cfg: Config, training: Training, seed: int, run_root: str | os.Path
     """Cross-validate w1, theta_alpha, theta_beta on :func:`crf_tuning_images` (``ablation.crf_tune_on``), with
     the trained model of (``training``, ``seed``) (trained first if needed). Returns a
     :class:`dlib.crf_tuning.CVResult`."""
-    import torch
-
     import pandas as pd
+    import torch
 
     from . import train as dlib_train
     from .crf_tuning import CVResult, cross_validate

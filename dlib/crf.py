@@ -66,7 +66,8 @@ data set and cross-validating the parameters (dlib.crf_tuning); simulated unarie
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -232,7 +233,7 @@ class DenseCRF:
                              "use backend='torch' on a GPU")
 
     @classmethod
-    def from_config(cls, cfg: CRFConfig | Config, **overrides: Any) -> "DenseCRF":
+    def from_config(cls, cfg: CRFConfig | Config, **overrides: Any) -> DenseCRF:
         """Build from ``cfg.crf`` (or a CRFConfig itself); keyword ``overrides`` replace single settings,
         e.g. cross-validated ``w1=..., theta_alpha=..., theta_beta=...``."""
         crf = cfg.crf if isinstance(cfg, Config) else cfg

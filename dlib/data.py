@@ -13,9 +13,9 @@ PASCAL VOC) in :mod:`dlib.proxy`, PASCAL VOC 2012 and SBD (``data.dataset=voc``)
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

@@ -34,9 +34,9 @@ from pathlib import Path
 
 from .data import cache_root
 from .fetch import DownloadError, Resource, fetch, file_digest, safe_extract, verify
-from .voc import convert_sbd_labels, find_sbd, find_voc2012, write_train_aug_list
 from .io import read_json
 from .results import atomic_write_text
+from .voc import convert_sbd_labels, find_sbd, find_voc2012, write_train_aug_list
 
 # PASCAL VOC 2012 trainval: md5 as published with torchvision.datasets.VOCSegmentation (year 2012).
 VOC = Resource("voc", "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",

@@ -46,9 +46,10 @@ import io
 import json
 import os
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -419,7 +420,7 @@ class ProxySegmentation:
 
     @classmethod
     def from_config(cls, cfg, split: str = "train", *, large: bool = False, transform: Callable | None = None,
-                    cache_dir: str | os.PathLike | None = None) -> "ProxySegmentation":
+                    cache_dir: str | os.PathLike | None = None) -> ProxySegmentation:
         d = cfg.data
         count = d.proxy_large_train if large else (d.proxy_train if split == "train" else d.proxy_val)
         return cls(split, size=d.proxy_image_size, count=count, seed=d.proxy_seed, large=large,

@@ -13,7 +13,8 @@ A row is any object with ``table``, ``name``, ``components``, ``paper_miou``, ``
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

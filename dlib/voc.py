@@ -13,8 +13,9 @@ file raises :class:`DataError` naming the file, its data set and the fix.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -96,8 +96,7 @@ def test_coco_rows_on_voc_without_a_checkpoint_are_not_run_and_nothing_is_built(
 
 
 def test_crf_is_tuned_on_held_out_training_images_never_on_val(tmp_path, monkeypatch):
-    from dlib import crf_tuning
-    from dlib import data
+    from dlib import crf_tuning, data
 
     cfg = config.resolve("smoke")
     seen = {}

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from dlib import results
-from dlib.io import read_json
 from dlib.__main__ import main, parse_overrides, parse_value
+from dlib.io import read_json
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "crf"])

@@ -10,6 +10,7 @@ from dlib import config, data, proxy
 from dlib import voc as dlib_voc
 from dlib.constants import voc_palette
 
+
 def _palette_png(path, label):
     im = Image.fromarray(label.astype(np.uint8), mode="P")
     im.putpalette(voc_palette().ravel().tolist())
