@@ -31,16 +31,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", default=[],
                         help="override a config value, repeatable: --set train.iterations=500 --set model.name="
-                             "small_resnet_largefov (each value is converted to the key's type and range-checked: numbers, "
-                             "true/false/yes/no/on/off/1/0, null, [lists] or a,b,c)")
+                             "small_resnet_largefov (each value is converted to the key's type and range-checked: "
+                             "numbers, true/false/yes/no/on/off/1/0, null, [lists] or a,b,c)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dlib", description="DeepLab v1/v2 replication: train, "
-                                     "evaluate and CRF post-processing with the config profiles.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,crf,pretrain,download,doctor}")
-
+def _add_train(sub: Any) -> None:
     p = sub.add_parser("train", help="train a model; resumes from the output folder's latest checkpoint",
                        description="Train cfg.model.name on the configured training set (SGD, poly lr; DeepLab v2, "
                                    "Sec. 4.1; --set train.lr_policy=step for DeepLab v1's step schedule). The base lr "
@@ -54,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on the large proxy set (the MS-COCO stand-in; proxy data only)")
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many iterations of this call")
 
+
+def _add_evaluate(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="score a trained model on whole images (optionally MSC and flip)",
                        description="Whole-image evaluation: mIoU, pixel accuracy, per-class IoU and the confusion "
                                    "matrix, written under results/<profile>/. --cache writes the softmax of every "
@@ -70,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, default=None, help="score only the first N images")
     p.add_argument("--name", default=None, help="results folder name (default evaluate_<run folder name>)")
 
+
+def _add_crf(sub: Any) -> None:
     p = sub.add_parser("crf", help="refine cached probabilities with the fully connected CRF and score them",
                        description="Mean-field inference of the fully connected CRF (DeepLab v2, Sec. 3.3) on every "
                                    "cached <id>.npz of --probs; refined labels go to --out as PNGs, scores under "
@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", choices=("train", "val"), help="data split the probabilities are of")
     p.add_argument("--name", default=None, help="results folder name (default crf_<probs folder name>)")
 
+
+def _add_pretrain(sub: Any) -> None:
     p = sub.add_parser("pretrain", help="rebuild the cpu profile's pretrained stand-ins (dlib/weights/)",
                        description="Train the stand-ins the cpu profile fine-tunes from (dlib.standins): 'imagenet' "
                                    "(each small backbone on a pretext task; run first) or 'coco' (the whole model "
@@ -91,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="some stand-ins only (imagenet: small_resnet small_vgg; coco: the model names)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+
+def _add_download(sub: Any) -> None:
     from .download import DEFAULT_WEIGHTS, WEIGHT_NAMES
 
     p = sub.add_parser("download", help="fetch PASCAL VOC 2012, SBD or the weights: resumable, checksum verified, "
@@ -104,14 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and DeepLab's released Caffe models (no checksum published: their sha256 is "
                                    "recorded in --root/checksums.json). Then run: python -m dlib doctor")
     p.add_argument("what", choices=("voc", "sbd", "weights"))
-    p.add_argument("--root", default=None, help="target folder (default: <repo>/.cache/datasets for voc/sbd, "
-                                                "<repo>/.cache/weights for the Caffe models; $DLIB_CACHE_DIR moves both)")
+    p.add_argument("--root", default=None,
+                   help="target folder (default: <repo>/.cache/datasets for voc/sbd, <repo>/.cache/weights for the "
+                        "Caffe models; $DLIB_CACHE_DIR moves both)")
     p.add_argument("--from-file", default=None, metavar="PATH",
                    help="verify and use an archive you downloaded by hand instead of fetching it")
     p.add_argument("--only", nargs="+", default=None, metavar="NAME", choices=WEIGHT_NAMES,
                    help=f"weights: which ({', '.join(WEIGHT_NAMES)}; default {' '.join(DEFAULT_WEIGHTS)})")
     p.add_argument("--no-progress", action="store_true", help="no progress line")
 
+
+def _add_doctor(sub: Any) -> None:
     p = sub.add_parser("doctor", help="check a gpu set-up: data, labels, splits, weights, GPU, CRF",
                        description="Prints a checklist (✓/✗ with a fix per failed line): 10,582 train_aug and 1,449 "
                                    "val ids, every image and label present, labels index-coded (0..20, 255 void), "
@@ -128,8 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-sample", type=int, default=300, metavar="N",
                    help="read the pixel values of N labels spread over the splits (every label's mode is "
                         "checked; default 300, 0 = all)")
-    return parser
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dlib", description="DeepLab v1/v2 replication: train, "
+                                     "evaluate and CRF post-processing with the config profiles.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,crf,pretrain,download,doctor}")
+
+    for add in (_add_train, _add_evaluate, _add_crf, _add_pretrain, _add_download, _add_doctor):
+        add(sub)
+    return parser
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -179,7 +193,8 @@ def _download(args: argparse.Namespace) -> int:
         get(root, from_file=args.from_file, progress=progress)
         voc, sbd = root / "VOCdevkit", root / "benchmark_RELEASE"
         both = voc.is_dir() and sbd.is_dir()
-        print(json.dumps({"voc_root": str(voc) if voc.is_dir() else None, "sbd_root": str(sbd) if sbd.is_dir() else None,
+        print(json.dumps({"voc_root": str(voc) if voc.is_dir() else None,
+                          "sbd_root": str(sbd) if sbd.is_dir() else None,
                           "next": (f"python -m dlib doctor --root {root}  (train/evaluate: --set data.voc_root={voc} "
                                    f"--set data.sbd_root={sbd})") if both else
                           f"python -m dlib download {'sbd' if args.what == 'voc' else 'voc'} --root {root}"}))

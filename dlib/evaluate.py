@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,20 @@ def _dataset_id(dataset: Any, i: int) -> str:
     return str(ids[i]) if ids is not None else f"{i:06d}"
 
 
+def same_size_batches(dataset: Any, n: int, batch: int = _BATCH) -> Iterator[list[tuple[Any, Any]]]:
+    """The first ``n`` items of ``dataset`` in order, grouped into runs of up to ``batch`` same-sized images."""
+    i = 0
+    while i < n:
+        group = [dataset[i]]
+        while i + len(group) < n and len(group) < batch:
+            nxt = dataset[i + len(group)]
+            if nxt[0].shape != group[0][0].shape:
+                break
+            group.append(nxt)
+        yield group
+        i += len(group)
+
+
 def evaluate(cfg: Config, model: nn.Module, dataset: Any, *, msc: bool | None = None, flip: bool | None = None,
              cache_dir: str | os.PathLike | None = None, max_images: int | None = None, results: Any = None,
              name: str = "scores", keep_predictions: bool = False, progress: bool | None = None,
@@ -97,8 +111,11 @@ def evaluate(cfg: Config, model: nn.Module, dataset: Any, *, msc: bool | None = 
     ``predictions`` (list of uint8 maps) with ``keep_predictions``. With ``results`` (a
     :class:`dlib.results.Results`) writes ``<name>.json`` and ``<name>_class_iou.csv``.
     """
+    from tqdm import tqdm
+
     from .io import save_probs
     from .metrics import confusion_matrix, scores
+    from .voc import preflight
 
     msc = cfg.eval.msc if msc is None else msc
     flip = cfg.eval.flip if flip is None else flip
@@ -110,40 +127,25 @@ def evaluate(cfg: Config, model: nn.Module, dataset: Any, *, msc: bool | None = 
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
     if n == 0:
         raise ValueError("the evaluation data set is empty")
-    from .voc import preflight
-
     preflight(dataset, max_images=n)  # every image and label opened (headers, sizes) before any scoring
-    mean, std, bgr = normalisation(cfg.data)  # data.input_convention (dlib.transforms)
     cache = Path(cache_dir) if cache_dir is not None else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     conf = np.zeros((num_classes, num_classes), dtype=np.int64)
     predictions: list[np.ndarray] = []
-    from tqdm import tqdm
-
-    bar = tqdm(total=n, desc="evaluate", unit="img", disable=not (sys.stderr.isatty() if progress is None else progress))
-    i = 0
-    while i < n:
-        # Gather up to _BATCH consecutive images of one size.
-        batch = [dataset[i]]
-        while i + len(batch) < n and len(batch) < _BATCH:
-            nxt = dataset[i + len(batch)]
-            if nxt[0].shape != batch[0][0].shape:
-                break
-            batch.append(nxt)
-        images = torch.stack([to_tensor(img, None, mean, std, bgr=bgr)[0] for img, _ in batch]).to(dev)
-        size = batch[0][0].shape[:2]
-        with torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" and cfg.train.bf16 else contextlib.nullcontext():
-            logits = predict_logits(net, images, size, flip=flip, pad=cfg.data.eval_pad)
-        probs = torch.softmax(logits.float(), dim=1)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(total=n, desc="evaluate", unit="img", disable=not show)
+    done = 0
+    for batch in same_size_batches(dataset, n):
+        probs = _batch_probs(net, cfg, [image for image, _ in batch], dev, flip=flip)
         preds = probs.argmax(1).to(torch.uint8).cpu().numpy()
         for k, ((_, label), pred) in enumerate(zip(batch, preds)):
             conf += confusion_matrix(pred, np.asarray(label), num_classes, IGNORE_INDEX)
             if cache is not None:
-                save_probs(cache / f"{_dataset_id(dataset, i + k)}.npz", probs[k].cpu().numpy())
+                save_probs(cache / f"{_dataset_id(dataset, done + k)}.npz", probs[k].cpu().numpy())
             if keep_predictions:
                 predictions.append(pred)
-        i += len(batch)
+        done += len(batch)
         bar.update(len(batch))
     bar.close()
     if was_training:
@@ -157,6 +159,17 @@ def evaluate(cfg: Config, model: nn.Module, dataset: Any, *, msc: bool | None = 
     if results is not None:
         write_scores(results, name, out, class_names(dataset, num_classes))
     return out
+
+
+def _batch_probs(net: nn.Module, cfg: Config, images: Sequence[np.ndarray], dev: torch.device, *,
+                 flip: bool) -> torch.Tensor:
+    """Softmax (N, C, H, W) of same-sized uint8 images (data.input_convention; bf16 on CUDA)."""
+    mean, std, bgr = normalisation(cfg.data)  # data.input_convention (dlib.transforms)
+    x = torch.stack([to_tensor(image, None, mean, std, bgr=bgr)[0] for image in images]).to(dev)
+    bf16 = dev.type == "cuda" and cfg.train.bf16
+    with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+        logits = predict_logits(net, x, images[0].shape[:2], flip=flip, pad=cfg.data.eval_pad)
+    return torch.softmax(logits.float(), dim=1)
 
 
 def class_names(dataset: Any, num_classes: int) -> list[str]:
