@@ -11,7 +11,7 @@ A row is a *training* (backbone + head, MSC or not, COCO init or not, scale augm
 whether the fully connected CRF post-processes its output. Trainings shared by several rows run once.
 Every training goes to its own folder under ``run_root`` and resumes there (``dlib.train``); every
 scored row is cached as JSON beside it, so an interrupted notebook picks up where it stopped. Beside the
-cumulative Table 4, :data:`ONE_AT_A_TIME` adds each component alone to the baseline.
+cumulative Table 4, :data:`dlib.ablation_tables.ONE_AT_A_TIME` adds each component alone to the baseline.
 
 Profiles: ``gpu`` uses the paper's networks on VOC from ImageNet weights; the COCO rows start from the
 COCO-pretrained DeepLab model at ``model.coco_checkpoint`` (without one they are reported as not run,
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import multiprocessing as mp
 import os
 from collections.abc import Sequence
@@ -50,133 +49,11 @@ from typing import Any
 
 import numpy as np
 
+from .ablation_tables import REFERENCES, TABLES, Training, training_config
 from .config import Config, identity_dict
 from .io import read_json
 from .results import atomic_write_text, jsonable
 from .stats import summarise
-
-
-@dataclass(frozen=True)
-class Training:
-    """One network to train: which backbone family and head, and the training-time components."""
-
-    backbone: str  # "resnet" or "vgg"
-    head: str  # "baseline", "largefov", "aspp_s", "aspp_l"
-    msc: bool = False
-    coco: bool = False
-    aug: bool = False
-
-    @property
-    def key(self) -> str:
-        parts = [self.backbone, self.head] + [c for c in ("msc", "coco", "aug") if getattr(self, c)]
-        return "_".join(parts)
-
-
-@dataclass(frozen=True)
-class Row:
-    table: str  # "table4" or "table3"
-    name: str
-    training: Training
-    crf: bool
-    paper_miou: float  # the paper's number (percent)
-
-    @property
-    def components(self) -> str:
-        t = self.training
-        used = [c.upper() if c != "aug" else "Aug" for c in ("msc", "coco", "aug") if getattr(t, c)]
-        used.append({"baseline": "baseline head", "largefov": "LargeFOV", "aspp_s": "ASPP-S",
-                     "aspp_l": "ASPP-L"}[t.head])
-        if self.crf:
-            used.append("CRF")
-        return " + ".join(used)
-
-
-def _t4(msc=False, coco=False, aug=False, head="baseline") -> Training:
-    return Training("resnet", head, msc=msc, coco=coco, aug=aug)
-
-
-# DeepLab v2, Table 4 (ResNet-101, VOC 2012 val, mIoU %).
-TABLE4 = (
-    Row("table4", "baseline", _t4(), False, 68.72),
-    Row("table4", "+MSC", _t4(msc=True), False, 71.27),
-    Row("table4", "+COCO", _t4(msc=True, coco=True), False, 73.28),
-    Row("table4", "+Aug", _t4(msc=True, coco=True, aug=True), False, 74.87),
-    Row("table4", "+LargeFOV", _t4(msc=True, coco=True, aug=True, head="largefov"), False, 75.54),
-    Row("table4", "ASPP (instead of LargeFOV)", _t4(msc=True, coco=True, aug=True, head="aspp_l"), False, 76.35),
-    Row("table4", "+CRF", _t4(msc=True, coco=True, aug=True, head="aspp_l"), True, 77.69),
-)
-
-# DeepLab v2, Table 3 (VGG-16, VOC 2012 val, mIoU % before / after CRF): no MSC, no COCO, no scale
-# augmentation (a Table-4 component), each row with its own cross-validated CRF.
-TABLE3 = tuple(
-    Row("table3", f"{name}{' +CRF' if crf else ''}", Training("vgg", head), crf, paper)
-    for name, head, before, after in (("LargeFOV", "largefov", 65.76, 69.84), ("ASPP-S", "aspp_s", 66.98, 69.73),
-                                      ("ASPP-L", "aspp_l", 68.96, 71.57))
-    for crf, paper in ((False, before), (True, after))
-)
-
-# Model names per profile family. Paper networks for gpu, small variants for cpu/smoke.
-_PAPER_MODELS = {("resnet", "baseline"): "deeplab_v2_resnet101_baseline",
-                 ("resnet", "largefov"): "deeplab_v2_resnet101_largefov",
-                 ("resnet", "aspp_l"): "deeplab_v2_resnet101_aspp",
-                 ("vgg", "largefov"): "deeplab_v1_largefov",
-                 ("vgg", "aspp_s"): "deeplab_v2_vgg16_aspp_s",
-                 ("vgg", "aspp_l"): "deeplab_v2_vgg16_aspp_l"}
-# Deviation from paper (cpu/smoke): Table 3's heads run on the small ResNet backbone. The VGG-16-shaped small
-# network (small_vgg_*, with its shipped ImageNet stand-in) did not leave the all-background solution when
-# fine-tuned in this budget: 4.5% mIoU at lr 1e-2 and 4.3% at 3e-3 after 500 iterations on the development
-# split, against 35-46% for the small ResNet; its stand-in reached only 14% mIoU on the pretext task.
-_SMALL_MODELS = {("resnet", "baseline"): "small_resnet_baseline",
-                 ("resnet", "largefov"): "small_resnet_largefov",
-                 ("resnet", "aspp_l"): "small_resnet_aspp",
-                 ("vgg", "largefov"): "small_resnet_largefov",
-                 ("vgg", "aspp_s"): "small_resnet_aspp_s",
-                 ("vgg", "aspp_l"): "small_resnet_aspp"}
-
-# Each component added alone to the Table-4 baseline (not in the paper, which adds them cumulatively).
-ONE_AT_A_TIME = (
-    Row("ofat", "baseline", _t4(), False, math.nan),
-    Row("ofat", "+MSC", _t4(msc=True), False, math.nan),
-    Row("ofat", "+COCO", _t4(coco=True), False, math.nan),
-    Row("ofat", "+Aug", _t4(aug=True), False, math.nan),
-    Row("ofat", "+LargeFOV", _t4(head="largefov"), False, math.nan),
-    Row("ofat", "+ASPP", _t4(head="aspp_l"), False, math.nan),
-    Row("ofat", "+CRF", _t4(), True, math.nan),
-)
-
-
-def model_name(cfg: Config, training: Training) -> str:
-    table = _PAPER_MODELS if cfg.data.dataset == "voc" else _SMALL_MODELS
-    return table[(training.backbone, training.head)]
-
-
-def training_config(cfg: Config, training: Training, seed: int) -> Config:
-    """The resolved config of one training: the profile's, with the row's components switched.
-
-    The base lr follows the model's family at training time (:func:`dlib.schedule.base_lr_for`: ``train.base_lr``
-    for ResNet, ``train.base_lr_vgg`` for VGG-16; DeepLab's released solvers use 2.5e-4 and 1e-3). Every
-    checkpoint is kept, for the convergence curve of notebook 06.
-    """
-    name = model_name(cfg, training)
-    overrides: dict[str, Any] = {
-        "seed": seed,
-        "model.name": name,
-        "train.msc": training.msc,
-        "eval.msc": training.msc,  # MSC: multi-scale inputs with max fusion, in training and at test
-        "data.scale_aug": training.aug,
-        "train.keep_checkpoints": 0,
-    }
-    if not training.coco:
-        overrides["model.coco_checkpoint"] = None
-    elif str(cfg.model.coco_checkpoint).endswith(".caffemodel"):  # dlib.caffe.is_caffemodel, without torch
-        # The released COCO model (dlib.caffe) fits the prototxt's network and the Caffe input convention.
-        overrides.update({"model.caffe_layout": True, "data.input_convention": "caffe"})
-    if cfg.ablation.width is not None:
-        overrides["model.width"] = cfg.ablation.width
-    if cfg.ablation.iterations is not None:
-        overrides["train.iterations"] = cfg.ablation.iterations
-        overrides["train.checkpoint_every"] = max(1, cfg.ablation.iterations // 5)  # one at 80%: last_fifth_gain
-    return cfg.replace(overrides)
 
 
 class Subset:
@@ -451,8 +328,6 @@ def run_trainings(cfg: Config, jobs: Sequence[tuple[Training, int, dict | None]]
     return out
 
 
-TABLES = {"table4": TABLE4, "table3": TABLE3, "ofat": ONE_AT_A_TIME}
-_REFERENCE = {"table4": "previous", "table3": None, "ofat": "first"}
 
 
 @dataclass
@@ -486,7 +361,7 @@ def run_tables(cfg: Config, run_root: str | os.PathLike, tables: Sequence[str] =
         params = {k: float(crf[training.key].best[k]) for k in ("w1", "theta_alpha", "theta_beta")}
         crf_jobs += [(training, seed, params) for seed in seeds]
     runs.update(run_trainings(cfg, crf_jobs, run_root))
-    return AblationResult({name: summarise(TABLES[name], runs, seeds, reference=_REFERENCE[name])
+    return AblationResult({name: summarise(TABLES[name], runs, seeds, reference=REFERENCES[name])
                            for name in tables}, crf, runs)
 
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .ablation import ONE_AT_A_TIME, TABLE3, TABLE4, Row, Training, run_dir_of, training_config
+from .ablation import run_dir_of
+from .ablation_tables import ONE_AT_A_TIME, TABLE3, TABLE4, Row, Training, training_config
 from .config import Config
 from .stats import paired_stats, verdict
 

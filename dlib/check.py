@@ -63,23 +63,23 @@ def _trivial(profile: str) -> float:
 def _ablation_baseline(profile: str, threads: int = 1) -> float:
     import torch
 
-    from . import ablation
+    from . import ablation, ablation_tables
 
     cfg = resolve(profile)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)  # float sums depend on the thread count: use the committed run's
     try:
         with tempfile.TemporaryDirectory(prefix="dlib-check-") as tmp:
-            scores = ablation.run_training(cfg, ablation.TABLE4[0].training, cfg.ablation.seeds[0], tmp)
+            scores = ablation.run_training(cfg, ablation_tables.TABLE4[0].training, cfg.ablation.seeds[0], tmp)
     finally:
         torch.set_num_threads(before)
     return scores["mean_iou"]
 
 
 def _baseline_key(profile: str) -> str:
-    from . import ablation
+    from . import ablation_tables
 
-    return f"{ablation.TABLE4[0].training.key}_s{resolve(profile).ablation.seeds[0]}"
+    return f"{ablation_tables.TABLE4[0].training.key}_s{resolve(profile).ablation.seeds[0]}"
 
 
 def default_checks(profile: str, results_dir: Path | None = None) -> list[Check]:

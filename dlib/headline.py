@@ -27,9 +27,9 @@ TABLE3_COMPARISONS = "table3_comparisons"  # notebook 06: Table 3's paired diffe
 
 def _paper_rows(table: str) -> list[dict[str, Any]]:
     """The paper's rows of Table 3/4 (from :mod:`dlib.ablation`), measured columns empty."""
-    from . import ablation
+    from . import ablation_tables
 
-    rows = ablation.TABLE4 if table == "table4" else ablation.TABLE3
+    rows = ablation_tables.TABLE4 if table == "table4" else ablation_tables.TABLE3
     out = [{"table": r.table, "row": r.name, "components": r.components, "model": "", "paper_miou": r.paper_miou,
             "measured_mean": "", "measured_std": "", "seeds": "", "status": "not run yet", "per_seed": ""}
            for r in rows]

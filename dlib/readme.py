@@ -27,7 +27,7 @@ def readme_headline(results_dir: str | os.PathLike) -> str:
     table = markdown_table([header[i] for i in keep], [[r[i] for i in keep] for r in rows], numbers=False)
     verdicts, _ = ablation_rows(results_dir, "table4")
     said = "; ".join(f"{v['row']}: {v['verdict']}" for v in verdicts[1:] if v.get("verdict"))
-    return table + "\n\nVerdicts from the 95% intervals (`dlib.ablation.verdict`): " + said + "."
+    return table + "\n\nVerdicts from the 95% intervals (`dlib.stats.verdict`): " + said + "."
 
 
 def readme_timings(results_dir: str | os.PathLike) -> str:

@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 
-from dlib import ablation, ablation_analysis, config
+from dlib import ablation, ablation_analysis, ablation_tables, config
 
 
 def test_msc_diagnosis_scores_both_networks_both_ways(tmp_path):
     cfg = config.resolve("smoke", overrides={"ablation.seeds": [0]})
-    ablation.run_trainings(cfg, [(r.training, 0, None) for r in ablation.TABLE4[:2]], tmp_path)
+    ablation.run_trainings(cfg, [(r.training, 0, None) for r in ablation_tables.TABLE4[:2]], tmp_path)
     df = ablation_analysis.msc_diagnosis(cfg, tmp_path)
     assert df.shape == (2, 2) and ((df.to_numpy() >= 0) & (df.to_numpy() <= 100)).all()
     # The +MSC network scored with MSC at test time is the +MSC row of the table (the same evaluation).
-    res = ablation.run_training(cfg, ablation.TABLE4[1].training, 0, tmp_path)
+    res = ablation.run_training(cfg, ablation_tables.TABLE4[1].training, 0, tmp_path)
     assert df.iloc[1]["test MSC (max fusion)"] == pytest.approx(100 * res["mean_iou"])
 
 

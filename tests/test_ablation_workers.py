@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from dlib import ablation, config
+from dlib import ablation, ablation_tables, config
 
 
 def test_the_cpu_profile_trains_two_at_a_time():
@@ -21,7 +21,7 @@ def test_the_cpu_profile_trains_two_at_a_time():
 def test_two_workers_give_what_one_after_another_gives(tmp_path):
     cfg = config.resolve("smoke", overrides={"ablation.workers": 2, "ablation.seeds": [0, 1],
                                              "eval.max_images": 4})
-    baseline = ablation.TABLE4[0].training
+    baseline = ablation_tables.TABLE4[0].training
     jobs = [(baseline, 0, None), (baseline, 1, None)]
     pooled = ablation.run_trainings(cfg, jobs, tmp_path / "pool")  # workers from the config: 2
     assert set(pooled) == {(baseline.key, 0), (baseline.key, 1)}

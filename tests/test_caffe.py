@@ -398,7 +398,7 @@ def test_evaluate_a_released_largefov_caffemodel_from_the_command_line(tmp_path,
 
 
 def test_coco_rows_from_a_released_init_caffemodel_use_the_caffe_settings():
-    from dlib.ablation import Training, training_config
+    from dlib.ablation_tables import Training, training_config
 
     cfg = config.resolve("gpu", overrides={"model.coco_checkpoint": "/models/init.caffemodel"})
     coco = training_config(cfg, Training("resnet", "aspp_l", msc=True, coco=True), seed=0)

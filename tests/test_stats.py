@@ -5,7 +5,7 @@ import statistics
 import numpy as np
 import pytest
 
-from dlib import ablation, stats
+from dlib import ablation_tables, stats
 
 
 def _fake_results(values):
@@ -15,7 +15,7 @@ def _fake_results(values):
 
 
 def test_summarise_mean_std_and_paired_increments_against_statistics():
-    rows = ablation.TABLE4
+    rows = ablation_tables.TABLE4
     keys = [r.training.key for r in rows]
     rng = np.random.default_rng(0)
     values = {k: {s: (float(rng.uniform(30, 60)), float(rng.uniform(30, 60))) for s in (0, 1, 2)} for k in keys}
@@ -34,7 +34,7 @@ def test_summarise_mean_std_and_paired_increments_against_statistics():
 
 
 def test_summarise_reports_rows_that_did_not_run():
-    rows = ablation.TABLE4
+    rows = ablation_tables.TABLE4
     results = _fake_results({rows[0].training.key: {0: (50.0, 55.0)}})
     results[(rows[2].training.key, 0)] = {"status": "not run: no COCO-pretrained init"}
     df = stats.summarise(rows, results, seeds=(0,))
@@ -70,21 +70,21 @@ def test_verdicts_follow_the_interval():
 
 
 def test_summarise_writes_the_interval_columns():
-    rows = ablation.TABLE4[:2]
+    rows = ablation_tables.TABLE4[:2]
     values = {rows[0].training.key: {s: (40.0 + s, 0.0) for s in (0, 1, 2)},
               rows[1].training.key: {s: (41.0 + 2 * s, 0.0) for s in (0, 1, 2)}}  # diffs 1, 2, 3
     df = stats.summarise(rows, _fake_results(values), seeds=(0, 1, 2))
     assert df.loc[1, "increment_ci_low"] == pytest.approx(2 - 4.3027 / 3 ** 0.5, abs=1e-3)
     assert df.loc[1, "verdict"] == "not resolved (interval contains 0)"
-    ofat = stats.summarise(ablation.ONE_AT_A_TIME[:3], _fake_results({
-        ablation.ONE_AT_A_TIME[0].training.key: {0: (40.0, 0), 1: (41.0, 0)},
-        ablation.ONE_AT_A_TIME[1].training.key: {0: (43.0, 0), 1: (45.0, 0)},
-        ablation.ONE_AT_A_TIME[2].training.key: {0: (50.0, 0), 1: (52.0, 0)}}), seeds=(0, 1), reference="first")
+    ofat = stats.summarise(ablation_tables.ONE_AT_A_TIME[:3], _fake_results({
+        ablation_tables.ONE_AT_A_TIME[0].training.key: {0: (40.0, 0), 1: (41.0, 0)},
+        ablation_tables.ONE_AT_A_TIME[1].training.key: {0: (43.0, 0), 1: (45.0, 0)},
+        ablation_tables.ONE_AT_A_TIME[2].training.key: {0: (50.0, 0), 1: (52.0, 0)}}), seeds=(0, 1), reference="first")
     assert ofat["measured_increment"].tolist()[1:] == [pytest.approx(3.5), pytest.approx(10.5)]  # against the baseline
 
 
 def test_paired_stats_pairs_only_the_seeds_both_rows_ran():
-    a, b = ablation.TABLE3[2], ablation.TABLE3[0]  # ASPP-S and LargeFOV, before the CRF
+    a, b = ablation_tables.TABLE3[2], ablation_tables.TABLE3[0]  # ASPP-S and LargeFOV, before the CRF
     results = _fake_results({a.training.key: {0: (50.0, 0), 1: (54.0, 0), 2: (60.0, 0)},
                              b.training.key: {0: (48.0, 0), 1: (51.0, 0)}})  # seed 2 of LargeFOV did not run
     st = stats.paired_stats(results, a, b, seeds=(0, 1, 2))
