@@ -60,8 +60,8 @@ def loader_rate(cfg, *, batches: int) -> float:
     """Images per second the training data pipeline delivers (proxy set, paper augmentation)."""
     ds = data.build_dataset(cfg, "train")
     view = sampling.AugmentedView(ds, TrainTransform.from_config(cfg), cfg.seed)
-    sampler = sampling.MicroBatches(sampling.SampleStream(len(ds), cfg.seed), batch_size=cfg.train.batch_size, iter_size=1,
-                                 world=1, rank=0, start=0, stop=batches + 2)
+    sampler = sampling.MicroBatches(sampling.SampleStream(len(ds), cfg.seed), batch_size=cfg.train.batch_size,
+                                    iter_size=1, world=1, rank=0, start=0, stop=batches + 2)
     workers = cfg.data.loader_workers
     loader = torch.utils.data.DataLoader(view, batch_sampler=sampler, num_workers=workers,
                                          prefetch_factor=4 if workers else None)

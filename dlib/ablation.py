@@ -221,8 +221,8 @@ def crf_tuning_images(cfg: Config, tcfg: Config) -> Subset:
 def crf_tuning_description(cfg: Config) -> str:
     """One line saying where the CRF rows are tuned (``ablation.crf_tune_on``), for tables and notebooks."""
     if cfg.ablation.crf_tune_on == "val100":
-        return (f"CRF cross-validated on the first {PAPER_CRF_TUNE_IMAGES} val images (the paper's protocol, DeepLab v2 "
-                "Sec. 4.1; those images are also scored)")
+        return (f"CRF cross-validated on the first {PAPER_CRF_TUNE_IMAGES} val images (the paper's protocol, "
+                "DeepLab v2 Sec. 4.1; those images are also scored)")
     return f"CRF cross-validated on {cfg.ablation.crf_holdout} training images held out from training"
 
 

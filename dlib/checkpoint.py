@@ -206,7 +206,8 @@ def load_latest_checkpoint(out_dir: str | Path, required: Sequence[str] = ("mode
                           stacklevel=2)
         return path, state
     if bad:
-        raise CheckpointError(f"no intact checkpoint in {Path(out_dir) / CHECKPOINT_DIR}: {'; '.join(str(b) for b in bad)}. "
+        raise CheckpointError(f"no intact checkpoint in {Path(out_dir) / CHECKPOINT_DIR}: "
+                              f"{'; '.join(str(b) for b in bad)}. "
                               "Start over with --fresh (python -m dlib train) or resume=False")
     return None
 

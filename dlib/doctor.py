@@ -99,8 +99,9 @@ def _download_fix(what: str, root: str | os.PathLike | None) -> str:
     return f"python -m dlib download {what}" + (f" --root {root}" if root is not None else "")
 
 
-def data_checks(cfg: Config, *, root=None, label_sample: int | None = 300, expected_train: int = dlib_voc.TRAIN_AUG_SIZE,
-                expected_val: int = dlib_voc.VAL_SIZE, progress: bool = False) -> list[Check]:
+def data_checks(cfg: Config, *, root=None, label_sample: int | None = 300,
+                expected_train: int = dlib_voc.TRAIN_AUG_SIZE, expected_val: int = dlib_voc.VAL_SIZE,
+                progress: bool = False) -> list[Check]:
     voc_path, sbd_path = _roots(cfg, root)
     out: list[Check] = []
     try:

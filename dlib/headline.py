@@ -123,7 +123,8 @@ def increments(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
                     "ci_low": to_float(row.get("increment_ci_low")), "ci_high": to_float(row.get("increment_ci_high"))})
     header, lines = read_csv(Path(results_dir) / HEADLINE_FOLDER / f"{TABLE3_COMPARISONS}.csv")
     for line in (dict(zip(header, values)) for values in lines):
-        out.append({"table": "Table 3", "row": line.get("comparison", ""), "paper": to_float(line.get("paper_difference")),
+        out.append({"table": "Table 3", "row": line.get("comparison", ""),
+                    "paper": to_float(line.get("paper_difference")),
                     "measured": to_float(line.get("measured_difference")),
                     "ci_low": to_float(line.get("ci_low")), "ci_high": to_float(line.get("ci_high"))})
     return out
@@ -141,7 +142,8 @@ def plot_increments(profile: str, results_dir: str | os.PathLike | None = None):
     items = increments(results_dir)[::-1]  # top to bottom as in the tables
     fig, ax = plt.subplots(figsize=(8, 0.42 * len(items) + 1.4))
     y = list(range(len(items)))
-    ax.scatter([it["paper"] for it in items], [k + 0.15 for k in y], marker="D", color="0.45", zorder=3, label="paper (DeepLab v2)")
+    ax.scatter([it["paper"] for it in items], [k + 0.15 for k in y], marker="D", color="0.45", zorder=3,
+               label="paper (DeepLab v2)")
     shown = [(k, it) for k, it in enumerate(items) if it["measured"] is not None]
     if shown:
         low = [it["measured"] - (it["ci_low"] if it["ci_low"] is not None else it["measured"]) for _, it in shown]
@@ -178,7 +180,8 @@ def headline_section(results_dir: Path, report_dir: Path, dataset: str | None) -
         header, rows, exists = headline_rows(results_dir, table)
         lines += [f"### {label}: {caption}", ""]
         if exists:
-            lines += [f"Source: {link(f'{HEADLINE_FOLDER}/{table}.csv', results_dir / HEADLINE_FOLDER / f'{table}.csv', report_dir)}"
+            source = link(f"{HEADLINE_FOLDER}/{table}.csv", results_dir / HEADLINE_FOLDER / f"{table}.csv", report_dir)
+            lines += [f"Source: {source}"
                       " (mIoU in percent; std over seeds, ddof = 1).", ""]
         else:
             lines += [f"_Not run yet_: no `{HEADLINE_FOLDER}/{table}.csv` for this profile (notebook 06). "

@@ -138,9 +138,11 @@ TABLE: tuple[ModelInfo, ...] = (
          "VGG-16 ASPP-S: four fc6(3x3, rate r, 1024)-fc7-fc8 branches, r = 2, 4, 8, 12, summed."),
     _row("deeplab_v2_vgg16_aspp_l", "vgg16", "aspp", 3, (6, 12, 18, 24), 1024, None, "DeepLab v2, Table 3 (ASPP-L)",
          "VGG-16 ASPP-L: four fc6(3x3, rate r, 1024)-fc7-fc8 branches, r = 6, 12, 18, 24, summed."),
-    _row("deeplab_v2_resnet101_baseline", "resnet101", "baseline", 3, (1,), None, None, "DeepLab v2, Table 4 (first row)",
+    _row("deeplab_v2_resnet101_baseline", "resnet101", "baseline", 3, (1,), None, None,
+         "DeepLab v2, Table 4 (first row)",
          "ResNet-101 at output stride 8 with one 3x3 classifier at rate 1 (our reading of the baseline row)."),
-    _row("deeplab_v2_resnet101_largefov", "resnet101", "largefov", 3, (12,), None, None, "DeepLab v2, Table 4 (LargeFOV)",
+    _row("deeplab_v2_resnet101_largefov", "resnet101", "largefov", 3, (12,), None, None,
+         "DeepLab v2, Table 4 (LargeFOV)",
          "ResNet-101 at output stride 8 with one 3x3 classifier at rate 12."),
     _row("deeplab_v2_resnet101_aspp", "resnet101", "aspp", 3, (6, 12, 18, 24), None, None, "DeepLab v2, Table 4 (ASPP)",
          "ResNet-101 at output stride 8 with four 3x3 classifiers (2048 -> classes) at rates 6-24, summed."),
@@ -392,7 +394,8 @@ def _make_builder(row: ModelInfo) -> Callable[..., DeepLab]:
         [inspect.Parameter("num_classes", K, default=21), inspect.Parameter("pretrained", K, default=None),
          inspect.Parameter("rates", K, default=row.rates)] + options, return_annotation="DeepLab")
     builder.__name__ = builder.__qualname__ = row.name
-    builder.__doc__ = f"{row.doc}\n\n    {row.source or 'Deviation from paper: a small CPU variant (see the module docstring).'}"
+    source = row.source or "Deviation from paper: a small CPU variant (see the module docstring)."
+    builder.__doc__ = f"{row.doc}\n\n    {source}"
     return builder
 
 

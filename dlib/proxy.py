@@ -34,7 +34,8 @@ cores in about a minute. The recipe (:func:`make_proxy_sample`):
 * **Noise**: per-object colour and brightness jitter and Gaussian pixel noise.
 
 The ``large=True`` set uses the same generator with more images, more objects per image, sizes
-log-uniform over the whole range and a wider colour jitter; it stands in for MS-COCO pretraining (DeepLab v2, Table 4 "+COCO").
+log-uniform over the whole range and a wider colour jitter; it stands in for MS-COCO pretraining
+(DeepLab v2, Table 4 "+COCO").
 Train, val and large sets are drawn from disjoint seeds.
 """
 
@@ -344,7 +345,10 @@ SPLIT_CODES = {"train": 1, "val": 2, "test": 3}  # the proxy splits, and their c
 
 
 def _proxy_rng(seed: int, split: str, large: bool, i: int) -> np.random.Generator:
-    """The generator proxy image ``i`` of a split is drawn from (one place for :func:`proxy_arrays` and the notebooks)."""
+    """The generator proxy image ``i`` of a split is drawn from.
+
+    One place for :func:`proxy_arrays` and the notebooks.
+    """
     return np.random.default_rng([seed, SPLIT_CODES[split], int(large), i])
 
 

@@ -44,10 +44,12 @@ def update_readme(readme: str | os.PathLike, results_dir: str | os.PathLike) -> 
     """Rewrite the generated blocks of the README (between ``<!-- NAME -->`` and ``<!-- /NAME -->``)."""
     path = Path(readme)
     text = path.read_text()
-    for name, block in (("HEADLINE_TABLE", readme_headline(results_dir)), ("TIMING_TABLE", readme_timings(results_dir))):
+    blocks = (("HEADLINE_TABLE", readme_headline(results_dir)), ("TIMING_TABLE", readme_timings(results_dir)))
+    for name, block in blocks:
         pattern = re.compile(rf"(<!-- {name} -->\n).*?(<!-- /{name} -->)", re.S)
         if not pattern.search(text):
             raise ValueError(f"{path} has no <!-- {name} --> ... <!-- /{name} --> block")
-        text = pattern.sub(lambda m: m.group(1) + block + "\n" + m.group(2), text)
+        # block is bound as a default so the replacement uses this iteration's block (it is called at once anyway).
+        text = pattern.sub(lambda m, block=block: m.group(1) + block + "\n" + m.group(2), text)
     atomic_write_text(path, text)
     return path

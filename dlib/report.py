@@ -211,7 +211,8 @@ def _folder_section(folder: Folder, results_dir: Path, report_dir: Path, profile
                   f"seed {s['seed']}; wall time to the last JSON {s['wall']}.", ""]
     else:
         lines += ["_No JSON with provenance in this folder._", ""]
-    return lines + _csv_blocks(folder, report_dir) + _json_blocks(folder, report_dir) + _figure_blocks(folder, report_dir)
+    return (lines + _csv_blocks(folder, report_dir) + _json_blocks(folder, report_dir)
+            + _figure_blocks(folder, report_dir))
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -243,10 +244,12 @@ def _provenance_section(folders: Sequence[Folder], per_folder: dict[str, list[di
         elif provs:
             f = _summarise_provenance(provs)
             rows.append([folder.name, f["written"], f["commit"], f["device"], f["profile"], f["seed"]])
-    lines += [markdown_table(["results", "written", "git commit", "device", "profile", "seed"], rows, numbers=False), ""]
+    lines += [markdown_table(["results", "written", "git commit", "device", "profile", "seed"], rows, numbers=False),
+              ""]
     profiles = {str(p.get("profile")) for p in all_provs if p.get("profile")}
     if profiles - {profile}:
-        lines += [f"> **Warning**: some results were written under profile(s) {', '.join(sorted(profiles - {profile}))}, "
+        lines += [f"> **Warning**: some results were written under profile(s) "
+                  f"{', '.join(sorted(profiles - {profile}))}, "
                   f"not `{profile}`.", ""]
     return lines + ["Library versions:", "", _versions_table(per_folder), ""]
 
@@ -312,7 +315,8 @@ def build_report(profile: str, results_dir: str | os.PathLike | None = None, *,
             f"{len(numbered) - len(missing)} of {len(numbered)} notebooks have results for this profile"
             + (f"; not run yet: {', '.join(missing)}." if missing else "."), "", *contents, ""]
     dataset = resolve(profile).data.dataset if profile in PROFILES else None
-    body = headline_section(results_dir, report_dir, dataset) + _provenance_section(numbered + others, per_folder, profile)
+    body = (headline_section(results_dir, report_dir, dataset)
+            + _provenance_section(numbered + others, per_folder, profile))
     text = "\n".join(head + body + sections).rstrip() + "\n"
     readme = report_dir / "README.md"
     if not readme.is_file() or readme.read_text(encoding="utf-8") != text:

@@ -121,7 +121,8 @@ def git_commit(cwd: str | os.PathLike = REPO_ROOT) -> str:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)results"], cwd=cwd, capture_output=True, text=True, timeout=10).stdout.strip()
+                                ":(exclude)results"], cwd=cwd, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
         return sha + ("-dirty" if dirty else "") if sha else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

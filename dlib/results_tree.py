@@ -1,4 +1,5 @@
-"""The results tree of a profile, ``results/<profile>/``: which folder belongs to which notebook, and whether it is whole.
+"""The results tree of a profile, ``results/<profile>/``: which folder belongs to which notebook, and whether it is
+whole.
 
 A numbered folder ``NN_name`` holds what notebook ``NN_name.ipynb`` wrote; other folders (benchmarks,
 tools) are listed after them by name. A folder marked INCOMPLETE (:func:`dlib.notebooks.incomplete_marker`)

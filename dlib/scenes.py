@@ -61,7 +61,8 @@ def disc_scene(size: int, discs, *, background: float = 0.2, foreground: float =
     [0, 1] and a label map (size, size) int64: 0 background, i + 1 inside disc i (later discs on top).
     """
     flat = np.full((size, size, 3), background, dtype=np.float64)
-    image, label = draw_ellipses(flat, [Ellipse(cy, cx, r, r, i + 1, foreground) for i, (cy, cx, r) in enumerate(discs)])
+    image, label = draw_ellipses(flat, [Ellipse(cy, cx, r, r, i + 1, foreground)
+                                        for i, (cy, cx, r) in enumerate(discs)])
     return image.astype(np.float32), label
 
 
@@ -112,7 +113,8 @@ def sample_images(n: int, *, seed: int = 0, scale: float = 1.0,
     if root is not None:
         ids = (root / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
         chosen = sorted(rng.choice(ids, size=min(n, len(ids)), replace=False).tolist())
-        samples = [(i, read_image(root / "JPEGImages" / f"{i}.jpg"), read_label(root / "SegmentationClass" / f"{i}.png"))
+        samples = [(i, read_image(root / "JPEGImages" / f"{i}.jpg"),
+                    read_label(root / "SegmentationClass" / f"{i}.png"))
                    for i in chosen]
         source = f"PASCAL VOC 2012 train images ({root})"
     else:

@@ -142,7 +142,8 @@ def load_weights(model: nn.Module, source: str | Path) -> nn.Module:
         missing, unexpected = unwrap(model).load_state_dict(state, strict=False)
     except RuntimeError as err:  # tensor size mismatches
         first = str(err).strip().splitlines()
-        raise ValueError(f"checkpoint {path} does not fit this model ({first[1].strip() if len(first) > 1 else first[0]}); "
+        raise ValueError(f"checkpoint {path} does not fit this model "
+                         f"({first[1].strip() if len(first) > 1 else first[0]}); "
                          "was it trained with another model.name or model.width?") from None
     if missing or unexpected:
         raise ValueError(f"checkpoint {path} does not fit this model: missing {list(missing)[:5]}, "

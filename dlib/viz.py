@@ -143,7 +143,8 @@ def image_grid(rows, *, col_titles=None, row_titles=None, size: float = 2.3, sup
                 ax.axis("off")
                 continue
             panel = np.asarray(row[j])
-            ax.imshow(colorize(panel) if panel.ndim == 2 else panel, interpolation="nearest" if panel.ndim == 2 else None)
+            ax.imshow(colorize(panel) if panel.ndim == 2 else panel,
+                      interpolation="nearest" if panel.ndim == 2 else None)
             if i == 0 and col_titles is not None:
                 ax.set_title(col_titles[j], fontsize=9)
             if j == 0 and row_titles is not None:

@@ -52,7 +52,8 @@ def _where(path: Path) -> str:
 
 def _damaged(kind: str, path: Path, err: BaseException) -> DataError:
     reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return DataError(f"{kind} {path} is truncated or corrupt ({type(err).__name__}: {reason}); data set: {_where(path)}, "
+    return DataError(f"{kind} {path} is truncated or corrupt ({type(err).__name__}: {reason}); "
+                     f"data set: {_where(path)}, "
                      "or remove its id from the split file")
 
 
@@ -155,7 +156,8 @@ def read_sbd_label(path: str | os.PathLike, num_classes: int = NUM_CLASSES) -> n
     except _DECODE_ERRORS as err:  # scipy's MatReadError is a ValueError
         raise _damaged("SBD label", path, err) from None
     if "GTcls" not in mat:
-        raise ValueError(f"SBD label {path} has no 'GTcls' variable (found {sorted(k for k in mat if not k.startswith('__'))})"
+        raise ValueError(f"SBD label {path} has no 'GTcls' variable "
+                         f"(found {sorted(k for k in mat if not k.startswith('__'))})"
                          "; expected benchmark_RELEASE/dataset/cls/<id>.mat")
     gt = mat["GTcls"]
     if isinstance(gt, np.ndarray) and gt.dtype == object and gt.size == 1:
@@ -169,7 +171,10 @@ def read_sbd_label(path: str | os.PathLike, num_classes: int = NUM_CLASSES) -> n
 
 
 def sbd_label_path(sbd: Path, name: str) -> Path:
-    """Where SBD's label of ``name`` is read from: the converted PNG (:data:`SBD_PNG_DIR`) when present, else the .mat."""
+    """Where SBD's label of ``name`` is read from.
+
+    The converted PNG (:data:`SBD_PNG_DIR`) when present, else the .mat.
+    """
     png = sbd / SBD_PNG_DIR / f"{name}.png"
     return png if png.is_file() else sbd / "cls" / f"{name}.mat"
 
@@ -226,7 +231,8 @@ def find_voc2012(root: str | os.PathLike) -> Path:
     raise FileNotFoundError(
         f"no PASCAL VOC 2012 data set at {root}: expected VOCdevkit/VOC2012/ with JPEGImages/<id>.jpg, "
         f"SegmentationClass/<id>.png and ImageSets/Segmentation/<split>.txt (root may be the VOCdevkit or "
-        f"the VOC2012 folder). Get it with: python -m dlib download voc (from {VOC_URL}), or use the built-in proxy data set "
+        f"the VOC2012 folder). Get it with: python -m dlib download voc (from {VOC_URL}), "
+        "or use the built-in proxy data set "
         "(data.dataset=proxy)")
 
 
@@ -238,7 +244,8 @@ def find_sbd(root: str | os.PathLike) -> Path:
             return cand
     raise FileNotFoundError(
         f"no SBD data set at {root}: expected benchmark_RELEASE/dataset/ with cls/<id>.mat, img/<id>.jpg and "
-        f"train.txt/val.txt (root may be benchmark_RELEASE or its dataset folder). Get it with: python -m dlib download sbd (from {SBD_URL})")
+        f"train.txt/val.txt (root may be benchmark_RELEASE or its dataset folder). "
+        f"Get it with: python -m dlib download sbd (from {SBD_URL})")
 
 
 def train_aug_ids(voc_root: str | os.PathLike, sbd_root: str | os.PathLike) -> list[str]:

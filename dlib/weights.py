@@ -200,7 +200,8 @@ def _convert(model: DeepLab, state_dict: Mapping[str, torch.Tensor]) -> tuple[di
         f"torchvision ImageNet layout of {type(model.backbone).__name__}; check that the file is for this model")
 
 
-def load_pretrained(model: DeepLab, state_dict: Mapping[str, torch.Tensor], *, source: str = "state dict") -> LoadReport:
+def load_pretrained(model: DeepLab, state_dict: Mapping[str, torch.Tensor], *,
+                    source: str = "state dict") -> LoadReport:
     """Load ImageNet or DeepLab weights into ``model`` and report what was used.
 
     Backbone tensors must all be present with matching shapes, and no file tensor may be unknown to

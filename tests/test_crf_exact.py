@@ -86,7 +86,8 @@ def test_one_mean_field_step_by_hand():
             if b != a:
                 dp = (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2
                 di = float(((image[a].astype(float) - image[b].astype(float)) ** 2).sum())
-                s += (w1 * math.exp(-dp / (2 * ta ** 2) - di / (2 * tb ** 2)) + w2 * math.exp(-dp / (2 * tg ** 2))) * q0[b]
+                s += (w1 * math.exp(-dp / (2 * ta ** 2) - di / (2 * tb ** 2))
+                      + w2 * math.exp(-dp / (2 * tg ** 2))) * q0[b]
         np.testing.assert_allclose(q[:, a[0], a[1]], np.exp(s) / np.exp(s).sum(), rtol=1e-6)
 
 

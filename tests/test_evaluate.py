@@ -105,7 +105,8 @@ def test_flip_averaging_makes_predictions_mirror_equivariant(cfg):
     assert np.allclose(p[:, :, ::-1], p_mirror, atol=1e-5)
     assert np.allclose(p.sum(0), 1, atol=1e-5)
     no_flip = evaluate.predict(net, image, cfg, flip=False)
-    assert not np.allclose(no_flip[:, :, ::-1], evaluate.predict(net, image[:, ::-1].copy(), cfg, flip=False), atol=1e-3)
+    assert not np.allclose(no_flip[:, :, ::-1], evaluate.predict(net, image[:, ::-1].copy(), cfg, flip=False),
+                           atol=1e-3)
 
 
 def test_probability_cache_for_the_crf(cfg, tmp_path):

@@ -81,7 +81,8 @@ def test_object_sizes_span_the_designed_scale_range():
 def test_large_objects_are_rare_in_train_and_common_in_val():
     def large_fraction(split):
         sizes = [o["size"] for seed in range(150)
-                 for o in proxy.make_proxy_sample(np.random.default_rng(seed), 128, split=split, return_objects=True)[2]]
+                 for o in proxy.make_proxy_sample(np.random.default_rng(seed), 128, split=split,
+                                                  return_objects=True)[2]]
         return np.mean(np.array(sizes) / 128 > 0.2)
 
     # val: log-uniform over [0.06, 0.30] of the side, P(size > 0.2) = ln(1.5)/ln(5) = 25% (fewer placed: large

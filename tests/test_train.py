@@ -61,8 +61,9 @@ def test_base_lr_is_chosen_by_the_model_family():
     # The released solvers: 1e-3 for VGG-16 (DeepLab v1 LargeFOV, v2 VGG-16), 2.5e-4 for ResNet-101.
     gpu = config.resolve("gpu")
     assert schedule.base_lr_for(gpu) == 2.5e-4  # the gpu default model is ResNet-101 ASPP
-    for name, lr in (("deeplab_v1_largefov", 1e-3), ("deeplab_v2_vgg16_aspp_l", 1e-3), ("deeplab_v2_vgg16_aspp_s", 1e-3),
-                     ("deeplab_v2_resnet101_aspp", 2.5e-4), ("deeplab_v2_resnet101_baseline", 2.5e-4)):
+    for name, lr in (("deeplab_v1_largefov", 1e-3), ("deeplab_v2_vgg16_aspp_l", 1e-3),
+                     ("deeplab_v2_vgg16_aspp_s", 1e-3), ("deeplab_v2_resnet101_aspp", 2.5e-4),
+                     ("deeplab_v2_resnet101_baseline", 2.5e-4)):
         assert schedule.base_lr_for(gpu, name) == lr, name
         assert schedule.base_lr_for(gpu.replace({"model.name": name})) == lr, name
     # The small families follow the same rule; distinct numbers show which key was read.
@@ -75,7 +76,8 @@ def test_base_lr_is_chosen_by_the_model_family():
     # The cpu profile fine-tunes both small families at one rate, its train.base_lr.
     cpu = config.resolve("cpu")
     assert cpu.train.base_lr_vgg == cpu.train.base_lr
-    assert schedule.base_lr_for(cpu, "small_vgg_largefov") == schedule.base_lr_for(cpu, "small_resnet_aspp") == cpu.train.base_lr
+    assert (schedule.base_lr_for(cpu, "small_vgg_largefov") == schedule.base_lr_for(cpu, "small_resnet_aspp")
+            == cpu.train.base_lr)
 
 
 def test_step_schedule_is_deeplab_v1s():

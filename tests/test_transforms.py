@@ -66,7 +66,8 @@ def test_resize_uses_nearest_for_labels():
     img, lab = transforms.resize(image, label, 3.0)
     assert img.shape == (6, 6, 3)
     assert np.array_equal(lab, np.kron(label, np.ones((3, 3), np.uint8)))
-    _, lab = transforms.resize(np.zeros((10, 10, 3), np.uint8), np.arange(100, dtype=np.uint8).reshape(10, 10) % 21, 0.55)
+    _, lab = transforms.resize(np.zeros((10, 10, 3), np.uint8), np.arange(100, dtype=np.uint8).reshape(10, 10) % 21,
+                               0.55)
     assert lab.shape == (6, 6) and set(np.unique(lab)) <= set(range(21))
 
 

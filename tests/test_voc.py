@@ -23,7 +23,8 @@ def _write_voc(root, ids_labels, split="train", val=()):
         (voc / sub).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for name, label in ids_labels.items():
-        Image.fromarray(rng.integers(0, 255, label.shape + (3,), dtype=np.uint8)).save(voc / "JPEGImages" / f"{name}.jpg")
+        pixels = rng.integers(0, 255, label.shape + (3,), dtype=np.uint8)
+        Image.fromarray(pixels).save(voc / "JPEGImages" / f"{name}.jpg")
         _palette_png(voc / "SegmentationClass" / f"{name}.png", label)
     (voc / "ImageSets/Segmentation" / f"{split}.txt").write_text("".join(f"{n}\n" for n in ids_labels))
     (voc / "ImageSets/Segmentation/val.txt").write_text("".join(f"{n}\n" for n in val))

@@ -1,5 +1,6 @@
 """dlib.weights: ImageNet -> DeepLab conversion (fc6/fc7 decimation), loading with a report, unsafe files refused."""
 
+import pickle
 import urllib.error
 
 import pytest
@@ -187,7 +188,7 @@ def test_training_checkpoint_with_extra_objects_loads(tmp_path):
     # dict. Plain torch.load(weights_only=True) refuses the numpy arrays; read_state_dict allows exactly those.
     torch.save({"model": sd, "rng": {"numpy": np.random.get_state()}, "config": config.resolve("smoke").to_dict(),
                 "iteration": 7}, tmp_path / "ckpt.pt")
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         torch.load(tmp_path / "ckpt.pt", weights_only=True)
     model = models.build("small_vgg_largefov", pretrained=tmp_path / "ckpt.pt")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in sd.items())
@@ -208,7 +209,8 @@ def test_a_user_file_that_pickles_code_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "ran"
     sd = models.build("small_vgg_largefov").state_dict()
     torch.save({"model": sd, "extra": _RunsCode(marker)}, tmp_path / "evil.pt")
-    with pytest.raises(weights.PretrainedWeightsError, match=r"\(io\.open\); they are refused because unpickling them could run code"):
+    with pytest.raises(weights.PretrainedWeightsError,
+                       match=r"\(io\.open\); they are refused because unpickling them could run code"):
         models.build("small_vgg_largefov", pretrained=tmp_path / "evil.pt")
     assert not marker.exists()  # the callable was never called
     # A dataclass instance (not data) is refused too, naming its class.
