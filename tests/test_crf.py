@@ -270,7 +270,7 @@ def test_pydensecrf_version_comes_from_its_distribution():
 
     pytest.importorskip("pydensecrf.densecrf", reason="pydensecrf (optional extra [crf]) is not installed")
     version = metadata.version("pydensecrf2")
-    assert results.library_versions()["pydensecrf"] == version
+    assert results.library_versions()["pydensecrf2"] == version  # the name pip knows it by
     assert crf.backend_version("pydensecrf") == {"backend": "pydensecrf", "version": f"pydensecrf2 {version}"}
 
 
