@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dlib import crf, crf_tuning, data, metrics, scenes
+from dlib import crf, crf_tuning, metrics, scenes
+from dlib import io as dlib_io
 from dlib.io import read_image, read_label, save_probs
 
 H, W, C = 375, 500, 21
@@ -41,7 +42,7 @@ H, W, C = 375, 500, 21
 
 def inputs(n: int) -> tuple[list[str], dict[str, np.ndarray], dict[str, np.ndarray], str]:
     """n (ids, images, simulated softmaxes) of size 375x500, and where they came from."""
-    root = data.shared_voc_root()
+    root = dlib_io.shared_voc_root()
     images, probs = {}, {}
     if root is not None:
         for image_id in (root / "ImageSets" / "Segmentation" / "train.txt").read_text().split():
@@ -105,7 +106,7 @@ def time_backends(image: np.ndarray, probs: np.ndarray, repeats: int) -> dict[st
 
 def agreement(max_images: int | None = None) -> dict:
     """Both backends on every shared VOC image (simulated stride-8 softmax): same-label share, mIoU each."""
-    root = data.shared_voc_root()
+    root = dlib_io.shared_voc_root()
     if root is None or not crf.pydensecrf_available():
         raise SystemExit("--agreement needs the shared VOC subset and pydensecrf")
     ids = (root / "ImageSets" / "Segmentation" / "train.txt").read_text().split()[:max_images]

@@ -51,8 +51,8 @@ import numpy as np
 
 from .ablation_tables import REFERENCES, TABLES, Training, training_config
 from .config import Config, identity_dict
-from .io import read_json
-from .results import atomic_write_text, jsonable
+from .io import atomic_write_text, read_json
+from .results import jsonable
 from .stats import summarise
 
 
@@ -377,6 +377,6 @@ def runs_record(result: AblationResult) -> dict[str, Any]:
 
 def default_run_root(cfg: Config) -> Path:
     """Where notebooks 05-07 keep the ablation's trainings (checkpoints, cached scores): under the cache."""
-    from .data import cache_root
+    from .io import cache_root
 
     return cache_root() / "runs" / cfg.profile / "06_ablation"

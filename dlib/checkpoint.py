@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .config import NEUTRAL_ADDED_KEYS, Config
-from .results import atomic_write_bytes
+from .io import atomic_write_bytes
 
 CHECKPOINT_DIR = "checkpoints"
 FORMAT = 2  # 1: numpy RNG state as a numpy array; 2: every RNG state as tensors, lists and numbers

@@ -15,33 +15,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from .io import shared_voc_root
 from .proxy import SPLIT_CODES, ProxySegmentation, make_proxy_sample
-from .results import REPO_ROOT
 from .voc import VOC_URL, VOCSegmentation
-
-SHARED_DATA_ENV = "DLIB_SHARED_DATA"
-CACHE_ENV = "DLIB_CACHE_DIR"
-
-
-def shared_data_root() -> Path:
-    """``../shared/data`` beside the repository (or ``$DLIB_SHARED_DATA``); it may not exist."""
-    return Path(os.environ.get(SHARED_DATA_ENV, REPO_ROOT.parent / "shared" / "data"))
-
-
-def shared_voc_root() -> Path | None:
-    """The read-only VOC 2012 train-split subset in ``../shared/data``, or None when absent."""
-    root = shared_data_root() / "voc2012-train-subset" / "VOC2012"
-    return root if (root / "JPEGImages").is_dir() else None
-
-
-def cache_root() -> Path:
-    """Local cache folder: ``$DLIB_CACHE_DIR`` if set, else ``<repo>/.cache`` (git-ignored)."""
-    return Path(os.environ.get(CACHE_ENV, REPO_ROOT / ".cache"))
-
 
 # --------------------------------------------------------------------------------------------
 # One entry point for the notebooks and the command line

@@ -32,10 +32,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .data import cache_root
 from .fetch import DownloadError, Resource, fetch, file_digest, safe_extract, verify
-from .io import read_json
-from .results import atomic_write_text
+from .io import atomic_write_text, cache_root, read_json
 from .voc import convert_sbd_labels, find_sbd, find_voc2012, write_train_aug_list
 
 # PASCAL VOC 2012 trainval: md5 as published with torchvision.datasets.VOCSegmentation (year 2012).

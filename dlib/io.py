@@ -6,8 +6,9 @@
   (the softmax the CRF stage reads, written by ``python -m dlib evaluate --cache``);
 * JSON: one object per file (results, caches, checksums).
 
-Writers are atomic (dlib.results.atomic_write_bytes): a reader never sees half a file.
-Checkpoints have their own loader beside the training code.
+Writers are atomic (:func:`atomic_write_bytes`): a reader never sees half a file. Checkpoints have their own
+loader beside the training code (dlib.checkpoint). Where files live: the repository, the local cache
+(:func:`cache_root`) and the shared read-only data (:func:`shared_data_root`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,9 +25,121 @@ from typing import Any
 import numpy as np
 
 from .constants import voc_palette
-from .results import atomic_write_bytes
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 _RAISE = object()  # read_json without a default: errors propagate
+
+
+# --------------------------------------------------------------------------------------------
+# Where files live
+# --------------------------------------------------------------------------------------------
+
+SHARED_DATA_ENV = "DLIB_SHARED_DATA"
+CACHE_ENV = "DLIB_CACHE_DIR"
+
+
+def shared_data_root() -> Path:
+    """``../shared/data`` beside the repository (or ``$DLIB_SHARED_DATA``); it may not exist."""
+    return Path(os.environ.get(SHARED_DATA_ENV, REPO_ROOT.parent / "shared" / "data"))
+
+
+def shared_voc_root() -> Path | None:
+    """The read-only VOC 2012 train-split subset in ``../shared/data``, or None when absent."""
+    root = shared_data_root() / "voc2012-train-subset" / "VOC2012"
+    return root if (root / "JPEGImages").is_dir() else None
+
+
+def cache_root() -> Path:
+    """Local cache folder: ``$DLIB_CACHE_DIR`` if set, else ``<repo>/.cache`` (git-ignored)."""
+    return Path(os.environ.get(CACHE_ENV, REPO_ROOT / ".cache"))
+
+
+# --------------------------------------------------------------------------------------------
+# Writing atomically
+# --------------------------------------------------------------------------------------------
+
+def _umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc: read it by setting it, and put it back at once
+    os.umask(mask)
+    return mask
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_TMP = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")  # .<name>.<pid>.<random>.tmp
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed writes left in ``path``'s folder; returns the removed paths.
+
+    Temporaries are ``.<name>.<pid>.<random>.tmp``: one whose writer process is gone is stale, one of a
+    live process is a write in progress and stays. (Older temporaries of ``path`` without a pid are stale.)
+    """
+    path = Path(path)
+    removed: list[Path] = []
+    if not path.parent.is_dir():
+        return removed
+    for tmp in path.parent.glob(".*.tmp"):
+        match = _TMP.match(tmp.name)
+        if match:
+            pid = int(match.group(1))
+            if pid == os.getpid() or _pid_alive(pid):
+                continue  # a write in progress
+        elif not tmp.name.startswith(f".{path.name}."):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename.
+
+    The file gets the mode any file the user writes gets (0666 less the umask; ``mkstemp`` alone
+    would leave 0600), and temporaries left by earlier killed writes of ``path`` are removed first.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# --------------------------------------------------------------------------------------------
+# Images, labels, probability maps, JSON
+# --------------------------------------------------------------------------------------------
+
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

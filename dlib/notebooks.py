@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .config import DEFAULT_PROFILE, PROFILES
-from .results import REPO_ROOT, results_root
+from .io import REPO_ROOT
+from .results import results_root
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 _NAME = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
@@ -64,7 +65,7 @@ def incomplete_marker(results_dir: Path) -> Path:
 
 
 def _mark_incomplete(paths: Sequence[Path], notebook: Path, output: Path) -> None:
-    from .results import atomic_write_text
+    from .io import atomic_write_text
 
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     text = (f"{notebook.name} started at {started} and has not completed: the files beside this marker may mix "
@@ -143,7 +144,7 @@ def record_time(profile: str, notebook: str, seconds: float) -> Path:
     import io
     import platform
 
-    from .results import atomic_write_text
+    from .io import atomic_write_text
 
     path = results_root() / profile / "notebook_times.csv"
     fields = ["notebook", "seconds", "finished_utc", "machine", "cpus"]

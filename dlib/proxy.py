@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from .results import atomic_write_bytes
+from .io import atomic_write_bytes
 
 PROXY_VERSION = 3  # bump when the recipe changes: the cache key includes it
 
@@ -368,7 +368,7 @@ def proxy_arrays(split: str, *, size: int, count: int, seed: int = 0, large: boo
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
     if cache_dir is None:
         # The shared cache root lives in dlib.data, which imports this module: imported here, not at the top.
-        from .data import cache_root
+        from .io import cache_root
 
         cache_dir = cache_root() / "proxy"
     folder = Path(cache_dir)

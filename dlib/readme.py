@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 
 from .headline import ablation_rows, headline_rows
+from .io import atomic_write_text
 from .markdown import markdown_table, read_csv
-from .results import atomic_write_text
 
 
 def readme_headline(results_dir: str | os.PathLike) -> str:

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from .headline import HEADLINE_FOLDER, HEADLINE_TABLES, headline_section
-from .io import read_json
+from .io import atomic_write_text, read_json
 from .markdown import format_number, github_slug, link, markdown_table, read_csv, rel
-from .results import atomic_write_text, results_root
+from .results import results_root
 from .results_tree import REPORT_DIR, Folder, IncompleteResults, folders, provenances, refuse_incomplete  # noqa: F401
 
 LEGACY_FIGURE_DIR = "figures"  # report/figures/: copies older versions made; removed when the report is built

@@ -17,99 +17,20 @@ import os
 import platform
 import re
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from .config import Config
+from .io import REPO_ROOT, atomic_write_text
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_ENV = "DLIB_RESULTS_DIR"  # tests point this at a temporary folder
 
 
 def results_root() -> Path:
     """The top results folder: ``$DLIB_RESULTS_DIR`` if set, else ``<repo>/results``."""
     return Path(os.environ.get(RESULTS_ENV, REPO_ROOT / "results"))
-
-
-def _umask() -> int:
-    """The process umask (read without changing it where /proc allows)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # no /proc: read it by setting it, and put it back at once
-    os.umask(mask)
-    return mask
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-_TMP = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")  # .<name>.<pid>.<random>.tmp
-
-
-def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files that killed writes left in ``path``'s folder; returns the removed paths.
-
-    Temporaries are ``.<name>.<pid>.<random>.tmp``: one whose writer process is gone is stale, one of a
-    live process is a write in progress and stays. (Older temporaries of ``path`` without a pid are stale.)
-    """
-    path = Path(path)
-    removed: list[Path] = []
-    if not path.parent.is_dir():
-        return removed
-    for tmp in path.parent.glob(".*.tmp"):
-        match = _TMP.match(tmp.name)
-        if match:
-            pid = int(match.group(1))
-            if pid == os.getpid() or _pid_alive(pid):
-                continue  # a write in progress
-        elif not tmp.name.startswith(f".{path.name}."):
-            continue
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
-    return removed
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename.
-
-    The file gets the mode any file the user writes gets (0666 less the umask; ``mkstemp`` alone
-    would leave 0600), and temporaries left by earlier killed writes of ``path`` are removed first.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o666 & ~_umask())
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def git_commit(cwd: str | os.PathLike = REPO_ROOT) -> str:

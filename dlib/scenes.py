@@ -100,13 +100,13 @@ def sample_images(n: int, *, seed: int = 0, scale: float = 1.0,
                   num_classes: int = 21) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], str]:
     """n (id, image uint8 (H, W, 3), label uint8 (H, W)) and a line saying where they came from.
 
-    Real VOC 2012 images and labels from the shared read-only subset (dlib.data.shared_voc_root())
+    Real VOC 2012 images and labels from the shared read-only subset (dlib.io.shared_voc_root())
     when present, drawn at random with ``seed``; :func:`synthetic_scene` otherwise. ``scale`` < 1
     shrinks them (bilinear for the image, nearest for the label).
     """
     from PIL import Image
 
-    from .data import shared_voc_root
+    from .io import shared_voc_root
 
     root = shared_voc_root()
     rng = np.random.default_rng(seed)

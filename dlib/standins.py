@@ -34,7 +34,8 @@ import numpy as np
 from . import data as dlib_data
 from . import proxy as dlib_proxy
 from .config import NUM_CLASSES_OF_DATASET, Config, resolve
-from .results import atomic_write_bytes, atomic_write_text, git_commit, jsonable
+from .io import atomic_write_bytes, atomic_write_text, cache_root
+from .results import git_commit, jsonable
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FAMILIES = ("small_resnet", "small_vgg")
@@ -249,7 +250,7 @@ def _train_and_save(cfg: Config, run_dir: Path, dataset, held, path: Path, card:
 
 
 def _run_root(run_root: Path | None) -> Path:
-    return Path(run_root or dlib_data.cache_root() / "standins")
+    return Path(run_root or cache_root() / "standins")
 
 
 def pretrain_imagenet(family: str, *, run_root: Path | None = None, progress: bool = True) -> Path:

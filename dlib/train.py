@@ -62,9 +62,9 @@ from torch import nn
 from . import checkpoint as ckpt
 from . import distributed
 from .config import Config, pick_device
+from .io import atomic_write_text
 from .loss import as_outputs, segmentation_loss, valid_pixel_counts
 from .msc import MSC
-from .results import atomic_write_text
 from .sampling import AugmentedView, MicroBatches, SampleStream
 from .schedule import base_lr_for, learning_rate, optimizer_groups, set_lr
 from .transforms import TrainTransform

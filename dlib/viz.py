@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .constants import IGNORE_INDEX, VOC_CLASSES, voc_palette
-from .results import atomic_write_bytes
+from .io import atomic_write_bytes
 
 # One look for every figure (rcParams): small type that stays legible in a report column, no top/right
 # spines, TrueType fonts in the PDF (text stays text, editable and searchable).

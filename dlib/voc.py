@@ -208,7 +208,7 @@ def convert_sbd_labels(sbd_root: str | os.PathLike, *, progress: bool = False) -
 
 def write_train_aug_list(voc_root: str | os.PathLike, sbd_root: str | os.PathLike) -> Path:
     """Write :func:`train_aug_ids` to ``VOC2012/ImageSets/Segmentation/train_aug.txt`` (atomically); returns it."""
-    from .results import atomic_write_text
+    from .io import atomic_write_text
 
     ids = train_aug_ids(voc_root, sbd_root)
     path = find_voc2012(voc_root) / "ImageSets" / "Segmentation" / "train_aug.txt"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from dlib import config, crf, metrics, scenes
+from dlib import io as dlib_io
 from dlib.crf_exact import crf_energy, dense_crf_exact
 
 PARAMS = dict(w1=5.0, theta_alpha=8.0, theta_beta=15.0, w2=2.0, theta_gamma=1.5, iterations=4)
@@ -280,9 +281,8 @@ def test_torch_backend_agrees_with_pydensecrf_on_voc_images():
     The issue's bar: >= 99.5% of pixels with the same label, mIoU within 0.2 points.
     """
     pytest.importorskip("pydensecrf.densecrf", reason="pydensecrf (optional extra [crf]) is not installed")
-    from dlib import data
 
-    if data.shared_voc_root() is None:
+    if dlib_io.shared_voc_root() is None:
         pytest.skip("the shared VOC 2012 subset (../shared/data/voc2012-train-subset) is not present")
     samples, _ = scenes.sample_images(3, seed=1)
     same = total = 0

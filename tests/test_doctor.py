@@ -7,7 +7,8 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from dlib import data, doctor
+from dlib import doctor
+from dlib import io as dlib_io
 from dlib.__main__ import main
 from dlib.config import resolve
 
@@ -17,7 +18,7 @@ TRAIN, VAL, SBD_ONLY = 4, 2, 1  # ids in the miniature train_aug (plus one label
 @pytest.fixture
 def layout(tmp_path):
     """<tmp>/VOCdevkit/VOC2012 with 7 real images/labels (links into ../shared/data) and a one-label SBD."""
-    shared = data.shared_voc_root()
+    shared = dlib_io.shared_voc_root()
     if shared is None:
         pytest.skip("../shared/data/voc2012-train-subset is absent on this machine")
     ids = (shared / "ImageSets" / "Segmentation" / "train.txt").read_text().split()[:TRAIN + VAL + SBD_ONLY]

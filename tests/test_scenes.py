@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from dlib import io as dlib_io
 from dlib import scenes
 
 
@@ -68,13 +69,12 @@ def test_sample_images_fall_back_to_synthetic_scenes(tmp_path, monkeypatch):
 
 
 def test_sample_images_read_the_shared_voc_subset():
-    from dlib import data
 
-    if data.shared_voc_root() is None:
+    if dlib_io.shared_voc_root() is None:
         pytest.skip("the shared VOC 2012 subset (../shared/data/voc2012-train-subset) is not present")
     samples, source = scenes.sample_images(2, seed=0)
     assert "VOC" in source
     for image_id, image, label in samples:
         assert image.shape[:2] == label.shape and image.dtype == np.uint8
         assert set(np.unique(label)) <= set(range(21)) | {255}
-        assert (data.shared_voc_root() / "JPEGImages" / f"{image_id}.jpg").exists()
+        assert (dlib_io.shared_voc_root() / "JPEGImages" / f"{image_id}.jpg").exists()

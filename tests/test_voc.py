@@ -6,7 +6,8 @@ import scipy.io
 import torch
 from PIL import Image
 
-from dlib import config, data, proxy
+from dlib import config, proxy
+from dlib import io as dlib_io
 from dlib import voc as dlib_voc
 from dlib.constants import voc_palette
 
@@ -108,7 +109,7 @@ def test_train_aug_is_sbd_train_val_plus_voc_train_minus_voc_val(tmp_path):
 
 
 def test_shared_voc_subset():
-    root = data.shared_voc_root()
+    root = dlib_io.shared_voc_root()
     if root is None:
         pytest.skip("../shared/data/voc2012-train-subset is absent on this machine")
     ds = dlib_voc.VOCSegmentation(root, "train")
