@@ -161,14 +161,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from . import standins
+    from . import pretrain, standins
 
     names = standins.FAMILIES if args.task == "imagenet" else standins.COCO_MODELS
     unknown = [n for n in args.only or () if n not in names]
     if unknown:
         print(f"error: unknown {args.task} stand-in {unknown}; choose from {', '.join(names)}", file=sys.stderr)
         return 2
-    build = standins.pretrain_imagenet if args.task == "imagenet" else standins.pretrain_coco
+    build = pretrain.pretrain_imagenet if args.task == "imagenet" else pretrain.pretrain_coco
     for name in args.only or names:
         path = build(name, progress=not args.no_progress)
         print(json.dumps(json.loads(standins.card_path(path).read_text())["final_scores"] | {"file": str(path)}))

@@ -1,4 +1,4 @@
-"""The released DeepLab Caffe models, read without Caffe: a ``.caffemodel`` reader and the layer-name mapping.
+"""The released DeepLab Caffe models loaded into our networks: DeepLab's layer names mapped onto our parameters.
 
 DeepLab's authors released their trained networks as Caffe ``.caffemodel`` files: DeepLab-LargeFOV (v1,
 VGG-16), DeepLab v2 VGG-16 ASPP and DeepLab v2 ResNet-101 ASPP, each with the COCO- or ImageNet-pretrained

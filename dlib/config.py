@@ -155,7 +155,7 @@ class CRFConfig:
     iterations: int = 10  # mean-field iterations
     workers: int = 0  # 0 means all cores
     backend: str = "auto"  # "pydensecrf", "torch" (dlib.crf_torch) or "auto" (pydensecrf when importable)
-    # Kernel normalisation (dlib.crf.NORMALIZATIONS): "symmetric" is pydensecrf's default; "deeplab" is what
+    # Kernel normalisation (dlib.constants.NORMALIZATIONS): "symmetric" is pydensecrf's default; "deeplab" is what
     # DeepLab's own densecrf code (Kraehenbuehl's 2011 code) computes, per pixel (pydensecrf's NORMALIZE_AFTER).
     normalization: str = "symmetric"
     device: str = "cpu"  # torch backend only: "cpu" or "cuda" (batched over images)

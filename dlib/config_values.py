@@ -15,6 +15,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from .constants import NORMALIZATIONS
+
 
 class ConfigError(ValueError, TypeError):
     """An invalid config value; the message is one line naming the key, what it expects and an example."""
@@ -91,6 +93,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.msc_loss": ("sum", "mean"),
     "train.lr_policy": ("poly", "step"),
     "ablation.crf_tune_on": ("val100", "heldout_train"),
+    "crf.normalization": NORMALIZATIONS,
 }
 
 

@@ -1,4 +1,4 @@
-"""Facts shared by every layer of dlib: PASCAL VOC's classes, its void label and its colour palette.
+"""Facts shared by every layer of dlib: PASCAL VOC's classes, void label and palette; the CRF's normalisations.
 
 This module imports nothing from dlib; every other module takes these from here.
 """
@@ -29,3 +29,16 @@ def voc_palette(n: int = 256) -> np.ndarray:
             v >>= 3
         palette[c] = (r, g, b)
     return palette
+
+
+# The fully connected CRF's kernel normalisations (config key crf.normalization; both backends run each one):
+# pydensecrf's NORMALIZE_* and NO_NORMALIZATION, and "deeplab": DeepLab's densecrf (per pixel), which is "after".
+NORMALIZATIONS = ("symmetric", "before", "after", "none", "deeplab")
+NORMALIZATION_ALIASES = {"deeplab": "after"}  # the name a user picks -> the operation both backends run
+
+
+def kernel_normalization(name: str) -> str:
+    """The kernel normalisation ``name`` runs: one of symmetric, before, after, none ("deeplab" -> "after")."""
+    if name not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {name!r}")
+    return NORMALIZATION_ALIASES.get(name, name)

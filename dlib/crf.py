@@ -72,13 +72,11 @@ from typing import Any
 import numpy as np
 
 from .config import Config, CRFConfig
+from .constants import NORMALIZATIONS, kernel_normalization
 
 _DEFAULTS = CRFConfig()  # the single source of the default parameters (dlib/config.py)
 PROB_CLIP = 1e-5  # smallest probability before the log: unary at most -log(1e-5) = 11.5 (as pydensecrf.utils)
 BACKENDS = ("auto", "pydensecrf", "torch")
-# pydensecrf's NORMALIZE_* and NO_NORMALIZATION, and "deeplab": DeepLab's densecrf (per pixel), which is "after".
-NORMALIZATIONS = ("symmetric", "before", "after", "none", "deeplab")
-NORMALIZATION_ALIASES = {"deeplab": "after"}  # the name a user picks -> the operation both backends run
 PYDENSECRF_DISTRIBUTION = "pydensecrf2"  # the package that installs the module pydensecrf (extra [crf])
 
 
@@ -185,13 +183,6 @@ def backend_version(backend: str = "auto") -> dict[str, str]:
 
 _PYDENSECRF_NORMALIZATION = {"symmetric": "NORMALIZE_SYMMETRIC", "before": "NORMALIZE_BEFORE",
                              "after": "NORMALIZE_AFTER", "none": "NO_NORMALIZATION"}
-
-
-def kernel_normalization(name: str) -> str:
-    """The kernel normalisation ``name`` runs: one of symmetric, before, after, none ("deeplab" -> "after")."""
-    if name not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {name!r}")
-    return NORMALIZATION_ALIASES.get(name, name)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from .crf import kernel_normalization
+from .constants import kernel_normalization
 from .lattice import PermutohedralLattice
 
 

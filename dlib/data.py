@@ -1,4 +1,4 @@
-"""Data: one entry point (:func:`build_dataset`) for the configured data set, and the shared folders.
+"""Data: one entry point (:func:`build_dataset`) for the configured data set, and the demo pairs of the notebooks.
 
 Every data set has the same interface: ``len(ds)``, ``ds.ids`` (one string per image) and
 ``ds[i] -> (image, label)`` with ``image`` uint8 (H, W, 3) RGB and ``label`` uint8 (H, W) class

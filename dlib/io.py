@@ -1,4 +1,4 @@
-"""File formats in one place: images, label maps, cached probability maps, and JSON.
+"""Files in one place: where they live, atomic writing, and the formats (images, labels, probability maps, JSON).
 
 * an image: any file PIL reads, returned as uint8 RGB (H, W, 3);
 * a label map: a VOC-style palette PNG whose pixel values are class indices (255 = void);

@@ -16,16 +16,13 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch import nn
 
 from .backbones import ResNet101Dense, VGG16Dense
 from .checkpoint import CheckpointError, load_file
-
-if TYPE_CHECKING:
-    from .models import DeepLab
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -184,7 +181,7 @@ def resnet_imagenet_to_deeplab(state_dict: Mapping[str, torch.Tensor]) -> tuple[
     return out, [k for k in state_dict if k.startswith("fc.")]
 
 
-def _convert(model: DeepLab, state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+def _convert(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Recognise the file's format (torchvision VGG / ResNet, or a DeepLab checkpoint) and rename."""
     if any(k.startswith(("backbone.", "head.")) for k in state_dict):
         return dict(state_dict), []
@@ -200,7 +197,7 @@ def _convert(model: DeepLab, state_dict: Mapping[str, torch.Tensor]) -> tuple[di
         f"torchvision ImageNet layout of {type(model.backbone).__name__}; check that the file is for this model")
 
 
-def load_pretrained(model: DeepLab, state_dict: Mapping[str, torch.Tensor], *,
+def load_pretrained(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
                     source: str = "state dict") -> LoadReport:
     """Load ImageNet or DeepLab weights into ``model`` and report what was used.
 
@@ -237,7 +234,7 @@ def load_pretrained(model: DeepLab, state_dict: Mapping[str, torch.Tensor], *,
     return report
 
 
-def maybe_load(model: DeepLab, pretrained) -> DeepLab:
+def maybe_load(model: nn.Module, pretrained) -> nn.Module:
     """Load ``pretrained`` into ``model``: None (nothing), "imagenet" (torchvision's weights) or a local file."""
     if pretrained is None:
         return model

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from dlib import config, crf, metrics, scenes
+from dlib import config, constants, crf, metrics, scenes
 from dlib import io as dlib_io
 from dlib.crf_exact import crf_energy, dense_crf_exact
 
@@ -201,7 +201,7 @@ def test_defaults_come_from_the_config():
 # The torch backend (dlib.crf_torch on dlib.lattice) against pydensecrf, batching, backend choice
 # ----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("normalization", crf.NORMALIZATIONS)
+@pytest.mark.parametrize("normalization", constants.NORMALIZATIONS)
 def test_torch_backend_computes_what_pydensecrf_computes(normalization):
     """The same lattice, weights and normalisation: Q agrees to float32 rounding, not just approximately."""
     pytest.importorskip("pydensecrf.densecrf", reason="pydensecrf (optional extra [crf]) is not installed")
@@ -216,9 +216,9 @@ def test_torch_backend_computes_what_pydensecrf_computes(normalization):
 
 def test_normalizations_differ_and_symmetric_is_the_default():
     image, _, probs = _scene(2)
-    q = {n: crf.DenseCRF(**PARAMS, backend="torch", normalization=n)(image, probs) for n in crf.NORMALIZATIONS}
+    q = {n: crf.DenseCRF(**PARAMS, backend="torch", normalization=n)(image, probs) for n in constants.NORMALIZATIONS}
     np.testing.assert_array_equal(crf.DenseCRF(**PARAMS, backend="torch")(image, probs), q["symmetric"])
-    operations = [n for n in crf.NORMALIZATIONS if n not in crf.NORMALIZATION_ALIASES]
+    operations = [n for n in constants.NORMALIZATIONS if n not in constants.NORMALIZATION_ALIASES]
     for a, b in itertools.combinations(operations, 2):
         assert np.abs(q[a] - q[b]).max() > 1e-4, (a, b)
     # "none" is the paper's unnormalised Gaussians (j = i included): the lattice's constant is right.

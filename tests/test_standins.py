@@ -4,11 +4,10 @@ import hashlib
 import json
 import shutil
 
-import numpy as np
 import pytest
 import torch
 
-from dlib import config, models, standins, train
+from dlib import config, models, pretrain, standins, train
 
 CARD_FIELDS = {"config", "data_seed", "iterations", "final_scores", "sha256", "commit"}
 SHIPPED = [standins.imagenet_path(f) for f in standins.FAMILIES] + [standins.coco_path(m) for m in standins.COCO_MODELS]
@@ -36,7 +35,7 @@ def test_imagenet_stand_in_loads_the_backbone_freezes_bn_and_leaves_the_classifi
     backbone = [k for k in state if k.startswith("backbone.")]
     assert backbone and all(torch.equal(own[k], state[k]) for k in backbone)
     # The stand-in was trained as small_resnet_baseline on 15 pretext classes: no classifier fits 21 classes.
-    assert state["head.branches.0.conv.weight"].shape[0] == standins.PRETEXT_CLASSES
+    assert state["head.branches.0.conv.weight"].shape[0] == pretrain.PRETEXT_CLASSES
     assert not any(k.startswith("head.") for k in model.load_report.loaded)
     bns = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     model.train()
@@ -88,35 +87,8 @@ def test_coco_stand_in_holds_the_whole_model_classifier_included():
     assert all(torch.equal(own[k], v) for k, v in state.items())
 
 
-def test_pretext_labels_follow_shape_and_texture():
-    assert standins.pretext_class("disc", "flat") == 1 and standins.pretext_class("disc", "dots") == 2
-    assert standins.pretext_class("trapezoid", "rings") == standins.PRETEXT_CLASSES - 1
-    image, label = standins.make_pretext_sample(np.random.default_rng(3))
-    assert image.shape == (96, 96, 3) and image.dtype == np.uint8 and label.max() < standins.PRETEXT_CLASSES
-    again = standins.make_pretext_sample(np.random.default_rng(3))
-    assert np.array_equal(image, again[0]) and np.array_equal(label, again[1])
-
-
 def test_cpu_profile_loads_the_stand_ins_through_the_gpu_profiles_settings():
     cfg = config.resolve("cpu")
     assert (cfg.model.pretrained, cfg.model.coco_checkpoint) == ("imagenet", "coco")
     model = train.build_model(cfg)
     assert model.load_report is not None and "ImageNet stand-in" in model.load_report.source
-
-
-def test_pretraining_writes_weights_and_a_matching_card(tmp_path, monkeypatch):
-    # Two iterations on a few pretext images: the file and its card, not the quality, are under test.
-    real = standins.imagenet_config
-    monkeypatch.setattr(standins, "imagenet_config", lambda family: real(family).replace(
-        {"train.iterations": 2, "train.batch_size": 2, "train.checkpoint_every": 2}))
-    monkeypatch.setattr(standins, "IMAGENET_IMAGES", 4)
-    monkeypatch.setattr(standins, "EVAL_IMAGES", 2)
-    monkeypatch.setattr(standins, "WEIGHTS_DIR", tmp_path / "weights")
-    path = standins.pretrain_imagenet("small_resnet", run_root=tmp_path / "runs", progress=False)
-    card = json.loads(standins.card_path(path).read_text())
-    assert CARD_FIELDS <= set(card) and card["iterations"] == 2 and card["images"] == 4
-    assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert set(card["final_scores"]) == {"heldout_pretext"}
-    model = models.build("small_resnet_baseline", pretrained="imagenet")  # loads the new file through its card
-    assert torch.equal(model.state_dict()["backbone.conv1.weight"],
-                       torch.load(path, weights_only=True)["backbone.conv1.weight"])

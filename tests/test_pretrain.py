@@ -1,0 +1,37 @@
+"""The stand-ins' pretraining (dlib.pretrain): the pretext task, and weights written with a matching card."""
+
+import hashlib
+import json
+
+import numpy as np
+import torch
+from test_standins import CARD_FIELDS  # what every card records (issue 9)
+
+from dlib import models, pretrain, standins
+
+
+def test_pretext_labels_follow_shape_and_texture():
+    assert pretrain.pretext_class("disc", "flat") == 1 and pretrain.pretext_class("disc", "dots") == 2
+    assert pretrain.pretext_class("trapezoid", "rings") == pretrain.PRETEXT_CLASSES - 1
+    image, label = pretrain.make_pretext_sample(np.random.default_rng(3))
+    assert image.shape == (96, 96, 3) and image.dtype == np.uint8 and label.max() < pretrain.PRETEXT_CLASSES
+    again = pretrain.make_pretext_sample(np.random.default_rng(3))
+    assert np.array_equal(image, again[0]) and np.array_equal(label, again[1])
+
+
+def test_pretraining_writes_weights_and_a_matching_card(tmp_path, monkeypatch):
+    # Two iterations on a few pretext images: the file and its card, not the quality, are under test.
+    real = pretrain.imagenet_config
+    monkeypatch.setattr(pretrain, "imagenet_config", lambda family: real(family).replace(
+        {"train.iterations": 2, "train.batch_size": 2, "train.checkpoint_every": 2}))
+    monkeypatch.setattr(pretrain, "IMAGENET_IMAGES", 4)
+    monkeypatch.setattr(pretrain, "EVAL_IMAGES", 2)
+    monkeypatch.setattr(standins, "WEIGHTS_DIR", tmp_path / "weights")
+    path = pretrain.pretrain_imagenet("small_resnet", run_root=tmp_path / "runs", progress=False)
+    card = json.loads(standins.card_path(path).read_text())
+    assert CARD_FIELDS <= set(card) and card["iterations"] == 2 and card["images"] == 4
+    assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert set(card["final_scores"]) == {"heldout_pretext"}
+    model = models.build("small_resnet_baseline", pretrained="imagenet")  # loads the new file through its card
+    assert torch.equal(model.state_dict()["backbone.conv1.weight"],
+                       torch.load(path, weights_only=True)["backbone.conv1.weight"])
