@@ -114,15 +114,6 @@ def _records_table(records: list[Any]) -> tuple[list[str], list[list[Any]]] | No
     return header, [[r.get(k, "") for k in header] for r in records]
 
 
-def _records_table(records: list[Any]) -> tuple[list[str], list[list[Any]]] | None:
-    if not records or not all(isinstance(r, dict) for r in records):
-        return None
-    header: list[str] = []
-    for record in records:
-        header += [k for k in record if k not in header]
-    return header, [[r.get(k, "") for k in header] for r in records]
-
-
 def _table_block(header: list[str], rows: list[list[Any]], source: Path, report_dir: Path) -> list[str]:
     lines = [markdown_table(header, rows[:MAX_ROWS])]
     if len(rows) > MAX_ROWS:
