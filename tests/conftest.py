@@ -34,6 +34,17 @@ def two_halves():
     return image, probs.astype(np.float32), truth
 
 
+
+@pytest.fixture(scope="module")
+def model():
+    """A small ResNet-ASPP of 3 classes in eval mode (tests of dlib.msc and dlib.loss)."""
+    import torch
+
+    from dlib import models
+
+    torch.manual_seed(0)
+    return models.build("small_resnet_aspp", num_classes=3).eval()
+
 # ---- a local HTTP server (tests of dlib.download and dlib.fetch): Range requests, and a connection that drops
 # after N bytes the first time. Never the internet.
 
