@@ -1,4 +1,7 @@
+import http.server
 import os
+import socket
+import threading
 
 import pytest
 
@@ -29,3 +32,75 @@ def two_halves():
         p_true[r, c] = 0.4
     probs = np.stack([np.where(truth == 0, p_true, 1 - p_true), np.where(truth == 1, p_true, 1 - p_true)])
     return image, probs.astype(np.float32), truth
+
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A small ResNet-ASPP of 3 classes in eval mode (tests of dlib.msc and dlib.loss)."""
+    import torch
+
+    from dlib import models
+
+    torch.manual_seed(0)
+    return models.build("small_resnet_aspp", num_classes=3).eval()
+
+# ---- a local HTTP server (tests of dlib.download and dlib.fetch): Range requests, and a connection that drops
+# after N bytes the first time. Never the internet.
+
+class _Server:
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.drop_after: dict[str, int] = {}  # path -> bytes sent before closing, on the first request only
+        self.ranges: list[tuple[str, str | None]] = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                owner.ranges.append((self.path, self.headers.get("Range")))
+                body = owner.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                rng = self.headers.get("Range")
+                if rng:
+                    start = int(rng.split("=")[1].split("-")[0])
+                    if start >= len(body):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(body)}")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                cut = owner.drop_after.pop(self.path, None)
+                self.wfile.write(body[start:] if cut is None else body[start:start + cut])
+                if cut is not None:
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = _Server()
+    yield s
+    s.close()

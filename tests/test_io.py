@@ -1,10 +1,16 @@
-"""File formats (dlib.io): round trips of images, labels, probability maps and JSON, and named errors."""
+"""File formats (dlib.io): round trips of images, labels, probability maps and JSON, named errors, and atomic writes
+that survive an interruption or a killed process."""
 
 import json
+import os
+import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from dlib import io as dlib_io
 from dlib.constants import voc_palette
 from dlib.io import load_probs, read_image, read_json, read_label, save_probs, write_label
 
@@ -80,3 +86,47 @@ def test_read_json_returns_the_object_or_the_default(tmp_path):
         assert read_json(tmp_path / name, default=None) is None
     assert read_json(tmp_path / "missing.json", default={}) == {}
     assert read_json(tmp_path / "ok.json", default=None) == payload
+
+
+def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
+    target = tmp_path / "a.json"
+    dlib_io.atomic_write_text(target, "old")
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(dlib_io.os, "replace", boom)  # the os module dlib.io writes with
+    with pytest.raises(OSError):
+        dlib_io.atomic_write_text(target, "new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temp file left behind
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = dlib_io.atomic_write_text(tmp_path / "scores.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # readable by others, like any file the user writes
+    old = os.umask(0o077)
+    try:
+        path = dlib_io.atomic_write_text(tmp_path / "private.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_killed_write_leaves_the_old_file_and_its_temporary_is_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "scores.json"
+    dlib_io.atomic_write_text(target, "old")
+    # A writer killed between writing its temporary and renaming it (SIGKILL: no clean-up runs).
+    code = ("import os, sys; from dlib import io as dlib_io; os.fsync = lambda fd: os._exit(9); "
+            f"dlib_io.atomic_write_text({str(target)!r}, 'new')")
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(dlib_io.REPO_ROOT)},
+                          timeout=60)
+    assert done.returncode == 9
+    left = list(tmp_path.glob(".*.tmp"))
+    assert len(left) == 1 and target.read_text() == "old"  # nothing lost
+    dlib_io.atomic_write_text(tmp_path / "other.json", "x")  # any later write in the folder cleans up
+    assert not list(tmp_path.glob(".*.tmp")) and target.read_text() == "old"

@@ -1,5 +1,5 @@
 """dlib.msc: per-scale shapes, max fusion against an elementwise max computed here, train/eval
-outputs, label subsampling and the summed loss."""
+outputs and label subsampling (the summed loss: test_loss; the `model` fixture: conftest)."""
 
 import math
 
@@ -7,15 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlib import loss as dlib_loss
 from dlib import models
 from dlib.msc import MSC, MSCOutput, labels_at_logits, scaled_size
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return models.build("small_resnet_aspp", num_classes=3).eval()
 
 
 def test_scaled_sizes_follow_caffe_interp():
@@ -64,26 +57,6 @@ def test_labels_are_subsampled_on_the_logit_centres():
     # scale 1: logit i sits on pixel 8i; scale 0.5 (33 px): on pixel 16i of the original.
     assert torch.equal(labels_at_logits(labels, (65, 65), (65, 65), (9, 9)), labels[:, ::8, ::8])
     assert torch.equal(labels_at_logits(labels, (65, 65), (33, 33), (5, 5)), labels[:, ::16, ::16])
-
-
-def test_msc_loss_sums_every_scale_and_the_fusion(model):
-    msc = MSC(model).train()
-    x = torch.randn(2, 3, 65, 65)
-    labels = torch.randint(0, 3, (2, 65, 65))
-    out = msc(x)
-    outputs = dlib_loss.as_outputs(out, (65, 65))
-    # No void labels: every logit is a valid pixel, so sum / count is the mean cross-entropy of each output.
-    counts = [torch.tensor(float(o.shape[0] * o.shape[-2] * o.shape[-1]), dtype=torch.float64) for o, _ in outputs]
-    loss = dlib_loss.segmentation_loss(outputs, labels, (65, 65), counts)
-    expected = (F.cross_entropy(out.per_scale[0], labels[:, ::8, ::8])
-                + F.cross_entropy(out.per_scale[2], labels[:, ::16, ::16])
-                + F.cross_entropy(out.fused, labels[:, ::8, ::8])
-                + F.cross_entropy(out.per_scale[1], labels_at_logits(labels, (65, 65), (49, 49), (7, 7))))
-    assert torch.allclose(loss, expected)
-    loss.backward()
-    assert model.head.branches[0].conv.weight.grad is not None
-    model.zero_grad()
-    msc.eval()
 
 
 def test_msc_exposes_the_models_parameter_groups(model):

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nbformat  # noqa: E402
 import pytest  # noqa: E402
 
-from dlib import config, headline, markdown, readme, report, results  # noqa: E402
+from dlib import config, report, results  # noqa: E402
 from dlib.io import read_json  # noqa: E402
 
 PROFILE = "smoke"
@@ -34,8 +34,7 @@ def _per_seed(values):
     return mean, std
 
 
-@pytest.fixture
-def tree(tmp_path):
+def make_tree(tmp_path):
     """A fake results tree for profile smoke: notebooks 01 (ran), 06 (ablation tables), 07 (not run)."""
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
@@ -69,6 +68,11 @@ def tree(tmp_path):
         writer.writerow(TABLE4_HEADER)
         writer.writerows(rows)
     return {"root": root, "notebooks": nbs, "mean": mean, "std": std}
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return make_tree(tmp_path)
 
 
 def _row(text: str, first_cell: str) -> str:
@@ -149,87 +153,3 @@ def test_empty_results_do_not_fail(tmp_path):
     assert "68.72" in text and "77.69" in text  # DeepLab v2, Table 4: first and last rows, the paper's
     for link in _local_links(text):
         assert (path.parent / link).exists(), f"broken link {link}"
-
-
-def test_headline_frame(tree):
-    frame = headline.headline_frame(PROFILE)
-    assert len(frame) == 2 + 6  # our two Table-4 rows; Table 3 not run: the paper's 6 rows (DeepLab v2, Table 3)
-    base = frame[frame["row"] == "baseline"].iloc[0]
-    assert base["paper mIoU %"] == "68.72" and base["measured mIoU % (mean ± std)"].startswith(f"{tree['mean']:.2f}")
-
-
-def test_increments_figure_plots_the_increments_on_their_own_scale(tmp_path):
-    folder = tmp_path / "06_ablation"
-    folder.mkdir()
-    with open(folder / "table4.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(TABLE4_HEADER + ["increment_ci_low", "increment_ci_high"])
-        writer.writerow(["table4", "baseline", "", "", 68.72, 40.0, 1.0, 3, "ok", "", "", "", "", ""])
-        writer.writerow(["table4", "+MSC", "", "", 71.27, 42.0, 1.0, 3, "ok", "", 2.55, 2.0, 0.5, 3.5])
-        writer.writerow(["table4", "+COCO", "", "", 73.28, "", "", 0, "not run: no time", "", 2.01, "", "", ""])
-    (folder / "table3_comparisons.csv").write_text("comparison,paper_difference,measured_difference,ci_low,ci_high\n"
-                                                    "ASPP-S - LargeFOV,1.22,-1.0,-3.0,1.0\n")
-    items = headline.increments(tmp_path)
-    assert [(i["row"], i["paper"], i["measured"]) for i in items] == [("+MSC", 2.55, 2.0), ("+COCO", 2.01, None),
-                                                                      ("ASPP-S - LargeFOV", 1.22, -1.0)]
-    fig = headline.plot_increments(PROFILE, tmp_path)
-    ax = fig.axes[0]
-    diamonds, = [c for c in ax.collections if c.get_offsets().shape == (3, 2)]  # the paper's, bottom to top
-    assert diamonds.get_offsets()[:, 0].tolist() == pytest.approx([1.22, 2.01, 2.55])
-    measured = ax.lines[0].get_xdata()  # the errorbar's points: the two measured rows
-    assert list(measured) == pytest.approx([-1.0, 2.0])
-    low, high = ax.get_xlim()
-    assert low < -3.0 and high > 3.5 and high - low < 10  # spans -3 .. 3.5 and 0, not a 0-100 mIoU axis
-    assert [t.get_text().strip() for t in ax.texts] == ["not run"]
-    plt.close(fig)
-
-
-def test_without_tables_the_paper_increments_are_shown_alone(tmp_path):
-    items = headline.increments(tmp_path)
-    # DeepLab v2, Table 4: 68.72 -> 71.27 -> 73.28 -> 74.87 -> 75.54 -> 76.35 -> 77.69
-    assert [round(i["paper"], 2) for i in items] == [2.55, 2.01, 1.59, 0.67, 0.81, 1.34]
-    assert all(i["measured"] is None for i in items)
-
-
-@pytest.mark.parametrize("value, text", [("0.7625468", "0.7625"), ("56.5017", "56.5"), ("134.347", "134.3"),
-                                         ("23197.19", "23197"), ("3.0", "3"), ("", ""), ("nan", ""),
-                                         ("2007_000170", "2007_000170"), ("(4,)", "(4,)"), (1e-7, "1.00e-07"),
-                                         ("-0.4", "-0.4"), ("12", "12")])
-def test_format_number(value, text):
-    assert markdown.format_number(value) == text
-
-
-def test_markdown_table_escapes_pipes():
-    table = markdown.markdown_table(["a|b", "c"], [["x|y", "1.50"]])
-    assert table.splitlines()[0] == "| a\\|b | c |" and table.splitlines()[2] == "| x\\|y | 1.5 |"
-
-
-def test_github_slug():
-    seen = {}
-    assert markdown.github_slug("05 — Training DeepLab-LargeFOV", seen) == "05--training-deeplab-largefov"
-    assert markdown.github_slug("05 — Training DeepLab-LargeFOV", seen) == "05--training-deeplab-largefov-1"
-
-
-def test_update_readme_rewrites_only_the_generated_blocks(tmp_path):
-    results_dir = tmp_path / "results"
-    (results_dir / "06_ablation").mkdir(parents=True)
-    rows = "table,row,components,model,paper_miou,measured_mean,measured_std,seeds,status,per_seed,paper_increment," \
-           "measured_increment,increment_std,increment_ci_low,increment_ci_high,verdict\n" \
-           "table4,baseline,baseline head,m,68.72,40.0,1.0,3,ok,39;40;41,,,,,,\n" \
-           "table4,+MSC,MSC,m,71.27,42.0,1.0,3,ok,41;42;43,2.55,2.0,0.0,2.0,2.0,helps (interval above 0)\n"
-    (results_dir / "06_ablation" / "table4.csv").write_text(rows)
-    (results_dir / "notebook_times.csv").write_text("notebook,seconds,finished_utc,machine,cpus\n"
-                                                    "01_a,60.0,x,x,2\n06_b,120.0,x,x,2\n")
-    page = tmp_path / "README.md"
-    page.write_text("intro\n<!-- HEADLINE_TABLE -->\nold\n<!-- /HEADLINE_TABLE -->\nmiddle\n"
-                      "<!-- TIMING_TABLE -->\n<!-- /TIMING_TABLE -->\nend\n")
-    readme.update_readme(page, results_dir)
-    text = page.read_text()
-    assert text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("end\n") and "old" not in text
-    assert "+2.00 [+2.00, +2.00]" in text and "+MSC: helps (interval above 0)" in text
-    assert "| **all** | **3.0 min** |" in text  # 60 s + 120 s
-    readme.update_readme(page, results_dir)
-    assert page.read_text() == text  # idempotent
-    page.write_text("no blocks\n")
-    with pytest.raises(ValueError, match="HEADLINE_TABLE"):
-        readme.update_readme(page, results_dir)

@@ -1,8 +1,5 @@
 import json
 import os
-import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -13,7 +10,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from dlib import config, results  # noqa: E402
-from dlib import io as dlib_io  # noqa: E402
 
 
 def test_json_carries_provenance(tmp_path):
@@ -46,20 +42,6 @@ def test_csv_and_figure(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
-    target = tmp_path / "a.json"
-    dlib_io.atomic_write_text(target, "old")
-
-    def boom(src, dst):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(results.os, "replace", boom)
-    with pytest.raises(OSError):
-        dlib_io.atomic_write_text(target, "new")
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temp file left behind
-
-
 def test_git_commit_is_dirty_for_code_changes_not_for_results(tmp_path):
     import shutil
     import subprocess
@@ -79,36 +61,6 @@ def test_git_commit_is_dirty_for_code_changes_not_for_results(tmp_path):
     assert results.git_commit(tmp_path) == sha
     (tmp_path / "code.py").write_text("a = 2\n")
     assert results.git_commit(tmp_path) == sha + "-dirty"
-
-
-def test_written_files_follow_the_umask(tmp_path):
-    old = os.umask(0o022)
-    try:
-        path = dlib_io.atomic_write_text(tmp_path / "scores.json", "{}")
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # readable by others, like any file the user writes
-    old = os.umask(0o077)
-    try:
-        path = dlib_io.atomic_write_text(tmp_path / "private.json", "{}")
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-
-
-def test_a_killed_write_leaves_the_old_file_and_its_temporary_is_removed_by_the_next_write(tmp_path):
-    target = tmp_path / "scores.json"
-    dlib_io.atomic_write_text(target, "old")
-    # A writer killed between writing its temporary and renaming it (SIGKILL: no clean-up runs).
-    code = ("import os, sys; from dlib import io as dlib_io; os.fsync = lambda fd: os._exit(9); "
-            f"dlib_io.atomic_write_text({str(target)!r}, 'new')")
-    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(dlib_io.REPO_ROOT)},
-                          timeout=60)
-    assert done.returncode == 9
-    left = list(tmp_path.glob(".*.tmp"))
-    assert len(left) == 1 and target.read_text() == "old"  # nothing lost
-    dlib_io.atomic_write_text(tmp_path / "other.json", "x")  # any later write in the folder cleans up
-    assert not list(tmp_path.glob(".*.tmp")) and target.read_text() == "old"
 
 
 def test_versions_come_from_package_metadata_for_every_declared_library(tmp_path):

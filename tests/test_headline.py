@@ -1,0 +1,57 @@
+"""Paper beside measured (dlib.headline): the headline table and the increments figure."""
+
+import csv
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+from test_report import PROFILE, TABLE4_HEADER, make_tree  # noqa: E402  (the fake results tree)
+
+from dlib import headline  # noqa: E402
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return make_tree(tmp_path)
+
+
+def test_headline_frame(tree):
+    frame = headline.headline_frame(PROFILE)
+    assert len(frame) == 2 + 6  # our two Table-4 rows; Table 3 not run: the paper's 6 rows (DeepLab v2, Table 3)
+    base = frame[frame["row"] == "baseline"].iloc[0]
+    assert base["paper mIoU %"] == "68.72" and base["measured mIoU % (mean ± std)"].startswith(f"{tree['mean']:.2f}")
+
+
+def test_increments_figure_plots_the_increments_on_their_own_scale(tmp_path):
+    folder = tmp_path / "06_ablation"
+    folder.mkdir()
+    with open(folder / "table4.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(TABLE4_HEADER + ["increment_ci_low", "increment_ci_high"])
+        writer.writerow(["table4", "baseline", "", "", 68.72, 40.0, 1.0, 3, "ok", "", "", "", "", ""])
+        writer.writerow(["table4", "+MSC", "", "", 71.27, 42.0, 1.0, 3, "ok", "", 2.55, 2.0, 0.5, 3.5])
+        writer.writerow(["table4", "+COCO", "", "", 73.28, "", "", 0, "not run: no time", "", 2.01, "", "", ""])
+    (folder / "table3_comparisons.csv").write_text("comparison,paper_difference,measured_difference,ci_low,ci_high\n"
+                                                    "ASPP-S - LargeFOV,1.22,-1.0,-3.0,1.0\n")
+    items = headline.increments(tmp_path)
+    assert [(i["row"], i["paper"], i["measured"]) for i in items] == [("+MSC", 2.55, 2.0), ("+COCO", 2.01, None),
+                                                                      ("ASPP-S - LargeFOV", 1.22, -1.0)]
+    fig = headline.plot_increments(PROFILE, tmp_path)
+    ax = fig.axes[0]
+    diamonds, = [c for c in ax.collections if c.get_offsets().shape == (3, 2)]  # the paper's, bottom to top
+    assert diamonds.get_offsets()[:, 0].tolist() == pytest.approx([1.22, 2.01, 2.55])
+    measured = ax.lines[0].get_xdata()  # the errorbar's points: the two measured rows
+    assert list(measured) == pytest.approx([-1.0, 2.0])
+    low, high = ax.get_xlim()
+    assert low < -3.0 and high > 3.5 and high - low < 10  # spans -3 .. 3.5 and 0, not a 0-100 mIoU axis
+    assert [t.get_text().strip() for t in ax.texts] == ["not run"]
+    plt.close(fig)
+
+
+def test_without_tables_the_paper_increments_are_shown_alone(tmp_path):
+    items = headline.increments(tmp_path)
+    # DeepLab v2, Table 4: 68.72 -> 71.27 -> 73.28 -> 74.87 -> 75.54 -> 76.35 -> 77.69
+    assert [round(i["paper"], 2) for i in items] == [2.55, 2.01, 1.59, 0.67, 0.81, 1.34]
+    assert all(i["measured"] is None for i in items)
