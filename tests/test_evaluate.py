@@ -148,33 +148,6 @@ def test_max_images_and_empty(cfg):
 # colour and the model predicts that colour's class everywhere, so every pixel's (label, prediction) pair is
 # known by hand, whatever the image's size.
 
-class NearestColour(nn.Module):
-    """Logit (i, j) on input pixel (8i, 8j): class scores = -squared distance to each class colour."""
-
-    def __init__(self, cfg):
-        super().__init__()
-        self.mean = torch.tensor(cfg.data.mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(cfg.data.std).view(1, 3, 1, 1)
-
-    def forward(self, x):
-        rgb = (x * self.std + self.mean) * 255  # undo the normalisation
-        d = ((rgb[:, None, :, ::8, ::8] - torch.from_numpy(COLOURS)[None, :, :, None, None]) ** 2).sum(2)
-        out = torch.full((x.shape[0], 21, *d.shape[-2:]), -1e4)
-        out[:, :4] = -d / 100
-        return out
-
-
-class Items:
-    def __init__(self, items):
-        self.items, self.ids = items, [f"img{i}" for i in range(len(items))]
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
-
-
 def _image(colour, h, w):
     return np.broadcast_to(COLOURS[colour].astype(np.uint8), (h, w, 3)).copy()
 
@@ -190,9 +163,9 @@ def test_two_image_sizes_are_scored_as_counted_by_hand():
     l2[0] = 0
     l3 = np.zeros(big, np.uint8)  # colour 0: a 4 x 4 corner labelled 1, 384 - 16 = 368 of 0
     l3[-4:, -4:] = 1
-    data = Items([(_image(1, *big), l0), (_image(2, *big), l1), (_image(3, *small), l2), (_image(0, *big), l3)])
+    data = ListDataset([(_image(1, *big), l0), (_image(2, *big), l1), (_image(3, *small), l2), (_image(0, *big), l3)])
 
-    out = evaluate.evaluate(cfg, NearestColour(cfg), data, msc=False, flip=False, keep_predictions=True,
+    out = evaluate.evaluate(cfg, ColourOracle(cfg), data, msc=False, flip=False, keep_predictions=True,
                             progress=False)
 
     # Rows: label, columns: prediction (each image's colour class).
