@@ -176,7 +176,7 @@ def class_names(dataset: Any, num_classes: int) -> list[str]:
     names = getattr(dataset, "classes", None)
     if names is not None and len(names) == num_classes:
         return list(names)
-    from .viz import VOC_CLASSES
+    from .constants import VOC_CLASSES
 
     return list(VOC_CLASSES) if num_classes == len(VOC_CLASSES) else [str(c) for c in range(num_classes)]
 
