@@ -85,10 +85,11 @@ def load_file(path: str | os.PathLike) -> Any:
         except Exception:  # noqa: BLE001 - only used to name the objects in the message
             found = []
         allowed = {f"{g.__module__}.{g.__qualname__}" for g in _numpy_globals()}
-        names = [n for n in found if n not in allowed]
+        names = sorted(n for n in found if n not in allowed)  # torch finds them in no fixed order
+        shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
         raise UnsafeFileError(
             f"{path} holds Python objects other than tensors, numbers, text and numpy arrays"
-            f"{' (' + ', '.join(names[:6]) + ')' if names else ''}; they are refused because unpickling them could "
+            f"{' (' + shown + ')' if names else ''}; they are refused because unpickling them could "
             "run code (torch.load(weights_only=True)). Save only the state dict, e.g. in a Python session you "
             "trust: torch.save(torch.load(PATH, weights_only=False)['model'], 'weights.pt')", names) from None
     except Exception as err:  # noqa: BLE001 - truncated zip, EOF, not a torch file: all mean "unreadable"
