@@ -2,14 +2,23 @@
 (when one is present) DeepLab-v2 ResNet-101 ASPP at batch 10, 321x321, bf16 + channels_last.
 
     flock /tmp/heavy.lock .venv/bin/python bench/bench_train.py [--quick]
+    flock /tmp/heavy.lock .venv/bin/python bench/bench_train.py --budget [--quick]
 
 Prints one line per measurement and writes results/<profile>/bench_train/bench_train.json.
 The data loader must deliver at least twice the training rate, or training waits for data.
+
+``--budget`` is the compute budget of notebook 06: for every network the cpu ablation trains (dlib.ablation_tables),
+with and without MSC, ms per step and images/s with 1 and 2 threads alone, and with 1 thread while a second,
+identical training runs beside it (two processes, as ``ablation.workers=2`` runs them); then trainings x
+iterations x seconds per step = minutes for the whole ablation. Run it on a quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -73,12 +82,69 @@ def loader_rate(cfg, *, batches: int) -> float:
     return cfg.train.batch_size * batches / (time.perf_counter() - start)
 
 
+def _one(argv) -> int:
+    """``--one MODEL MSC THREADS STEPS``: one measurement in this process, printed as a JSON line."""
+    name, msc, threads, steps = argv[0], argv[1] == "1", int(argv[2]), int(argv[3])
+    torch.set_num_threads(threads)
+    cfg = config.resolve("cpu")
+    rate = step_rate(cfg, name, batch=cfg.train.batch_size, crop=cfg.data.crop_size, steps=steps,
+                     warmup=max(2, steps // 5), device="cpu", msc=msc)
+    print(json.dumps({"model": name, "msc": msc, "threads": threads, "images_per_s": rate,
+                      "ms_per_step": 1000 * cfg.train.batch_size / rate}), flush=True)
+    return 0
+
+
+def _measure(name: str, msc: bool, threads: int, steps: int, side_by_side: int = 1) -> dict:
+    """Start ``side_by_side`` identical measurement processes at once; the first one's figures."""
+    cmd = [sys.executable, __file__, "--one", name, str(int(msc)), str(threads), str(steps)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(side_by_side)]
+    outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    return outs[0]
+
+
+def budget(quick: bool) -> list[dict]:
+    """ms per step of every network of the cpu ablation, alone (1, 2 threads) and two side by side (1 thread)."""
+    from dlib import ablation_tables
+
+    cfg = config.resolve("cpu")
+    steps = 6 if quick else 20
+    rows = []
+    trainings = list(dict.fromkeys(r.training for t in ablation_tables.TABLES.values() for r in t))
+    for name, msc in dict.fromkeys((ablation_tables.model_name(cfg, t), t.msc) for t in trainings):
+        row = {"model": name, "msc": msc}
+        for label, threads, side in (("1 thread", 1, 1), ("2 threads", 2, 1), ("1 thread, 2 side by side", 1, 2)):
+            m = _measure(name, msc, threads, steps, side)
+            row[f"ms/step {label}"] = round(m["ms_per_step"], 1)
+            row[f"img/s {label}"] = round(m["images_per_s"], 1)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    iters = cfg.ablation.iterations or cfg.train.iterations
+    seeds = len(cfg.ablation.seeds)
+    per_step = {(r["model"], r["msc"]): r["ms/step 1 thread, 2 side by side"] / 1000 for r in rows}
+    total = sum(per_step[(ablation_tables.model_name(cfg, t), t.msc)] * iters * seeds for t in trainings)
+    workers = max(1, cfg.ablation.workers)
+    print(f"budget: {len(trainings)} trainings x {seeds} seeds x {iters} iterations, {workers} side by side: "
+          f"{total / 60:.1f} training-minutes -> {total / 60 / workers:.1f} min of wall time (training steps "
+          "only: no evaluation, CRF or start-up)", flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--one"]:
+        return _one(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (a rough figure in ~30 s)")
     parser.add_argument("--profile", default="cpu", choices=config.PROFILES)
     parser.add_argument("--gpu-only", action="store_true", help="only the CUDA measurement")
+    parser.add_argument("--budget", action="store_true", help="every network of the cpu ablation, 1/2 threads, "
+                        "1/2 trainings side by side, and the ablation's minutes")
     args = parser.parse_args(argv)
+    if args.budget:
+        rows = budget(args.quick)
+        results.Results(config.resolve("cpu"), "bench_train").json("bench_budget", {"rows": rows})
+        return 0
     cfg = config.resolve(args.profile)
     steps, warmup = (8, 2) if args.quick else (30, 5)
     rows = []

@@ -84,13 +84,15 @@ def _add_crf(sub: Any) -> None:
 def _add_pretrain(sub: Any) -> None:
     p = sub.add_parser("pretrain", help="rebuild the cpu profile's pretrained stand-ins (dlib/weights/)",
                        description="Train the stand-ins the cpu profile fine-tunes from (dlib.standins): 'imagenet' "
-                                   "(each small backbone on a pretext task; run first) or 'coco' (the whole model "
-                                   "per Table-4 head, from the ImageNet stand-in, on the larger proxy set). Writes "
+                                   "(each small backbone on a pretext task; run first), 'coco' (the whole model "
+                                   "per Table-4 head, from the ImageNet stand-in, on the larger proxy set) or "
+                                   "'control' (the +COCO row's model pretrained as 'coco' on the task's own "
+                                   "images). Writes "
                                    "dlib/weights/<name>.pt and its card <name>.pt.json. Resumes when interrupted; "
                                    "deterministic for a given thread count.")
-    p.add_argument("task", choices=("imagenet", "coco"))
+    p.add_argument("task", choices=("imagenet", "coco", "control"))
     p.add_argument("--only", nargs="+", default=None, metavar="NAME",
-                   help="some stand-ins only (imagenet: small_resnet small_vgg; coco: the model names)")
+                   help="some stand-ins only (imagenet: small_resnet small_vgg; coco, control: the model names)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -163,12 +165,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _pretrain(args: argparse.Namespace) -> int:
     from . import pretrain, standins
 
-    names = standins.FAMILIES if args.task == "imagenet" else standins.COCO_MODELS
+    names = {"imagenet": standins.FAMILIES, "coco": standins.COCO_MODELS, "control": standins.CONTROL_MODELS}[args.task]
     unknown = [n for n in args.only or () if n not in names]
     if unknown:
         print(f"error: unknown {args.task} stand-in {unknown}; choose from {', '.join(names)}", file=sys.stderr)
         return 2
-    build = pretrain.pretrain_imagenet if args.task == "imagenet" else pretrain.pretrain_coco
+    build = {"imagenet": pretrain.pretrain_imagenet, "coco": pretrain.pretrain_coco,
+             "control": pretrain.pretrain_control}[args.task]
     for name in args.only or names:
         path = build(name, progress=not args.no_progress)
         print(json.dumps(json.loads(standins.card_path(path).read_text())["final_scores"] | {"file": str(path)}))

@@ -42,7 +42,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -106,7 +106,7 @@ def run_dir_of(cfg: Config, training: Training, seed: int, run_root: str | os.Pa
     the same network (e.g. Table 3's heads and the one-at-a-time heads on cpu) share one training.
     """
     tcfg = training_config(cfg, training, seed)
-    parts = [tcfg.model.name] + [c for c in ("msc", "coco", "aug") if getattr(training, c)]
+    parts = [tcfg.model.name] + [c for c in ("msc", "coco", "aug", "control") if getattr(training, c)]
     return Path(run_root) / f"{'_'.join(parts)}_s{seed}_{config_tag(tcfg)}"
 
 
@@ -161,8 +161,8 @@ def run_training(cfg: Config, training: Training, seed: int, run_root: str | os.
 
     from .standins import resolve_coco
 
-    coco = resolve_coco(tcfg) if training.coco else None
-    if training.coco and not (coco and Path(coco).is_file()):
+    coco = resolve_coco(tcfg) if training.coco or training.control else None
+    if (training.coco or training.control) and not (coco and Path(coco).is_file()):
         return {"status": "not run: no COCO-pretrained init (set model.coco_checkpoint to a local file)"}
     import torch
 
@@ -182,12 +182,45 @@ def run_training(cfg: Config, training: Training, seed: int, run_root: str | os.
     out: dict[str, Any] = {"status": "ok", "mean_iou": scores["mean_iou"], "pixel_acc": scores["pixel_acc"],
                            "class_iou": scores["class_iou"], "train_seconds": result.seconds,
                            "model": tcfg.model.name, "seed": seed, "run_dir": str(run_dir),
-                           "threads": torch.get_num_threads()}  # CPU results repeat exactly for the same threads
+                           "threads": torch.get_num_threads(),  # CPU results repeat exactly for the same threads
+                           "convergence": convergence_scores(tcfg, result.model, run_dir)}
     if crf_params:
         crf_scores = crf_score(tcfg, val, probs_dir, run_dir / "val_crf", crf_params)
         out.update({"mean_iou_crf": crf_scores["mean_iou"], "pixel_acc_crf": crf_scores["pixel_acc"],
                     "class_iou_crf": crf_scores["class_iou"], "crf_params": crf_params})
     atomic_write_text(cache, json.dumps(jsonable({"key": wanted, "scores": out}), indent=1) + "\n")
+    return out
+
+
+CONVERGENCE_FRACTIONS = (0.8, 1.0)  # the convergence criterion compares the scores at 80% and 100% of a run
+
+
+def development_set(tcfg: Config) -> Any:
+    """The split a design (iterations, rates) is chosen on: the proxy's "val" split; VOC's val (it has no other)."""
+    from . import data as dlib_data
+
+    return dlib_data.build_dataset(tcfg.replace({"data.val_split": "val"}) if tcfg.data.dataset == "proxy"
+                                   else tcfg, "val")
+
+
+def convergence_scores(tcfg: Config, model: Any, run_dir: Path) -> list[list[float]]:
+    """``[[iteration, mIoU %], ...]`` on the development split at :data:`CONVERGENCE_FRACTIONS` of the run: the
+    trained ``model`` for 100%, the kept checkpoint for the others (skipped when none was kept there)."""
+    from . import train as dlib_train
+    from .checkpoint import CHECKPOINT_DIR
+    from .evaluate import evaluate
+
+    dev, total, out = development_set(tcfg), tcfg.train.iterations, []
+    for fraction in CONVERGENCE_FRACTIONS:
+        iteration = round(fraction * total)
+        if iteration == total:
+            net = model
+        else:
+            path = run_dir / CHECKPOINT_DIR / f"ckpt_{iteration:07d}.pt"
+            if not path.is_file():
+                continue
+            net = dlib_train.load_weights(dlib_train.build_model(tcfg), path)
+        out.append([iteration, 100 * evaluate(tcfg, net, dev, progress=False)["mean_iou"]])
     return out
 
 
@@ -243,7 +276,8 @@ def tune_crf(cfg: Config, training: Training, seed: int, run_root: str | os.Path
     grid = grid or crf_grid(cfg)
     cache = run_dir_of(cfg, training, seed, run_root) / "crf_cv.json"
     wanted = _canonical({"config": identity_dict(tcfg), "grid": {k: list(map(float, v)) for k, v in grid.items()},
-                         "holdout": cfg.ablation.crf_holdout, "crf": asdict(cfg.crf)})
+                         "holdout": cfg.ablation.crf_holdout, "crf": asdict(cfg.crf),
+                         "widen": 0 if cfg.data.dataset == "voc" else CRF_WIDEN})
     cached = read_json(cache, default=None)
     if cached is not None and cached.get("key") == wanted:
         return CVResult(pd.DataFrame(cached["table"]), cached["best"], cached["baseline"])
@@ -261,6 +295,7 @@ def tune_crf(cfg: Config, training: Training, seed: int, run_root: str | os.Path
     cv = cross_validate(images, probs, labels, w1_grid=grid["w1"], theta_alpha_grid=grid["theta_alpha"],
                         theta_beta_grid=grid["theta_beta"], w2=cfg.crf.w2, theta_gamma=cfg.crf.theta_gamma,
                         iterations=cfg.crf.iterations, refine=cfg.data.dataset == "voc",
+                        widen=wanted["widen"],
                         workers=max(1, cfg.ablation.workers), progress=False, backend=cfg.crf.backend,
                         normalization=cfg.crf.normalization, device=cfg.crf.device)
     record = {"key": wanted, "table": cv.table.to_dict("records"), "best": cv.best, "baseline": cv.baseline}
@@ -268,37 +303,76 @@ def tune_crf(cfg: Config, training: Training, seed: int, run_root: str | os.Path
     return cv
 
 
+CRF_WIDEN = 3  # proxy: how many times a grid may grow past an edge optimum (dlib.crf_tuning.cross_validate)
+
+
 def crf_grid(cfg: Config) -> dict[str, list[float]]:
     """The search grid: the paper's (DeepLab v2, Sec. 4.1) for VOC-sized images, searched coarse then fine as
-    the paper did; on the proxy (cpu/smoke) one fixed grid without the fine stage, with theta_alpha (a distance
-    in pixels) scaled from ~500-px images to the proxy's size (the paper's 40, 80, 120 px)."""
+    the paper did; on the proxy (cpu/smoke) one grid, widened past any edge optimum (:data:`CRF_WIDEN` steps) and
+    without the fine stage, with theta_alpha (a distance in pixels) scaled from ~500-px images to the proxy's size
+    (the paper's 40, 80, 120 px)."""
     if cfg.data.dataset == "voc":
         return {"w1": [3, 4, 5, 6], "theta_alpha": list(range(30, 101, 10)), "theta_beta": [3, 4, 5, 6]}
     if cfg.profile == "smoke":
         return {"w1": [4], "theta_alpha": [8], "theta_beta": [3, 5]}
     scale = cfg.data.proxy_image_size / 500
-    return {"w1": [4, 6, 8], "theta_alpha": [round(f * scale) for f in (40, 80, 120)], "theta_beta": [3, 6]}
+    return {"w1": [4, 8, 12], "theta_alpha": [round(f * scale) for f in (40, 80, 120)], "theta_beta": [3, 6, 12]}
 
 
 # --------------------------------------------------------------------------------------------
 # Whole tables
 # --------------------------------------------------------------------------------------------
 
-def _job(args: tuple) -> tuple[str, int, dict[str, Any]]:
+def _job(args: tuple) -> tuple[str, int, dict[str, Any], float]:
     cfg_dict, training, seed, run_root, crf_params, threads = args
+    import time
+
     import torch
 
     torch.set_num_threads(threads)
     cfg = Config.from_dict(cfg_dict)
-    return training.key, seed, run_training(cfg, training, seed, run_root, crf_params=crf_params)
+    start = time.time()
+    res = run_training(cfg, training, seed, run_root, crf_params=crf_params)
+    return training.key, seed, res, time.time() - start
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _usable_cpus() -> int:
+    """The cores this process may run on (its CPU affinity), not every core of the machine."""
+    from .train import available_cpus
+
+    return available_cpus()
+
+
+def training_label(training: Training) -> str:
+    """The first table row that trains ``training``, e.g. "+MSC (table4)"."""
+    row = next((r for rows in TABLES.values() for r in rows if r.training == training), None)
+    return f"{row.name} ({row.table})" if row else training.key
+
+
+def progress_line(done: int, total: int, training: Training, seed: int, res: dict[str, Any], seconds: float) -> str:
+    """One line per finished training: ``[12/33] +MSC (table4) seed 1: 51.1% (61 s)``."""
+    if res.get("status") != "ok":
+        score = res.get("status", "not run")
+    else:
+        crf = f", {100 * res['mean_iou_crf']:.1f}% with the CRF" if "mean_iou_crf" in res else ""
+        score = f"{100 * res['mean_iou']:.1f}%{crf}"
+    return f"[{done}/{total}] {training_label(training)} seed {seed}: {score} ({seconds:.0f} s)"
 
 
 def run_trainings(cfg: Config, jobs: Sequence[tuple[Training, int, dict | None]], run_root: str | os.PathLike, *,
-                  workers: int | None = None) -> dict[tuple[str, int], dict[str, Any]]:
+                  workers: int | None = None, progress: Callable[[str], None] | None = None
+                  ) -> dict[tuple[str, int], dict[str, Any]]:
     """Run (training, seed, crf_params) jobs, ``workers`` at a time in separate processes (1: in this one).
 
     On a small CPU two single-threaded trainings side by side beat one two-threaded training. Results are
-    deterministic for a given number of threads per training.
+    deterministic for a given number of threads per training. ``progress`` gets one :func:`progress_line` per
+    finished job.
     """
     workers = cfg.ablation.workers if workers is None else workers
     # Jobs that train the same network (same run folder) run once; every row key gets the result.
@@ -309,18 +383,25 @@ def run_trainings(cfg: Config, jobs: Sequence[tuple[Training, int, dict | None]]
         unique.setdefault(ident, (training, seed, crf_params))
         keys.setdefault(ident, []).append((training.key, seed))
     done: dict[tuple[str, int], dict[str, Any]] = {}
+    trainings = {t.key: t for t, _, _ in unique.values()}
+
+    def finished(key: str, seed: int, res: dict[str, Any], seconds: float) -> None:
+        done[(key, seed)] = res
+        if progress:
+            progress(progress_line(len(done), len(unique), trainings[key], seed, res, seconds))
+
     if workers <= 1:
         for training, seed, crf_params in unique.values():
-            done[(training.key, seed)] = run_training(cfg, training, seed, run_root, crf_params=crf_params)
+            finished(*_job((cfg.to_dict(), training, seed, str(run_root), crf_params, _threads())))
     else:
-        threads = max(1, (os.cpu_count() or 2) // workers)
+        threads = max(1, _usable_cpus() // workers)
         args = [(cfg.to_dict(), t, s, str(run_root), p, threads) for t, s, p in unique.values()]
         # Longest first (MSC trainings cost about twice the others), so the pool ends together.
         args.sort(key=lambda a: (not a[1].msc, a[1].head == "baseline"))
         ctx = mp.get_context("spawn")
         with ctx.Pool(workers, maxtasksperchild=4) as pool:
-            for key, seed, res in pool.imap_unordered(_job, args):
-                done[(key, seed)] = res
+            for key, seed, res, seconds in pool.imap_unordered(_job, args):
+                finished(key, seed, res, seconds)
     out: dict[tuple[str, int], dict[str, Any]] = {}
     for ident, (training, seed, _) in unique.items():
         for key in keys[ident]:
@@ -337,8 +418,9 @@ class AblationResult:
     runs: dict[tuple[str, int], dict[str, Any]]  # (training key, seed) -> scores
 
 
-def run_tables(cfg: Config, run_root: str | os.PathLike, tables: Sequence[str] = ("table4", "table3", "ofat")
-               ) -> AblationResult:
+def run_tables(cfg: Config, run_root: str | os.PathLike,
+               tables: Sequence[str] = ("table4", "table3", "ofat", "coco_control"), *,
+               progress: Callable[[str], None] | None = None) -> AblationResult:
     """Every training of ``tables`` for every seed of ``cfg.ablation.seeds``, then the CRF rows.
 
     Each training that has a CRF row gets its own CRF parameters (:func:`tune_crf`), cross-validated with its
@@ -352,7 +434,7 @@ def run_tables(cfg: Config, run_root: str | os.PathLike, tables: Sequence[str] =
     if not seeds:
         raise ValueError("ablation.seeds is empty; give at least one seed")
     trainings = list(dict.fromkeys(row.training for name in tables for row in TABLES[name]))
-    runs = run_trainings(cfg, [(t, s, None) for t in trainings for s in seeds], run_root)
+    runs = run_trainings(cfg, [(t, s, None) for t in trainings for s in seeds], run_root, progress=progress)
     crf, crf_jobs = {}, []
     for training in dict.fromkeys(r.training for name in tables for r in TABLES[name] if r.crf):
         if runs[(training.key, seeds[0])].get("status") != "ok":
@@ -360,7 +442,7 @@ def run_tables(cfg: Config, run_root: str | os.PathLike, tables: Sequence[str] =
         crf[training.key] = tune_crf(cfg, training, seeds[0], run_root)
         params = {k: float(crf[training.key].best[k]) for k in ("w1", "theta_alpha", "theta_beta")}
         crf_jobs += [(training, seed, params) for seed in seeds]
-    runs.update(run_trainings(cfg, crf_jobs, run_root))
+    runs.update(run_trainings(cfg, crf_jobs, run_root, progress=progress))
     return AblationResult({name: summarise(TABLES[name], runs, seeds, reference=REFERENCES[name])
                            for name in tables}, crf, runs)
 

@@ -4,7 +4,8 @@ Figures: :func:`plot_increments` (Table 4 / one-at-a-time increments with their 
 :func:`plot_table3` (Table 3 before / after the CRF). Diagnoses, on the trainings :func:`dlib.ablation.run_tables`
 left in ``run_root``: :func:`msc_diagnosis` (MSC at training vs at test time), :func:`context_diagnosis` (the
 proxy's look-alike classes, which only a large field of view tells apart), :func:`convergence` and
-:func:`last_fifth_gain` (does training reach a plateau), :func:`training_curves` and :func:`collapsed` (runs
+:func:`last_fifth_gain` (does training reach a plateau; :func:`convergence_table` and
+:func:`convergence_summary` for every training), :func:`training_curves` and :func:`collapsed` (runs
 stuck at the all-background solution). The statistics themselves are in :mod:`dlib.stats`.
 """
 
@@ -76,12 +77,13 @@ def plot_table3(table3, axes) -> None:
 
 
 def table3_comparisons(table3, runs: dict[tuple[str, int], dict[str, Any]], seeds: Sequence[int]):
-    """Table 3's questions, paired per seed: ASPP-S / ASPP-L against LargeFOV before the CRF, and each CRF gain."""
+    """Table 3's questions, paired per seed: ASPP-S / ASPP-L against LargeFOV and ASPP-L against ASPP-S before the
+    CRF, and each CRF gain."""
     import pandas as pd
 
     by_name = {r.name: r for r in TABLE3}
     paper = table3.set_index("row")["paper_miou"]
-    pairs = [("ASPP-S", "LargeFOV"), ("ASPP-L", "LargeFOV")]
+    pairs = [("ASPP-S", "LargeFOV"), ("ASPP-L", "LargeFOV"), ("ASPP-L", "ASPP-S")]
     pairs += [(f"{h} +CRF", h) for h in ("LargeFOV", "ASPP-S", "ASPP-L")]
     lines = []
     for a, b in pairs:
@@ -116,10 +118,11 @@ def msc_diagnosis(cfg: Config, run_root: str | os.PathLike, seed: int | None = N
 
 
 def convergence(cfg: Config, training: Training, seeds: Sequence[int], run_root: str | os.PathLike, *,
-                split: str = "val"):
+                split: str = "val", fractions: Sequence[float] | None = None):
     """mIoU (%) of every kept checkpoint of one training, for each seed, on the proxy ``split`` (default the
     development split): the curve that shows whether ``train.iterations`` reaches a plateau. One line per
-    (seed, iteration). Uses the trained runs."""
+    (seed, iteration). ``fractions`` (e.g. (0.8, 1.0)): only the checkpoints at those fractions of the run.
+    Uses the trained runs."""
     import pandas as pd
 
     from . import data as dlib_data
@@ -133,7 +136,12 @@ def convergence(cfg: Config, training: Training, seeds: Sequence[int], run_root:
         folder = run_dir_of(cfg, training, seed, run_root) / CHECKPOINT_DIR
         val = dlib_data.build_dataset(tcfg.replace({"data.val_split": split}) if cfg.data.dataset == "proxy"
                                       else tcfg, "val")
-        for ckpt in sorted(folder.glob("ckpt_*.pt")):
+        ckpts = sorted(folder.glob("ckpt_*.pt"))
+        if fractions is not None:
+            total = tcfg.train.iterations
+            wanted = {round(f * total) for f in fractions}
+            ckpts = [c for c in ckpts if int(c.stem.split("_")[1]) in wanted]
+        for ckpt in ckpts:
             model = dlib_train.build_model(tcfg)
             dlib_train.load_weights(model, ckpt)
             score = evaluate(tcfg, model, val, progress=False)["mean_iou"]
@@ -151,6 +159,36 @@ def last_fifth_gain(curve) -> float:
         raise ValueError(f"no checkpoint at 80% of {last} iterations (have {list(mean.index)}); set "
                          f"train.checkpoint_every to a fifth of train.iterations")
     return float(mean.loc[last] - mean.loc[0.8 * last])
+
+
+CONVERGED_POINTS = 1.0  # a training has converged when its last fifth adds less than this (mean over seeds)
+
+
+def convergence_table(runs: dict[tuple[str, int], dict[str, Any]], trainings: Sequence[Training],
+                      seeds: Sequence[int]):
+    """``training, seed, iteration, miou``: every training's development-split score at 80% and 100% of its run,
+    per seed, as :func:`dlib.ablation.run_training` measured it (``convergence``)."""
+    import pandas as pd
+
+    lines = [{"training": t.key, "seed": seed, "iteration": int(it), "miou": float(miou)}
+             for t in trainings for seed in seeds
+             for it, miou in (runs.get((t.key, seed)) or {}).get("convergence", [])]
+    return pd.DataFrame(lines, columns=["training", "seed", "iteration", "miou"])
+
+
+def convergence_summary(table):
+    """Per training: the mean over seeds at 80% and at 100% of the run, the last fifth's gain (points) and whether
+    it is under :data:`CONVERGED_POINTS`."""
+    import pandas as pd
+
+    lines = []
+    for key, part in table.groupby("training", sort=False):
+        gain = last_fifth_gain(part.rename(columns={"miou": "mean_iou"}))
+        mean = part.groupby("iteration")["miou"].mean()
+        lines.append({"training": key, "seeds": part["seed"].nunique(), "iterations": int(mean.index.max()),
+                      "miou_at_80": float(mean.iloc[0]), "miou_at_100": float(mean.iloc[-1]),
+                      "last_fifth_gain": gain, "converged": bool(gain < CONVERGED_POINTS)})
+    return pd.DataFrame(lines)
 
 
 def class_group_iou(class_iou: Sequence[float], num_classes: int) -> dict[str, float]:

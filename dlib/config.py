@@ -90,6 +90,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     lr_policy: str = "poly"  # "poly" (DeepLab v2, Sec. 4.1) or "step" (DeepLab v1: x gamma every step_size its)
     poly_power: float = 0.9  # DeepLab v2, Sec. 4.1: lr = base * (1 - iter/max_iter)^power
+    warmup: int = 0  # linear lr warm-up over this many iterations (not in the papers: 0)
     # DeepLab v1 (Sec. 4.1; released DeepLab-LargeFOV solver.prototxt: lr_policy "step", gamma 0.1, stepsize 2000,
     # max_iter 6000, batch 20): lr = base * gamma^floor(iter / step_size). Used only with lr_policy="step".
     step_size: int = 2000
@@ -238,6 +239,7 @@ NEUTRAL_ADDED_KEYS: dict[str, Any] = {
     "train.lr_policy": "poly", "train.step_size": 2000, "train.gamma": 0.1,
     "ablation.crf_tune_on": "heldout_train",
     "data.input_convention": "imagenet", "model.caffemodel": None, "model.caffe_layout": False,
+    "train.warmup": 0,
 }
 
 

@@ -71,6 +71,7 @@ RANGES: dict[str, Range] = {
     "train.momentum": Range(0, 1, high_open=True),
     "train.weight_decay": NON_NEGATIVE,
     "train.poly_power": NON_NEGATIVE,
+    "train.warmup": NON_NEGATIVE,
     "train.base_lr_vgg": POSITIVE,
     "train.gamma": Range(0, 1, low_open=True),
     "train.head_lr_mult": NON_NEGATIVE,

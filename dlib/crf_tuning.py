@@ -251,6 +251,27 @@ def _cv_point_batched(state: dict[str, Any], p: int) -> list[np.ndarray]:
     return confs
 
 
+def _widened(grid: Sequence[float], best: float) -> list[float]:
+    """``grid`` with one more value past ``best`` when best is its largest (the last step again) or smallest
+    (half of it: every parameter is positive) value; unchanged when best lies inside."""
+    values = sorted(set(float(v) for v in grid))
+    if len(values) < 2:
+        return values
+    if best == values[-1]:
+        return values + [values[-1] + (values[-1] - values[-2])]
+    if best == values[0]:
+        return [values[0] / 2] + values
+    return values
+
+
+def edges(table: Any) -> list[str]:
+    """The parameters whose best value (stage 1) sits on the edge of the values scored: not bracketed."""
+    stage1 = table[table["stage"] == 1]
+    best = stage1.loc[stage1["mean_iou"].idxmax()]
+    return [k for k in ("w1", "theta_alpha", "theta_beta")
+            if stage1[k].nunique() > 1 and best[k] in (stage1[k].min(), stage1[k].max())]
+
+
 def _finer(grid: Sequence[float], best: float, lower: float) -> list[float]:
     """best and best +- half the coarse step (values above ``lower`` only)."""
     values = sorted(set(float(v) for v in grid))
@@ -302,10 +323,13 @@ def cross_validate(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], la
                    iterations: int = _DEFAULTS.iterations, refine: bool = True,
                    ignore_index: int = IGNORE_INDEX, workers: int = 0, progress: bool = True,
                    backend: str = _DEFAULTS.backend, normalization: str = _DEFAULTS.normalization,
-                   device: str = _DEFAULTS.device) -> CVResult:
+                   device: str = _DEFAULTS.device, widen: int = 0) -> CVResult:
     """The papers' coarse-to-fine search of w1, theta_alpha, theta_beta by mIoU on held-out images.
 
-    Stage 1 scores every point of the grid (default: DeepLab v2's ranges); stage 2 (``refine``) scores
+    Stage 1 scores every point of the grid (default: DeepLab v2's ranges); with ``widen`` > 0, while the best
+    point sits on the grid's edge in some parameter, that parameter's grid is extended one step beyond it (at
+    most ``widen`` times; the new points get stage 1 too), so the optimum ends bracketed or the table shows the
+    parameter still improving at the widest value tried (:func:`edges`). Stage 2 (``refine``) scores
     the points at half the coarse step around stage 1's best, as the papers "refine the search step
     sizes around the first round's best values". mIoU is accumulated over all images (VOC measure).
     Work is spread over ``workers`` processes (0 = all cores), one (point, image) pair per task;
@@ -326,11 +350,23 @@ def cross_validate(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], la
     workers = resolve_workers(workers)
     coarse = [(float(a), float(b), float(c)) for a in w1_grid for b in theta_alpha_grid for c in theta_beta_grid]
     rows = _score_points({**state, "points": coarse}, 1, workers, on_gpu, progress)
+    grids = {"w1": list(w1_grid), "theta_alpha": list(theta_alpha_grid), "theta_beta": list(theta_beta_grid)}
+    for _ in range(widen):
+        best = max(rows, key=lambda r: r["mean_iou"])
+        grown = {k: _widened(g, best[k]) for k, g in grids.items()}
+        if grown == grids:
+            break
+        grids = grown
+        scored = {(r["w1"], r["theta_alpha"], r["theta_beta"]) for r in rows}
+        new = [(float(a), float(b), float(c)) for a in grids["w1"] for b in grids["theta_alpha"]
+               for c in grids["theta_beta"] if (float(a), float(b), float(c)) not in scored]
+        rows += _score_points({**state, "points": new}, 1, workers, on_gpu, progress)
+        coarse += new
     if refine:
         b = max(rows, key=lambda r: r["mean_iou"])
-        fine = [(a, t, c) for a in _finer(w1_grid, b["w1"], 0.0)
-                for t in _finer(theta_alpha_grid, b["theta_alpha"], 0.0)
-                for c in _finer(theta_beta_grid, b["theta_beta"], 0.0)]
+        fine = [(a, t, c) for a in _finer(grids["w1"], b["w1"], 0.0)
+                for t in _finer(grids["theta_alpha"], b["theta_alpha"], 0.0)
+                for c in _finer(grids["theta_beta"], b["theta_beta"], 0.0)]
         fine = [pt for pt in dict.fromkeys(fine) if pt not in set(coarse)]  # each point scored once
         rows += _score_points({**state, "points": fine}, 2, workers, on_gpu, progress)
     table = pd.DataFrame(rows)

@@ -4,7 +4,11 @@
   in random colours on noisy backgrounds at 96 px), a different task and distribution from the proxy set;
   the card records the held-out pretext scores.
 * "COCO": the whole DeepLab model of each Table-4 head, from the ImageNet stand-in, on the larger proxy set
-  (dlib.proxy.PROXY_RECIPE_LARGE); the card records the held-out large-set scores.
+  (dlib.proxy.PROXY_RECIPE_LARGE: another distribution of the same classes), without scale augmentation (a
+  Table-4 row of its own); the card records the held-out large-set scores.
+* "control": the +COCO row's network pretrained exactly as its COCO stand-in (same settings, iterations and
+  initialisation) on the task's own training images instead (the cpu profile's proxy train split, less the
+  images held out for CRF tuning): what the extra iterations alone give, without another data set.
 
 Training is resumable (under ``<cache>/standins``) and deterministic for a given thread count; each weights file
 is written atomically with its card (config, data seed, iterations, final scores, sha256, commit).
@@ -23,7 +27,16 @@ from . import proxy as dlib_proxy
 from .config import NUM_CLASSES_OF_DATASET, Config, resolve
 from .io import atomic_write_bytes, atomic_write_text, cache_root
 from .results import git_commit, jsonable
-from .standins import COCO_MODELS, IMAGENET_MODELS, card_path, coco_path, imagenet_path, sha256
+from .standins import (
+    COCO_MODELS,
+    CONTROL_MODELS,
+    IMAGENET_MODELS,
+    card_path,
+    coco_path,
+    control_path,
+    imagenet_path,
+    sha256,
+)
 
 # The pretext task of the ImageNet stand-in: 7 shapes x 6 textures.
 PRETEXT_SHAPES = ("disc", "ellipse", "rect", "triangle", "cross", "diamond", "trapezoid")
@@ -44,7 +57,7 @@ IMAGENET_SETTINGS: dict[str, Any] = {
 IMAGENET_ITERATIONS = {"small_resnet": 3000, "small_vgg": 2000}  # the VGG shape is 3x slower per image
 IMAGENET_IMAGES = 3000
 COCO_SETTINGS: dict[str, Any] = {
-    "data.scale_aug": True, "model.pretrained": "imagenet", "model.coco_checkpoint": None, "train.base_lr": 1e-2,
+    "data.scale_aug": False, "model.pretrained": "imagenet", "model.coco_checkpoint": None, "train.base_lr": 1e-2,
     "train.batch_size": 8, "train.iterations": 1500, "train.msc": False, "train.checkpoint_every": 500,
 }
 COCO_IMAGES = 3000
@@ -183,3 +196,23 @@ def pretrain_coco(model_name: str, *, run_root: Path | None = None, progress: bo
     return _train_and_save(cfg, _run_root(run_root) / f"coco_{model_name}",
                            dlib_data.build_dataset(cfg, "train", large=True), held, coco_path(model_name), card,
                            progress=progress)
+
+
+def pretrain_control(model_name: str, *, run_root: Path | None = None, progress: bool = True) -> Path:
+    """The +COCO control: ``model_name`` pretrained as its COCO stand-in, on the task's own training images."""
+    from .ablation import split_holdout
+
+    if model_name not in CONTROL_MODELS:
+        raise ValueError(f"no +COCO control for {model_name!r}; choose from {', '.join(CONTROL_MODELS)}")
+    cfg = coco_config(model_name)
+    task = resolve("cpu")
+    train_set = dlib_data.build_dataset(task, "train")
+    train_set, _ = split_holdout(train_set, task.ablation.crf_holdout)  # the CRF's tuning images stay out
+    held = dlib_data.build_dataset(task.replace({"data.val_split": "val"}), "val")
+    card = {"stand_in_for": "the +COCO control: the COCO stand-in's pretraining on the task's own data",
+            "model": model_name, "task": "the 21 proxy classes on the cpu profile's own training images",
+            "data_seed": task.data.proxy_seed, "images": len(train_set),
+            "initialised_from": imagenet_path("small_resnet").name, "scores_on": "development_split"}
+    return _train_and_save(cfg, _run_root(run_root) / f"control_{model_name}", train_set, held,
+                           control_path(model_name), card, progress=progress)
+

@@ -33,10 +33,13 @@ cores in about a minute. The recipe (:func:`make_proxy_sample`):
   themselves, which a stride-8 network cannot resolve (DeepLab v2, Sec. 4.1 failure modes).
 * **Noise**: per-object colour and brightness jitter and Gaussian pixel noise.
 
-The ``large=True`` set uses the same generator with more images, more objects per image, sizes
-log-uniform over the whole range and a wider colour jitter; it stands in for MS-COCO pretraining
-(DeepLab v2, Table 4 "+COCO").
-Train, val and large sets are drawn from disjoint seeds.
+The ``large=True`` set stands in for MS-COCO pretraining (DeepLab v2, Table 4 "+COCO"): the same 21 classes
+drawn from **another distribution**, as COCO differs from VOC: busy backgrounds (high-frequency blotches and grey
+lines instead of a smooth gradient), grey clutter shapes, more objects per image (3-7), and smaller objects
+(log-normal sizes centred lower than train's, so large objects are rarer still: it does not teach the scales
+that scale augmentation teaches), with wider colour, brightness and noise jitter.
+Train, val, test and large sets are drawn from disjoint seeds; the test split's images also carry
+:data:`PROXY_TEST_DRAW`, new with each proxy version, so a new version's test split is one nobody has looked at.
 """
 
 from __future__ import annotations
@@ -56,7 +59,10 @@ import numpy as np
 
 from .io import atomic_write_bytes
 
-PROXY_VERSION = 3  # bump when the recipe changes: the cache key includes it
+PROXY_VERSION = 4  # bump when the recipe changes: the cache key includes it
+# Part of every test-split image's seed. Drawn anew with each proxy version (bump it with PROXY_VERSION) and
+# never looked at while a design is chosen on the development ("val") split.
+PROXY_TEST_DRAW = 4
 
 _COLOURS = {  # saturated object colours, RGB
     "red": (200, 40, 40), "orange": (235, 135, 30), "yellow": (225, 210, 40),
@@ -124,13 +130,16 @@ class ProxyRecipe:
     ring_gap: float = 0.25  # context ring: gap to the object, as a fraction of its size
     noise: float = 5.0  # Gaussian pixel noise std (uint8 units)
     clutter: int = 0  # grey distractor shapes in the background (labelled background), up to this many
+    background: str = "gradient"  # "gradient" (smooth, the task's) or "busy" (high-frequency blotches and lines)
 
 
 PROXY_RECIPE = ProxyRecipe()  # val / test: every size in the range equally likely (log scale)
 PROXY_RECIPE_TRAIN = ProxyRecipe(size_sigma=0.4, size_centre=0.3)  # train: small/medium common, large rare
-# The "COCO" stand-in: more objects, every size, wider colour and brightness jitter, cluttered backgrounds.
-PROXY_RECIPE_LARGE = ProxyRecipe(min_objects=3, max_objects=7, colour_jitter=20.0, brightness=(0.75, 1.25),
-                                 texture_cycles=3.0, noise=7.0, clutter=4)
+# The "COCO" stand-in: another distribution of the same classes. Busy, cluttered backgrounds, more and smaller
+# objects (large ones rarer than in train), wider colour, brightness and noise jitter.
+PROXY_RECIPE_LARGE = ProxyRecipe(size_sigma=0.4, size_centre=0.2, min_objects=3, max_objects=7, colour_jitter=20.0,
+                                 brightness=(0.75, 1.25), texture_cycles=3.0, noise=8.0, clutter=6,
+                                 background="busy")
 
 
 def proxy_recipe(split: str = "val", large: bool = False) -> ProxyRecipe:
@@ -150,8 +159,11 @@ def _smooth_field(rng: np.random.Generator, size: int, cells: int = 4) -> np.nda
     return rows[:, i] * (1 - f)[None, :] + rows[:, i + 1] * f[None, :]
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Muted two-colour gradient plus blotches, float32 (size, size, 3) in uint8 units."""
+def _background(rng: np.random.Generator, size: int, kind: str = "gradient") -> np.ndarray:
+    """Float32 (size, size, 3) in uint8 units: a muted two-colour gradient plus blotches ("gradient"), or
+    ("busy") a muted colour with strong high-frequency blotches and grey lines."""
+    if kind == "busy":
+        return _busy_background(rng, size)
     grey = rng.uniform(70, 180, 2)
     c1 = np.clip(grey[0] + rng.normal(0, 22, 3), 30, 220)
     c2 = np.clip(grey[1] + rng.normal(0, 22, 3), 30, 220)
@@ -160,6 +172,18 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     t = np.clip(0.5 + (np.cos(angle) * (x - 0.5) + np.sin(angle) * (y - 0.5)), 0, 1)[..., None]
     img = c1 * (1 - t) + c2 * t
     img += 18 * _smooth_field(rng, size, cells=int(rng.integers(3, 7)))[..., None]
+    return img.astype(np.float32)
+
+
+def _busy_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    grey = rng.uniform(70, 180)
+    img = np.clip(grey + rng.normal(0, 22, 3), 30, 220)[None, None, :] * np.ones((size, size, 1), np.float32)
+    for cells, amp in ((int(rng.integers(8, 14)), 28.0), (int(rng.integers(16, 24)), 16.0)):
+        img += amp * _smooth_field(rng, size, cells=cells)[..., None]
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    for _ in range(int(rng.integers(2, 6))):  # straight grey lines, 1-2 px wide
+        a, b = rng.uniform(0, size, 2), rng.uniform(0, size, 2)
+        img[_segment_dist(xx, yy, (a[0], a[1]), (b[0], b[1])) <= rng.uniform(0.5, 1.0)] = rng.uniform(60, 200)
     return img.astype(np.float32)
 
 
@@ -252,7 +276,7 @@ def make_proxy_sample(rng: np.random.Generator, size: int = 128, *, large: bool 
     pool = [c for c in PROXY_CLASSES if classes is None or c.index in set(classes)]
     if not pool:
         raise ValueError(f"classes={classes!r} names none of the proxy classes 1..20")
-    image = _background(rng, size)
+    image = _background(rng, size, recipe.background)
     if recipe.clutter:
         _add_clutter(rng, image, recipe.clutter, size)
     label = np.zeros((size, size), dtype=np.uint8)
@@ -349,6 +373,8 @@ def _proxy_rng(seed: int, split: str, large: bool, i: int) -> np.random.Generato
 
     One place for :func:`proxy_arrays` and the notebooks.
     """
+    if split == "test":
+        return np.random.default_rng([seed, SPLIT_CODES[split], int(large), i, PROXY_TEST_DRAW])
     return np.random.default_rng([seed, SPLIT_CODES[split], int(large), i])
 
 
@@ -364,7 +390,8 @@ def proxy_arrays(split: str, *, size: int, count: int, seed: int = 0, large: boo
     if count < 1:
         raise ValueError(f"proxy count must be at least 1, got {count}")
     recipe = proxy_recipe(split, large)
-    key = json.dumps([PROXY_VERSION, split, size, count, seed, bool(large), dataclasses.asdict(recipe)])
+    key = json.dumps([PROXY_VERSION, PROXY_TEST_DRAW, split, size, count, seed, bool(large),
+                      dataclasses.asdict(recipe)])
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
     if cache_dir is None:
         # The shared cache root lives in dlib.data, which imports this module: imported here, not at the top.

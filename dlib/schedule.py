@@ -3,6 +3,7 @@
 * "poly" (DeepLab v2, Sec. 4.1): lr(it) = base_lr * (1 - it / max_iter) ** power, power 0.9.
 * "step" (DeepLab v1, Sec. 4.1; the released DeepLab-LargeFOV solver): lr(it) = base_lr * gamma ** floor(it /
   step_size), gamma 0.1 every 2000 iterations.
+* ``train.warmup`` (ours, 0 in the papers' profile): the poly rate ramped up linearly over the first iterations.
 * The base lr is chosen by the model's family (:func:`base_lr_for`): ``train.base_lr_vgg`` for VGG-16 (1e-3),
   ``train.base_lr`` for ResNet-101 (2.5e-4), from the released solvers.
 * Caffe's ``lr_mult`` as SGD parameter groups (:func:`optimizer_groups`): backbone weights 1x, backbone biases 2x
@@ -59,7 +60,12 @@ def learning_rate(cfg: Config, iteration: int) -> float:
         return step_lr(base, iteration, t.step_size, t.gamma)
     if t.lr_policy != "poly":
         raise ValueError(f"train.lr_policy must be 'poly' (DeepLab v2) or 'step' (DeepLab v1), got {t.lr_policy!r}")
-    return poly_lr(base, iteration, t.iterations, t.poly_power)
+    return poly_lr(base, iteration, t.iterations, t.poly_power) * warmup_factor(iteration, t.warmup)
+
+
+def warmup_factor(iteration: int, warmup: int) -> float:
+    """Linear warm-up (not in the papers): (iteration + 1) / warmup for the first ``warmup`` iterations, then 1."""
+    return min(1.0, (iteration + 1) / warmup) if warmup > 0 else 1.0
 
 
 def optimizer_groups(model: nn.Module, cfg: Config) -> list[dict[str, Any]]:

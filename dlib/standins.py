@@ -37,6 +37,9 @@ FAMILIES = ("small_resnet", "small_vgg")
 IMAGENET_MODELS = {"small_resnet": "small_resnet_baseline", "small_vgg": "small_vgg_largefov"}
 COCO_MODELS = ("small_resnet_baseline", "small_resnet_largefov", "small_resnet_aspp")  # Table 4's three heads
 COCO_KEYWORD = "coco"  # model.coco_checkpoint="coco": the shipped stand-in of the model being trained
+# The control of +COCO: the COCO stand-in's pretraining, run on the task's own training images instead.
+CONTROL_MODELS = ("small_resnet_baseline",)  # the +COCO row of Table 4 trains this network
+CONTROL_KEYWORD = "control"  # model.coco_checkpoint="control": the shipped control of the model being trained
 
 class StandinError(RuntimeError):
     """A stand-in weights file is missing, or its checksum does not match its card."""
@@ -57,6 +60,12 @@ def coco_path(model_name: str) -> Path:
         raise ValueError(f"no COCO stand-in for {model_name!r}; stand-ins exist for {', '.join(COCO_MODELS)} "
                          "(on the gpu profile, set model.coco_checkpoint to a COCO-pretrained DeepLab file)")
     return WEIGHTS_DIR / f"{model_name}_coco.pt"
+
+
+def control_path(model_name: str) -> Path:
+    if model_name not in CONTROL_MODELS:
+        raise ValueError(f"no +COCO control stand-in for {model_name!r}; it exists for {', '.join(CONTROL_MODELS)}")
+    return WEIGHTS_DIR / f"{model_name}_control.pt"
 
 
 def card_path(weights: Path) -> Path:
@@ -107,10 +116,13 @@ def load_imagenet(model, family: str, *, width: float = 1.0):
 
 
 def resolve_coco(cfg: Config) -> str | None:
-    """``model.coco_checkpoint`` as a file path: the shipped stand-in for "coco", else the path given."""
+    """``model.coco_checkpoint`` as a file path: the shipped stand-in for "coco", its control for "control", else
+    the path given."""
     value = cfg.model.coco_checkpoint
     if value == COCO_KEYWORD:
         return str(coco_path(cfg.model.name))
+    if value == CONTROL_KEYWORD:
+        return str(control_path(cfg.model.name))
     return value
 
 

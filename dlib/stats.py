@@ -53,7 +53,7 @@ def verdict(ci_low: float, ci_high: float, paper: float = math.nan) -> str:
     return sign + ("; as in the paper" if (ci_low > 0) == (paper > 0) else "; the paper's sign is the opposite")
 
 
-def _row_values(row, results: dict[tuple[str, int], dict[str, Any]], seeds: Sequence[int]):
+def row_values(row, results: dict[tuple[str, int], dict[str, Any]], seeds: Sequence[int]):
     """Per-seed mIoU (percent) of ``row``, with or without its CRF, and the status of the last seed that did not run."""
     values: dict[int, float] = {}
     status = "not run"
@@ -68,8 +68,8 @@ def _row_values(row, results: dict[tuple[str, int], dict[str, Any]], seeds: Sequ
 
 def paired_stats(runs: dict[tuple[str, int], dict[str, Any]], a, b, seeds: Sequence[int]) -> dict[str, float]:
     """Per-seed paired differences a - b (percent) and their 95% interval (:func:`increment_stats`)."""
-    va, _ = _row_values(a, runs, seeds)
-    vb, _ = _row_values(b, runs, seeds)
+    va, _ = row_values(a, runs, seeds)
+    vb, _ = row_values(b, runs, seeds)
     return increment_stats([va[s] - vb[s] for s in seeds if s in va and s in vb])
 
 
@@ -86,7 +86,7 @@ def summarise(rows: Sequence, results: dict[tuple[str, int], dict[str, Any]], se
 
     lines, by_seed = [], []
     for row in rows:
-        values, status = _row_values(row, results, seeds)
+        values, status = row_values(row, results, seeds)
         by_seed.append(values)
         arr = np.asarray(list(values.values()), dtype=float)
         lines.append({

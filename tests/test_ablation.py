@@ -183,3 +183,24 @@ def test_two_workers_give_what_one_after_another_gives(tmp_path):
         assert pooled[key]["threads"] == serial[key]["threads"]
         assert pooled[key]["mean_iou"] == pytest.approx(serial[key]["mean_iou"], abs=1e-9), key
         assert pooled[key]["class_iou"] == pytest.approx(serial[key]["class_iou"], abs=1e-9, nan_ok=True), key
+
+
+def test_progress_line_names_the_row_seed_score_and_time():
+    baseline, msc = TABLE4[0].training, TABLE4[1].training
+    line = ablation.progress_line(12, 33, msc, 1, {"status": "ok", "mean_iou": 0.5114}, 61.2)
+    assert line == "[12/33] +MSC (table4) seed 1: 51.1% (61 s)"
+    crf = ablation.progress_line(3, 9, baseline, 0, {"status": "ok", "mean_iou": 0.4, "mean_iou_crf": 0.45}, 5)
+    assert crf == "[3/9] baseline (table4) seed 0: 40.0%, 45.0% with the CRF (5 s)"
+    assert "not run: x" in ablation.progress_line(1, 2, baseline, 0, {"status": "not run: x"}, 0)
+
+
+def test_the_coco_control_starts_from_the_control_stand_in():
+    from dlib import standins
+
+    cfg = config.resolve("cpu")
+    ref, coco, ctrl = ablation_tables.COCO_CONTROL
+    assert ctrl.training.control and ctrl.training.msc and not ctrl.training.coco
+    tcfg = ablation_tables.training_config(cfg, ctrl.training, 0)
+    assert standins.resolve_coco(tcfg) == str(standins.control_path(tcfg.model.name))
+    assert ablation_tables.training_config(cfg, ref.training, 0).model.coco_checkpoint is None
+    assert ablation.run_dir_of(cfg, ctrl.training, 0, "r").name.startswith("small_resnet_baseline_msc_control_s0_")

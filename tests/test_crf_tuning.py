@@ -145,3 +145,39 @@ def test_refine_and_score_against_a_hand_made_confusion_matrix(tmp_path, two_hal
     save_probs(tmp_path / "probs" / "stranger.npz", probs)
     with pytest.raises(ValueError, match="not in the data set.*stranger"):
         refine_and_score(tmp_path / "probs", tmp_path / "out", data, crf=model, num_classes=2, progress=False)
+
+
+def test_widening_extends_a_grid_past_an_edge_optimum_until_it_is_bracketed():
+    from dlib.crf_tuning import _widened, edges
+
+    assert _widened([4, 8, 12], 12) == [4, 8, 12, 16]  # the last step again
+    assert _widened([4, 8, 12], 4) == [2, 4, 8, 12]  # half the smallest: every parameter is positive
+    assert _widened([4, 8, 12], 8) == [4, 8, 12]
+    scenes = [_scene(k, h=24, w=32, classes=3) for k in range(2)]
+    images, labels, probs = [s[0] for s in scenes], [s[1] for s in scenes], [s[2] for s in scenes]
+    kwargs = dict(theta_alpha_grid=(5,), theta_beta_grid=(5,), iterations=3, progress=False, refine=False, workers=1)
+    # Start from the two smallest w1 values: the best sits on an edge and the grid grows toward it.
+    narrow = cross_validate(images, probs, labels, w1_grid=(0.5, 1.0), widen=0, **kwargs)
+    wide = cross_validate(images, probs, labels, w1_grid=(0.5, 1.0), widen=4, **kwargs)
+    assert set(narrow.table.w1) == {0.5, 1.0} and len(wide.table) > len(narrow.table)
+    assert wide.best["mean_iou"] >= narrow.best["mean_iou"]
+    # Each added point is the CRF at that setting, like every other row; and widening stops once bracketed
+    # or after 4 extensions.
+    assert len(set(wide.table.w1)) <= 2 + 4
+    if "w1" not in edges(wide.table):
+        w = sorted(set(wide.table.w1))
+        assert w[0] < wide.best["w1"] < w[-1]
+    for row in wide.table.itertuples():
+        model = crf.DenseCRF(w1=row.w1, theta_alpha=row.theta_alpha, theta_beta=row.theta_beta, iterations=3)
+        conf = sum(metrics.confusion_matrix(model.predict(i, p), lab, 3) for i, p, lab in zip(images, probs, labels))
+        assert row.mean_iou == pytest.approx(metrics.scores(conf)["mean_iou"])
+
+
+def test_edges_names_the_parameters_whose_optimum_is_not_bracketed():
+    import pandas as pd
+
+    from dlib.crf_tuning import edges
+
+    table = pd.DataFrame({"stage": [1] * 4, "w1": [4, 4, 8, 8], "theta_alpha": [10, 20, 10, 20],
+                          "theta_beta": [3, 3, 3, 3], "mean_iou": [0.1, 0.2, 0.3, 0.25]})
+    assert edges(table) == ["w1", "theta_alpha"]  # best (8, 10): both on an edge; theta_beta has one value

@@ -138,3 +138,32 @@ def test_bad_proxy_arguments():
         proxy.proxy_arrays("dev", size=32, count=2)
     with pytest.raises(ValueError, match="at least 16"):
         proxy.make_proxy_sample(np.random.default_rng(0), 8)
+
+
+def test_the_test_split_is_drawn_with_the_versions_test_draw(tmp_path, monkeypatch):
+    img, _ = proxy.proxy_arrays("test", size=40, count=2, seed=0, cache_dir=tmp_path / "a")
+    expected = proxy.make_proxy_sample(np.random.default_rng([0, proxy.SPLIT_CODES["test"], 0, 1,
+                                                              proxy.PROXY_TEST_DRAW]), 40, split="test")[0]
+    assert np.array_equal(img[1], expected)
+    monkeypatch.setattr(proxy, "PROXY_TEST_DRAW", proxy.PROXY_TEST_DRAW + 1)
+    other, _ = proxy.proxy_arrays("test", size=40, count=2, seed=0, cache_dir=tmp_path / "a")
+    assert not np.array_equal(img, other)  # a new draw is a new test split (and a new cache file)
+    val, _ = proxy.proxy_arrays("val", size=40, count=2, seed=0, cache_dir=tmp_path / "b")
+    assert np.array_equal(val[1], proxy.make_proxy_sample(np.random.default_rng([0, 2, 0, 1]), 40, split="val")[0])
+
+
+def test_the_coco_stand_ins_set_differs_in_background_clutter_count_and_scale():
+    train, large = proxy.proxy_recipe("train"), proxy.proxy_recipe("train", large=True)
+    assert large.background == "busy" != train.background and large.clutter > train.clutter
+    assert large.min_objects > train.min_objects and large.size_centre < train.size_centre
+    size, rng = 96, np.random.default_rng(0)
+    smooth = [np.abs(np.diff(proxy._background(rng, size).mean(-1), axis=1)).mean() for _ in range(8)]
+    busy = [np.abs(np.diff(proxy._background(rng, size, "busy").mean(-1), axis=1)).mean() for _ in range(8)]
+    assert min(busy) > 2 * max(smooth)  # neighbouring pixels differ far more on the busy backgrounds
+    # Objects are smaller: the median object size over 60 images, large set below train.
+    sizes = {}
+    for large_set in (False, True):
+        objs = [o["size"] for i in range(60) for o in proxy.make_proxy_sample(
+            np.random.default_rng([5, i]), size, split="train", large=large_set, return_objects=True)[2]]
+        sizes[large_set] = np.median(objs)
+    assert sizes[True] < sizes[False]

@@ -90,3 +90,12 @@ def test_one_sgd_step_moves_the_head_ten_times_faster():
         mult = {("head", True): 10, ("head", False): 20, ("body", True): 1, ("body", False): 2}[
             (name.split(".")[0], name.endswith("weight"))]
         assert torch.allclose(before[name] - p.detach(), lr * mult * grads[name], atol=1e-7), name
+
+
+def test_warmup_ramps_the_poly_rate_linearly():
+    cfg = config.resolve("smoke", overrides={"train.warmup": 4, "train.iterations": 100, "train.base_lr": 0.01})
+    # (iteration + 1) / 4 of the poly rate for the first 4 iterations, then the poly rate itself.
+    for it, frac in ((0, 0.25), (1, 0.5), (3, 1.0), (10, 1.0)):
+        assert math.isclose(schedule.learning_rate(cfg, it), frac * schedule.poly_lr(0.01, it, 100))
+    off = cfg.replace({"train.warmup": 0})
+    assert schedule.learning_rate(off, 0) == schedule.poly_lr(0.01, 0, 100)
