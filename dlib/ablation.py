@@ -51,6 +51,7 @@ import numpy as np
 
 from .ablation_tables import REFERENCES, TABLES, Training, training_config
 from .config import Config, identity_dict
+from .convergence import convergence_scores
 from .io import atomic_write_text, read_json
 from .results import jsonable
 from .stats import summarise
@@ -189,38 +190,6 @@ def run_training(cfg: Config, training: Training, seed: int, run_root: str | os.
         out.update({"mean_iou_crf": crf_scores["mean_iou"], "pixel_acc_crf": crf_scores["pixel_acc"],
                     "class_iou_crf": crf_scores["class_iou"], "crf_params": crf_params})
     atomic_write_text(cache, json.dumps(jsonable({"key": wanted, "scores": out}), indent=1) + "\n")
-    return out
-
-
-CONVERGENCE_FRACTIONS = (0.8, 1.0)  # the convergence criterion compares the scores at 80% and 100% of a run
-
-
-def development_set(tcfg: Config) -> Any:
-    """The split a design (iterations, rates) is chosen on: the proxy's "val" split; VOC's val (it has no other)."""
-    from . import data as dlib_data
-
-    return dlib_data.build_dataset(tcfg.replace({"data.val_split": "val"}) if tcfg.data.dataset == "proxy"
-                                   else tcfg, "val")
-
-
-def convergence_scores(tcfg: Config, model: Any, run_dir: Path) -> list[list[float]]:
-    """``[[iteration, mIoU %], ...]`` on the development split at :data:`CONVERGENCE_FRACTIONS` of the run: the
-    trained ``model`` for 100%, the kept checkpoint for the others (skipped when none was kept there)."""
-    from . import train as dlib_train
-    from .checkpoint import CHECKPOINT_DIR
-    from .evaluate import evaluate
-
-    dev, total, out = development_set(tcfg), tcfg.train.iterations, []
-    for fraction in CONVERGENCE_FRACTIONS:
-        iteration = round(fraction * total)
-        if iteration == total:
-            net = model
-        else:
-            path = run_dir / CHECKPOINT_DIR / f"ckpt_{iteration:07d}.pt"
-            if not path.is_file():
-                continue
-            net = dlib_train.load_weights(dlib_train.build_model(tcfg), path)
-        out.append([iteration, 100 * evaluate(tcfg, net, dev, progress=False)["mean_iou"]])
     return out
 
 

@@ -3,10 +3,9 @@
 Figures: :func:`plot_increments` (Table 4 / one-at-a-time increments with their 95% intervals) and
 :func:`plot_table3` (Table 3 before / after the CRF). Diagnoses, on the trainings :func:`dlib.ablation.run_tables`
 left in ``run_root``: :func:`msc_diagnosis` (MSC at training vs at test time), :func:`context_diagnosis` (the
-proxy's look-alike classes, which only a large field of view tells apart), :func:`convergence` and
-:func:`last_fifth_gain` (does training reach a plateau; :func:`convergence_table` and
-:func:`convergence_summary` for every training), :func:`training_curves` and :func:`collapsed` (runs
-stuck at the all-background solution). The statistics themselves are in :mod:`dlib.stats`.
+proxy's look-alike classes, which only a large field of view tells apart), :func:`convergence` (the curve of
+every checkpoint; the plateau criterion is in :mod:`dlib.convergence`), :func:`training_curves` and
+:func:`collapsed` (runs stuck at the all-background solution). The statistics themselves are in :mod:`dlib.stats`.
 """
 
 from __future__ import annotations
@@ -146,48 +145,6 @@ def convergence(cfg: Config, training: Training, seeds: Sequence[int], run_root:
             dlib_train.load_weights(model, ckpt)
             score = evaluate(tcfg, model, val, progress=False)["mean_iou"]
             lines.append({"seed": seed, "iteration": int(ckpt.stem.split("_")[1]), "mean_iou": 100 * score})
-    return pd.DataFrame(lines)
-
-
-def last_fifth_gain(curve) -> float:
-    """mIoU gained over the last fifth of training (points), on the mean over seeds: the final checkpoint minus
-    the checkpoint at 80% of the run. Raises when no checkpoint sits at 80% (set ``train.checkpoint_every`` to
-    a fifth of ``train.iterations``)."""
-    mean = curve.groupby("iteration")["mean_iou"].mean()
-    last = int(mean.index.max())
-    if 0.8 * last not in mean.index:
-        raise ValueError(f"no checkpoint at 80% of {last} iterations (have {list(mean.index)}); set "
-                         f"train.checkpoint_every to a fifth of train.iterations")
-    return float(mean.loc[last] - mean.loc[0.8 * last])
-
-
-CONVERGED_POINTS = 1.0  # a training has converged when its last fifth adds less than this (mean over seeds)
-
-
-def convergence_table(runs: dict[tuple[str, int], dict[str, Any]], trainings: Sequence[Training],
-                      seeds: Sequence[int]):
-    """``training, seed, iteration, miou``: every training's development-split score at 80% and 100% of its run,
-    per seed, as :func:`dlib.ablation.run_training` measured it (``convergence``)."""
-    import pandas as pd
-
-    lines = [{"training": t.key, "seed": seed, "iteration": int(it), "miou": float(miou)}
-             for t in trainings for seed in seeds
-             for it, miou in (runs.get((t.key, seed)) or {}).get("convergence", [])]
-    return pd.DataFrame(lines, columns=["training", "seed", "iteration", "miou"])
-
-
-def convergence_summary(table):
-    """Per training: the mean over seeds at 80% and at 100% of the run, the last fifth's gain (points) and whether
-    it is under :data:`CONVERGED_POINTS`."""
-    import pandas as pd
-
-    lines = []
-    for key, part in table.groupby("training", sort=False):
-        gain = last_fifth_gain(part.rename(columns={"miou": "mean_iou"}))
-        mean = part.groupby("iteration")["miou"].mean()
-        lines.append({"training": key, "seeds": part["seed"].nunique(), "iterations": int(mean.index.max()),
-                      "miou_at_80": float(mean.iloc[0]), "miou_at_100": float(mean.iloc[-1]),
-                      "last_fifth_gain": gain, "converged": bool(gain < CONVERGED_POINTS)})
     return pd.DataFrame(lines)
 
 

@@ -155,6 +155,9 @@ TABLE: tuple[ModelInfo, ...] = (
          doc="Small dilated ResNet, 3x3 classifiers at 3, 6, 9, 12, summed."),
     _row("small_resnet_aspp_s", "small_resnet", "aspp", 3, SMALL_RATES["aspp_s"], None,
          doc="Small dilated ResNet, 3x3 classifiers at 1, 2, 4, 6, summed."),
+    _row("small_vgg_pretext", "small_vgg", "largefov", 3, (1,), SMALL_VGG_HIDDEN,
+         doc="Narrow VGG-16 (BN) with fc6 3x3 at rate 1: the shape its ImageNet stand-in is trained in (as VGG-16's "
+             "fc6 is dense on ImageNet; DeepLab then applies the same filter with holes)."),
     _row("small_vgg_largefov", "small_vgg", "largefov", 3, SMALL_RATES["largefov"], SMALL_VGG_HIDDEN,
          doc="Narrow VGG-16 (BN), LargeFOV head: fc6 3x3 at rate 6."),
     _row("small_vgg_aspp_s", "small_vgg", "aspp", 3, SMALL_RATES["aspp_s"], SMALL_VGG_HIDDEN,

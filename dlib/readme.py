@@ -1,8 +1,10 @@
 """The README's generated blocks, rewritten from the committed results.
 
 The README holds blocks between ``<!-- NAME -->`` and ``<!-- /NAME -->``: ``HEADLINE_TABLE`` (DeepLab v2
-Table 4, paper beside measured, with the verdict of each 95% interval) and ``TIMING_TABLE`` (each
-notebook's cpu wall time, from ``notebook_times.csv``). Everything outside the blocks is left as it is.
+Table 4, paper beside measured, with the verdict of each 95% interval), ``HEADLINE_CLAIMS`` (the paper's claims
+judged, the +COCO control and the convergence check, in sentences made from notebook 06's CSVs) and
+``TIMING_TABLE`` (each notebook's cpu wall time, from ``notebook_times.csv``). Everything outside the blocks is
+left as it is.
 
     python -m dlib.report --profile cpu --readme README.md
 """
@@ -30,6 +32,29 @@ def readme_headline(results_dir: str | os.PathLike) -> str:
     return table + "\n\nVerdicts from the 95% intervals (`dlib.stats.verdict`): " + said + "."
 
 
+def readme_claims(results_dir: str | os.PathLike) -> str:
+    """The README's reading of the ablation, every number from notebook 06's CSVs: which of the paper's claims the
+    measurement supports, contradicts or leaves unresolved (``paper_claims.csv``), how much of +COCO is its data
+    (``coco_control.csv``) and whether every training converged (``convergence_summary.csv``)."""
+    import pandas as pd
+
+    from .claims import claim_sentences, coco_control_sentence
+    from .convergence import CONVERGED_POINTS
+
+    folder = Path(results_dir) / "06_ablation"
+    paths = [folder / f"{name}.csv" for name in ("paper_claims", "coco_control", "convergence_summary")]
+    if not all(p.is_file() for p in paths):
+        return "_Not run yet_: run notebook 06 for `paper_claims.csv`, `coco_control.csv` and `convergence_summary.csv`."
+    claims, control, conv = (pd.read_csv(p) for p in paths)
+    lines = [f"* {sentence}" for sentence in claim_sentences(claims)]
+    lines.append(f"* **What +COCO measures.** {coco_control_sentence(control)}")
+    worst = conv.loc[conv["last_fifth_gain"].idxmax()]
+    lines.append(f"* **Convergence.** {int(conv['converged'].sum())} of {len(conv)} trainings add under "
+                 f"{CONVERGED_POINTS:g} point in the last fifth of their run (mean over seeds, development split); "
+                 f"the largest gain is {worst['last_fifth_gain']:+.2f} ({worst['training']}).")
+    return "\n".join(lines)
+
+
 def readme_timings(results_dir: str | os.PathLike) -> str:
     """The README's per-notebook wall times (cpu), from ``notebook_times.csv``."""
     _, rows = read_csv(Path(results_dir) / "notebook_times.csv")
@@ -44,7 +69,8 @@ def update_readme(readme: str | os.PathLike, results_dir: str | os.PathLike) -> 
     """Rewrite the generated blocks of the README (between ``<!-- NAME -->`` and ``<!-- /NAME -->``)."""
     path = Path(readme)
     text = path.read_text()
-    blocks = (("HEADLINE_TABLE", readme_headline(results_dir)), ("TIMING_TABLE", readme_timings(results_dir)))
+    blocks = (("HEADLINE_TABLE", readme_headline(results_dir)), ("HEADLINE_CLAIMS", readme_claims(results_dir)),
+              ("TIMING_TABLE", readme_timings(results_dir)))
     for name, block in blocks:
         pattern = re.compile(rf"(<!-- {name} -->\n).*?(<!-- /{name} -->)", re.S)
         if not pattern.search(text):

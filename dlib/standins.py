@@ -33,8 +33,9 @@ from .config import Config
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FAMILIES = ("small_resnet", "small_vgg")
-# The model each family's ImageNet stand-in is trained as (VGG: LargeFOV, so fc6/fc7 are pretrained too).
-IMAGENET_MODELS = {"small_resnet": "small_resnet_baseline", "small_vgg": "small_vgg_largefov"}
+# The model each family's ImageNet stand-in is trained as: a classifier at rate 1 (VGG: fc6 3x3 at rate 1 and fc7,
+# pretrained and then copied into every branch, where fc6 runs at the branch's rate, as DeepLab runs VGG-16's fc6).
+IMAGENET_MODELS = {"small_resnet": "small_resnet_baseline", "small_vgg": "small_vgg_pretext"}
 COCO_MODELS = ("small_resnet_baseline", "small_resnet_largefov", "small_resnet_aspp")  # Table 4's three heads
 COCO_KEYWORD = "coco"  # model.coco_checkpoint="coco": the shipped stand-in of the model being trained
 # The control of +COCO: the COCO stand-in's pretraining, run on the task's own training images instead.
