@@ -44,7 +44,8 @@ def readme_claims(results_dir: str | os.PathLike) -> str:
     folder = Path(results_dir) / "06_ablation"
     paths = [folder / f"{name}.csv" for name in ("paper_claims", "coco_control", "convergence_summary")]
     if not all(p.is_file() for p in paths):
-        return "_Not run yet_: run notebook 06 for `paper_claims.csv`, `coco_control.csv` and `convergence_summary.csv`."
+        return ("_Not run yet_: run notebook 06 for `paper_claims.csv`, `coco_control.csv` and "
+                "`convergence_summary.csv`.")
     claims, control, conv = (pd.read_csv(p) for p in paths)
     lines = [f"* {sentence}" for sentence in claim_sentences(claims)]
     lines.append(f"* **What +COCO measures.** {coco_control_sentence(control)}")
