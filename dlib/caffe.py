@@ -34,7 +34,8 @@ keeps its initialisation; the report lists it as missing (and skipped), the file
 
 **Architecture and input.** The weights match our networks one to one only with ``model.caffe_layout``
 (dlib.backbones: ResNet-101's stride in the 1x1 convolution, the first block of res4/res5 dilated; the
-LargeFOV ``pool5a``) and ``data.input_convention="caffe"`` (dlib.transforms: BGR, 0-255, minus the mean
+LargeFOV ``pool5a``; every network's pooling with Caffe's size rule, and MSC with Caffe's corner-aligned
+Interp, dlib.msc) and ``data.input_convention="caffe"`` (dlib.transforms: BGR, 0-255, minus the mean
 104.008, 116.669, 122.675). :func:`check_settings` says when they are not set.
 """
 
@@ -323,10 +324,12 @@ def is_caffemodel(path: Any) -> bool:
 # --------------------------------------------------------------------------------------------
 
 # Builder keywords that give each paper network the released prototxt's layout (dlib.models builders).
+# Every one pools as Caffe does (output sizes rounded up, dlib.backbones).
 _LAYOUT = {
-    "deeplab_v1_largefov": {"avg_pool5": True},  # pool5a: 3x3 stride-1 average pooling (DeepLab-LargeFOV prototxt)
-    "deeplab_v2_vgg16_aspp_s": {},  # the v2 VGG-16 prototxt has no pool5a: our layout already
-    "deeplab_v2_vgg16_aspp_l": {},
+    # pool5a: 3x3 stride-1 average pooling (DeepLab-LargeFOV prototxt)
+    "deeplab_v1_largefov": {"avg_pool5": True, "caffe_layout": True},
+    "deeplab_v2_vgg16_aspp_s": {"caffe_layout": True},  # the v2 VGG-16 prototxt has no pool5a
+    "deeplab_v2_vgg16_aspp_l": {"caffe_layout": True},
     "deeplab_v2_resnet101_baseline": {"caffe_layout": True},
     "deeplab_v2_resnet101_largefov": {"caffe_layout": True},
     "deeplab_v2_resnet101_aspp": {"caffe_layout": True},

@@ -32,14 +32,10 @@ _BATCH = 8  # same-sized images are scored together (batch norm is in eval mode:
 
 
 def _net(model: nn.Module, cfg: Config, msc: bool) -> nn.Module:
-    from .train import unwrap
+    from .train import unwrap, wrap_msc
 
     base = unwrap(model)
-    if not msc:
-        return base
-    from .msc import MSC
-
-    return MSC(base, scales=tuple(cfg.model.msc_scales))
+    return wrap_msc(base, cfg) if msc else base
 
 
 @torch.no_grad()

@@ -181,6 +181,41 @@ def test_mapping_covers_every_tensor_and_matches_the_prototxt(name, prototxt):
             layer["stride"], layer["pad"], layer["dilation"]), (key, ref.layers[0])
 
 
+def caffe_side(proto: dict[str, dict], n: int) -> int:
+    """The scale-1 score map's side for an n-pixel input, walking the prototxt's layers with Caffe's formulas:
+    Convolution (n + 2p - (d(k-1) + 1)) / s + 1 (integer division); Pooling ceil((n + 2p - k) / s) + 1, less 1
+    when (pooled - 1) s >= n + p. Shortcuts (res*_branch1, parallel to branch2a) and MSC copies are skipped."""
+    for name, layer in proto.items():
+        if caffe._is_copy(name) or name.endswith("_branch1"):
+            continue
+        k, s, p, d = layer["kernel"], layer["stride"], layer["pad"], layer["dilation"]
+        if layer["type"] == "convolution":
+            n = (n + 2 * p - (d * (k - 1) + 1)) // s + 1
+        elif layer["type"] == "pooling":
+            pooled = -(-(n + 2 * p - k) // s) + 1
+            n = pooled - 1 if (pooled - 1) * s >= n + p else pooled
+    return n
+
+
+@pytest.mark.parametrize("name,prototxt", CASES)
+def test_caffe_layout_score_maps_have_the_prototxts_sizes(name, prototxt):
+    if not (PROTOTXT / prototxt).is_file():
+        pytest.skip("DeepLab's prototxts (../shared/reference/deeplab_prototxt) are absent")
+    proto = parse_prototxt(PROTOTXT / prototxt)
+    sizes = [(65, 65), (321, 321), (100, 75), (64, 64), (66, 97), (41, 50)]
+    want = [(caffe_side(proto, h), caffe_side(proto, w)) for h, w in sizes]
+    with torch.device("meta"):  # shapes only
+        net = models.build(name, **caffe.layout_kwargs(name)).eval()
+        got = [tuple(net(torch.empty(1, 3, h, w)).shape[-2:]) for h, w in sizes]
+    assert got == want
+    # by hand: VGG 100 -> pool1-3 51, 26, 14 and 75 -> 38, 20, 11; ResNet 64 -> conv1 32, pool1 17, res3a 9
+    # (the torchvision layout: 13x10 and 8x8, test_backbones)
+    if "resnet" in name:
+        assert want[3] == (9, 9)
+    else:
+        assert want[2] == (14, 11)
+
+
 def test_caffe_layout_only_moves_strides_and_dilations():
     plain, caffe_net = ResNet101Dense(), ResNet101Dense(caffe_layout=True)
     shapes = {k: v.shape for k, v in plain.state_dict().items()}
