@@ -285,7 +285,9 @@ def test_evaluate_a_released_largefov_caffemodel_from_the_command_line(tmp_path,
                  "--set", "model.name=deeplab_v1_largefov"])
     out = capsys.readouterr()
     assert code == 0, out.err
-    assert json.loads(out.out.strip().splitlines()[-1])["num_images"] == 1 and "blobs loaded" in out.err
+    line = json.loads(out.out.strip().splitlines()[-1])
+    assert line["num_images"] == 1 and "blobs loaded" in out.err
+    assert line["precision"] == "float32" and "evaluated in float32 (TF32 off)" in out.err
     assert main(["evaluate", "--profile", "smoke", "--no-progress"]) == 2  # neither --run nor --caffemodel
     assert "exactly one model" in capsys.readouterr().err
 
