@@ -149,3 +149,37 @@ def test_truncated_or_empty_files_are_clear_errors(tmp_path):
         caffe_proto.read_caffemodel(empty)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         caffe_proto.read_caffemodel(tmp_path / "absent.caffemodel")
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_file_cut_inside_a_blob_names_the_file_the_layer_the_blob_and_the_missing_bytes(tmp_path, legacy):
+    rng = np.random.default_rng(4)
+    layers = [("conv5_1", "Convolution", [rand(rng, 8, 4, 3, 3), rand(rng, 8)]),
+              ("conv5_2", "Convolution", [rand(rng, 8, 8, 3, 3), rand(rng, 8)])]
+    whole = write_net(tmp_path / "whole.caffemodel", layers, legacy=legacy).read_bytes()
+    bias = np.asarray(layers[1][2][1], "<f4").tobytes()
+    weights = np.asarray(layers[1][2][0], "<f4").tobytes()
+    cases = {"blob 1": whole.rindex(bias) + 5,  # inside conv5_2's bias, the file's last bytes
+             "blob 0": whole.index(weights) + 100}  # inside conv5_2's weights
+    for blob, cut in cases.items():
+        (path := tmp_path / f"cut_{blob[-1]}.caffemodel").write_bytes(whole[:cut])
+        with pytest.raises(caffe_proto.CaffeModelError) as err:
+            caffe_proto.read_caffemodel(path)
+        # conv5_2 is the last layer: it still needed every byte the cut took away
+        assert str(err.value) == (f"{path} is truncated (ends inside layer conv5_2's {blob}; expected "
+                                  f"{len(whole) - cut:,} bytes more): download it again")
+        assert "\n" not in str(err.value)
+
+
+def test_a_file_cut_between_a_layers_fields_or_in_its_header_says_so(tmp_path):
+    rng = np.random.default_rng(5)
+    whole = write_net(tmp_path / "w.caffemodel", [("conv1", "Convolution", [rand(rng, 2, 3)]),
+                                                  ("fc8", "Convolution", [rand(rng, 2, 3)])]).read_bytes()
+    second = whole.index(b"fc8") - 4  # NetParameter.layer key (2 bytes: field 100), length, name key, name length
+    (head := tmp_path / "h.caffemodel").write_bytes(whole[:second + 1])  # inside the second layer's key
+    with pytest.raises(caffe_proto.CaffeModelError, match=r"h.caffemodel is truncated \(ends after layer conv1, "
+                                                          r"inside the next layer's header\): download it again"):
+        caffe_proto.read_caffemodel(head)
+    (named := tmp_path / "n.caffemodel").write_bytes(whole[:whole.index(b"fc8") + 3])  # name read, no blob yet
+    with pytest.raises(caffe_proto.CaffeModelError, match=r"ends inside layer fc8, after 0 complete blobs; expected"):
+        caffe_proto.read_caffemodel(named)
