@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_caffe_proto import rand, write_net  # the independent .caffemodel writer
+from caffemodel_writer import rand, write_net  # the independent .caffemodel writer
 
 from dlib import caffe, config, models, transforms
 from dlib.aspp import ASPP
