@@ -119,3 +119,13 @@ def test_caffe_pooling_takes_the_max_over_caffes_clipped_windows():
     want = torch.stack([torch.stack([x[0, :, max(2 * i - 1, 0):2 * i + 2, max(2 * j - 1, 0):2 * j + 2].amax((1, 2))
                                      for j in range(3)], -1) for i in range(4)], -2)
     assert got.shape == (1, 2, 4, 3) and torch.equal(got[0], want)
+
+
+def test_both_poolings_give_the_same_features_at_8k_plus_1():
+    torch.manual_seed(3)
+    plain = VGG16Dense(widths=(4, 4, 8, 8, 8)).eval()
+    caffe_net = VGG16Dense(widths=(4, 4, 8, 8, 8), caffe_pooling=True).eval()
+    caffe_net.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 65, 97)
+    with torch.no_grad():
+        assert torch.equal(plain(x), caffe_net(x))

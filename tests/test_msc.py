@@ -154,3 +154,13 @@ def test_the_two_alignments_agree_where_every_scale_is_8k_plus_1(model):
         assert torch.allclose(MSC(model, interp="caffe").eval()(x), MSC(model).eval()(x), atol=1e-5)
     with pytest.raises(ValueError, match="interp"):
         MSC(model, interp="nearest")
+
+
+def test_caffe_interp_training_outputs_use_the_prototxts_sizes(model):
+    msc = MSC(model, interp="caffe").train()
+    with torch.no_grad():
+        out = msc(torch.randn(1, 3, 100, 75))
+    msc.eval()
+    assert out.input_sizes == [(100, 75)] + [tuple(interp_side(n, **PROTOTXT_SHRINK[s]) for n in (100, 75))
+                                             for s in (0.75, 0.5)] == [(100, 75), (73, 55), (50, 38)]
+    assert out.fused.shape[-2:] == out.per_scale[0].shape[-2:]  # fused on the scale-1 map
