@@ -2,7 +2,8 @@
 # The project's GPU checks, as one script for a lent GPU machine (no network there; its own python3 with
 # PyTorch). Prints the GPU tables for the README and runs the `gpu` profile's training code end to end on
 # the proxy data (the machine has no VOC): torchrun + NCCL, bf16 + channels_last, interrupted and resumed;
-# and the released-Caffe-model path with random weights (bench/caffe_check.py).
+# and the released-Caffe-model path with random weights, float32 against bf16 (bench/caffe_check.py; its
+# Python part runs on a CPU too: python bench/caffe_check.py --size 65).
 #
 #     bash bench/gpu_check.sh [OUTDIR]
 set -uo pipefail
@@ -22,8 +23,11 @@ if [ -z "${SKIP_BENCH:-}" ]; then
     $PY bench/bench_crf.py --quick --json "$OUTDIR/bench_crf.json" 2>&1 | tee "$OUTDIR/bench_crf_gpu.txt"
 fi
 
-echo "== released Caffe model path (dlib.caffe): random ResNet-101 ASPP written to a caffemodel, loaded, MSC forward"
+echo "== released Caffe model path (dlib.caffe): random weights of the released layout written by the tests' writer,"
+echo "   loaded as evaluate --caffemodel does; float32 (TF32 off, evaluate's default for it) against bf16: time, agreement"
 $PY bench/caffe_check.py --json "$OUTDIR/caffe_check.json" 2>&1 | tee "$OUTDIR/caffe_check.txt"
+$PY bench/caffe_check.py --model deeplab_v1_largefov --json "$OUTDIR/caffe_check_largefov.json" 2>&1 \
+    | tee "$OUTDIR/caffe_check_largefov.txt"
 
 echo "== gpu profile end to end on proxy data: 40 iterations, stopped at 20, resumed (torchrun, nccl)"
 # No ImageNet weights there: a random init with measured BN statistics (bench/bn_init.py) stands in. From

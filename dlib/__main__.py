@@ -307,7 +307,8 @@ def _evaluate(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     if caffemodel is None:
         train.load_weights(model, path)
     else:
-        print(model.load_report.summary(), file=sys.stderr)
+        precision = evaluate.PRECISION_NAMES[evaluate.eval_precision(cfg)]
+        print(f"{model.load_report.summary()}; evaluated in {precision} (eval.precision)", file=sys.stderr)
     dataset = data.build_dataset(cfg, args.split)
     max_images = cfg.eval.max_images if args.max_images is None else args.max_images
     truncated = max_images if max_images is not None and max_images < len(dataset) else None
@@ -317,7 +318,7 @@ def _evaluate(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
                           name=scores_name(args.split, msc=args.msc, flip=args.flip, max_images=truncated),
                           progress=False if args.no_progress else None)
     print(json.dumps({"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "num_images": s["num_images"],
-                      "msc": s["msc"], "flip": s["flip"], "checkpoint": str(path),
+                      "msc": s["msc"], "flip": s["flip"], "precision": s["precision"], "checkpoint": str(path),
                       "results": str(out.dir)}))
     return 0
 

@@ -4,6 +4,16 @@ Every backbone maps an image (N, 3, H, W) to features (N, C, ceil(H/8), ceil(W/8
 layers are 3x3 with padding 1 (or 7x7 with padding 3, or 1x1), so each one maps n -> ceil(n/2), and
 ceil(ceil(ceil(n/2)/2)/2) = ceil(n/8). Feature unit i is centred on input pixel 8*i; 321 -> 41.
 
+Caffe's size rule (``caffe_layout``, the released prototxts): Caffe's pooling rounds its output size up,
+
+    pooled = ceil((n + 2 pad - k) / s) + 1,   minus 1 if (pooled - 1) s >= n + pad
+
+(the last window must start inside the image or its leading padding; PoolingLayer::Reshape), which is
+PyTorch's ``ceil_mode=True`` rule to the letter. A 3x3 stride-2 pad-1 pool then maps n -> floor(n/2) + 1,
+one more than ceil(n/2) for even n: VGG-16 at 100x75 gives 14x11 features, ResNet-101 at 64x64 9x9
+(torchvision layout: 13x10 and 8x8). Sides of the form 8k+1 (321, 513) agree in both layouts; every
+feature unit is still centred on input pixel 8*i, and a Caffe-layout map has at most one unit more.
+
 * VGG-16 (DeepLab v1, Sec. 3.1; released DeepLab prototxt): pool1-3 are 3x3 max pooling, stride 2,
   padding 1; pool4 and pool5 are 3x3, stride 1, padding 1 (the "hole algorithm" removes their
   subsampling); conv5_1-conv5_3 are atrous with rate 2 to keep their field of view.
@@ -36,10 +46,12 @@ class VGG16Dense(nn.Module):
     ``batch_norm=True``, as torchvision's ``vgg16_bn``), so torchvision ImageNet ``features.*`` weights
     load by name. ``avg_pool5`` appends the 3x3 stride-1 average pooling ("pool5a") that the released
     DeepLab-LargeFOV prototxt has after pool5; the paper's text does not mention it (default off).
+    ``caffe_pooling``: pool1-3 round their output size up as Caffe does (module docstring; the released
+    prototxts), instead of down (default, torchvision).
     """
 
     def __init__(self, *, widths: Sequence[int] = (64, 128, 256, 512, 512), batch_norm: bool = False,
-                 conv5_rate: int = 2, avg_pool5: bool = False, freeze_bn: bool = False):
+                 conv5_rate: int = 2, avg_pool5: bool = False, freeze_bn: bool = False, caffe_pooling: bool = False):
         super().__init__()
         if len(widths) != 5:
             raise ValueError(f"widths must give 5 block widths (VGG-16 has 5 blocks), got {widths!r}")
@@ -58,7 +70,7 @@ class VGG16Dense(nn.Module):
                 in_ch = width
             self.layer_names[len(layers)] = f"pool{block}"
             # pool1-3: 3x3 stride 2 (n -> ceil(n/2)); pool4-5: 3x3 stride 1 (size kept), DeepLab v1 Sec. 3.1.
-            layers.append(nn.MaxPool2d(3, stride=2 if block <= 3 else 1, padding=1))
+            layers.append(nn.MaxPool2d(3, stride=2 if block <= 3 else 1, padding=1, ceil_mode=caffe_pooling))
         if avg_pool5:
             self.layer_names[len(layers)] = "pool5a"
             layers.append(nn.AvgPool2d(3, stride=1, padding=1))
@@ -182,9 +194,10 @@ class ResNet101Dense(nn.Module):
     weights (dlib.caffe) load one to one: the stride-2 of res3a sits in its first 1x1 convolution
     (``layer2.0.conv1``, res3a_branch2a) and the 3x3 keeps stride 1; every 3x3 of res4 has dilation 2 and
     every 3x3 of res5 dilation 4, the first block of each stage included (torchvision: 1 and 2 there).
+    Its pool1 rounds its output size up, as Caffe's (module docstring): 64 -> conv1 32 -> pool1 17 -> 9 features.
     The parameter names and shapes are the same in both layouts.
-    Deviation from Caffe (both layouts): pool1 rounds its output size down (Caffe rounds up); the two agree
-    whenever conv1's output is odd, i.e. inputs of 4k+1 or 4k+2 pixels (321, 513, and 513's MSC sizes 385, 257).
+    Deviation from Caffe (torchvision layout): pool1 rounds its output size down; the two agree whenever
+    conv1's output is odd, i.e. inputs of 4k+1 or 4k+2 pixels (321, 513, and 513's MSC sizes 385, 257).
     """
 
     def __init__(self, *, freeze_bn: bool = True, caffe_layout: bool = False):
@@ -199,6 +212,7 @@ class ResNet101Dense(nn.Module):
             caffe_bottleneck_layout(self.layer2[0], stride=2)  # res3a: stride in res3a_branch2a
             caffe_bottleneck_layout(self.layer3[0], dilation=2)  # res4a_branch2b: dilation 2, pad 2
             caffe_bottleneck_layout(self.layer4[0], dilation=4)  # res5a_branch2b: dilation 4, pad 4
+            self.maxpool.ceil_mode = True  # pool1: Caffe's size rule (3x3, stride 2, pad 1, rounded up)
         self.out_channels = 2048
         self.freeze_bn = freeze_bn
         _freeze_bn(self, freeze_bn)

@@ -34,7 +34,8 @@ keeps its initialisation; the report lists it as missing (and skipped), the file
 
 **Architecture and input.** The weights match our networks one to one only with ``model.caffe_layout``
 (dlib.backbones: ResNet-101's stride in the 1x1 convolution, the first block of res4/res5 dilated; the
-LargeFOV ``pool5a``) and ``data.input_convention="caffe"`` (dlib.transforms: BGR, 0-255, minus the mean
+LargeFOV ``pool5a``; every network's pooling with Caffe's size rule, and MSC with Caffe's corner-aligned
+Interp, dlib.msc) and ``data.input_convention="caffe"`` (dlib.transforms: BGR, 0-255, minus the mean
 104.008, 116.669, 122.675). :func:`check_settings` says when they are not set.
 """
 
@@ -102,13 +103,13 @@ def resnet_block_name(stage: int, block: int) -> str:
 
 
 def bottleneck_names(name: str, prefix: str = "") -> dict[str, BlobRef]:
-    """One bottleneck block (``name`` like "3a" or "4b7"): torchvision keys under ``prefix`` -> Caffe blobs."""
-    out: dict[str, BlobRef] = {}
+    """One bottleneck block (``name`` like "3a" or "4b7"): torchvision keys under ``prefix`` -> Caffe blobs,
+    in the prototxt's order (the shortcut branch1 first, then branch2a, 2b, 2c)."""
+    out = _conv(f"{prefix}downsample.0.", f"res{name}_branch1", bias=False)
+    out.update(_bn(f"{prefix}downsample.1.", f"bn{name}_branch1", f"scale{name}_branch1"))
     for i, branch in enumerate(("2a", "2b", "2c"), start=1):
         out.update(_conv(f"{prefix}conv{i}.", f"res{name}_branch{branch}", bias=False))
         out.update(_bn(f"{prefix}bn{i}.", f"bn{name}_branch{branch}", f"scale{name}_branch{branch}"))
-    out.update(_conv(f"{prefix}downsample.0.", f"res{name}_branch1", bias=False))
-    out.update(_bn(f"{prefix}downsample.1.", f"bn{name}_branch1", f"scale{name}_branch1"))
     return out
 
 
@@ -163,7 +164,8 @@ def head_names(head: nn.Module, prefix: str = "head.", exp: str = EXPERIMENT) ->
 
 
 def caffe_names(model: nn.Module, exp: str = EXPERIMENT) -> dict[str, BlobRef]:
-    """Every parameter and BN statistic of a paper DeepLab model (dlib.models) -> its Caffe blob.
+    """Every parameter and BN statistic of a paper DeepLab model (dlib.models) -> its Caffe blob, with the
+    layers in the released prototxt's order (:func:`layer_order`).
 
     BN's ``num_batches_tracked`` has no Caffe counterpart and is left out. Raises for the small CPU models
     (no Caffe release exists for them).
@@ -231,6 +233,24 @@ def _layers_by_name(layers: Iterable[CaffeLayer], report: CaffeLoadReport, sourc
     return by_name
 
 
+def layer_order(names: Mapping[str, BlobRef]) -> list[tuple[str, ...]]:
+    """The weight layers a mapping reads (each with its alternative names), in the mapping's order."""
+    return list(dict.fromkeys(ref.layers for ref in names.values()))
+
+
+def _cut_short(names: Mapping[str, BlobRef], by_name: Mapping[str, CaffeLayer], source: str) -> str | None:
+    """The error for a file cut at a layer boundary, or None: its weight layers are the first k of the network's
+    (prototxt order) and the last of them is the file's last weight layer (an initial model for another task
+    also lacks the classifiers, but holds its own after the backbone)."""
+    order = layer_order(names)
+    present = [next((n for n in group if n in by_name), None) for group in order]
+    k = present.index(None) if None in present else len(present)
+    if k in (0, len(order)) or any(present[k:]) or present[k - 1] != list(by_name)[-1]:
+        return None
+    return (f"{source} ends after layer {present[k - 1]} ({k} of the network's {len(order)} weight layers; "
+            f"{order[k][0]} and every later one are missing): the file is cut short, download it again")
+
+
 def _bn_statistic(layer: CaffeLayer, blob: np.ndarray, source: str) -> np.ndarray:
     """A Caffe BatchNorm mean or variance as PyTorch keeps it: divided by the layer's scale-factor blob 2."""
     if len(layer.blobs) < 3:
@@ -266,7 +286,8 @@ def load_blobs(module: nn.Module, names: Mapping[str, BlobRef], layers: Iterable
             if head == "optional" and ref.head:
                 report.missing.append(key)
                 continue
-            raise CaffeModelError(f"{source}: no blob {ref.name} (for {key}); tried layers {', '.join(ref.layers)}. "
+            raise CaffeModelError(_cut_short(names, by_name, source) or
+                                  f"{source}: no blob {ref.name} (for {key}); tried layers {', '.join(ref.layers)}. "
                                   "Is the file for this network (model.name, and model.caffe_layout for ResNet-101)?")
         blob = layer.blobs[ref.index]
         used.add(f"{layer.name}/{ref.index}")
@@ -323,10 +344,12 @@ def is_caffemodel(path: Any) -> bool:
 # --------------------------------------------------------------------------------------------
 
 # Builder keywords that give each paper network the released prototxt's layout (dlib.models builders).
+# Every one pools as Caffe does (output sizes rounded up, dlib.backbones).
 _LAYOUT = {
-    "deeplab_v1_largefov": {"avg_pool5": True},  # pool5a: 3x3 stride-1 average pooling (DeepLab-LargeFOV prototxt)
-    "deeplab_v2_vgg16_aspp_s": {},  # the v2 VGG-16 prototxt has no pool5a: our layout already
-    "deeplab_v2_vgg16_aspp_l": {},
+    # pool5a: 3x3 stride-1 average pooling (DeepLab-LargeFOV prototxt)
+    "deeplab_v1_largefov": {"avg_pool5": True, "caffe_layout": True},
+    "deeplab_v2_vgg16_aspp_s": {"caffe_layout": True},  # the v2 VGG-16 prototxt has no pool5a
+    "deeplab_v2_vgg16_aspp_l": {"caffe_layout": True},
     "deeplab_v2_resnet101_baseline": {"caffe_layout": True},
     "deeplab_v2_resnet101_largefov": {"caffe_layout": True},
     "deeplab_v2_resnet101_aspp": {"caffe_layout": True},

@@ -37,6 +37,14 @@ class CaffeModelError(ValueError):
     """A .caffemodel that cannot be read, or whose blobs do not fit the model."""
 
 
+class CaffeTruncated(CaffeModelError):
+    """The bytes stop inside a field: ``missing`` bytes short of where it should end (0: not known)."""
+
+    def __init__(self, where: str, missing: int = 0):
+        super().__init__(where)
+        self.where, self.missing = where, missing
+
+
 # --------------------------------------------------------------------------------------------
 # Reading: the protobuf wire format by hand
 # --------------------------------------------------------------------------------------------
@@ -55,7 +63,7 @@ def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         if pos >= len(buf):
-            raise CaffeModelError("truncated varint: the file ends inside a number (incomplete download?)")
+            raise CaffeTruncated("the bytes end inside a number")
         byte = buf[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
@@ -66,26 +74,35 @@ def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
             raise CaffeModelError("malformed varint longer than 10 bytes: not a protobuf (caffemodel) file")
 
 
+def _next_field(buf: memoryview, pos: int) -> tuple[int, int, Any, int, int]:
+    """(field number, wire type, value, end of the field, where it should end) of the field at ``pos``; the two
+    ends differ when the buffer stops inside the field. Values: an int (wire types 0, 1, 5: raw little-endian
+    bits) or a memoryview (wire type 2)."""
+    key, pos = _varint(buf, pos)
+    number, wire = key >> 3, key & 7
+    if wire == 0:
+        value, pos = _varint(buf, pos)
+        return number, wire, value, pos, pos
+    if wire in (1, 5):
+        width = 8 if wire == 1 else 4
+        return number, wire, int.from_bytes(buf[pos:pos + width], "little"), min(pos + width, len(buf)), pos + width
+    if wire == 2:
+        size, pos = _varint(buf, pos)
+        return number, wire, buf[pos:pos + size], min(pos + size, len(buf)), pos + size
+    # 3/4: groups, never used by caffe.proto
+    raise CaffeModelError(f"unsupported protobuf wire type {wire} (field {number}): not a caffemodel file")
+
+
 def _fields(buf: memoryview) -> Iterable[tuple[int, int, Any]]:
-    """(field number, wire type, value) of every field of one message: an int (wire types 0, 1, 5: raw
-    little-endian bits) or a memoryview (wire type 2)."""
-    pos, end = 0, len(buf)
-    while pos < end:
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-        elif wire == 1:
-            value, pos = int.from_bytes(buf[pos:pos + 8], "little"), pos + 8
-        elif wire == 2:
-            size, pos = _varint(buf, pos)
-            value, pos = buf[pos:pos + size], pos + size
-        elif wire == 5:
-            value, pos = int.from_bytes(buf[pos:pos + 4], "little"), pos + 4
-        else:  # 3/4: groups, never used by caffe.proto
-            raise CaffeModelError(f"unsupported protobuf wire type {wire} (field {number}): not a caffemodel file")
-        if pos > end:
-            raise CaffeModelError(f"field {number} runs past the end of its message: the file is truncated")
+    """(field number, wire type, value) of every field of one message (values as :func:`_next_field`)."""
+    pos = 0
+    while pos < len(buf):
+        try:
+            number, wire, value, pos, want = _next_field(buf, pos)
+        except CaffeTruncated:
+            want, number = pos + 1, "?"
+        if want > pos:  # inside a complete layer: its own length says otherwise, so the bytes are damaged
+            raise CaffeModelError(f"field {number} runs past the end of its message: the file is damaged")
         yield number, wire, value
 
 
@@ -159,23 +176,67 @@ def _parse_layer(buf: memoryview, legacy: bool) -> CaffeLayer:
     return CaffeLayer(name, kind, tuple(blobs))
 
 
+def _cut_inside(partial: memoryview, legacy: bool) -> str:
+    """Where in a layer's bytes they stop: "layer conv5_2's blob 0" (the blobs before it complete)."""
+    name_field, blob_field = (4, 6) if legacy else (1, 7)
+    name, blobs, pos, stopped_in = "", 0, 0, None
+    try:
+        while pos < len(partial):
+            number, wire, value, pos, want = _next_field(partial, pos)
+            if want > pos:
+                stopped_in = number
+                break
+            if number == name_field and wire == 2:
+                name = bytes(value).decode("utf-8", "replace")
+            blobs += number == blob_field and wire == 2
+    except CaffeTruncated:
+        pass
+    label = f"layer {name}" if name else "a layer whose name was not reached"
+    if stopped_in == blob_field:
+        return f"{label}'s blob {blobs}"
+    return f"{label}, after {blobs} complete blob{'s' if blobs != 1 else ''}"
+
+
 def parse_net(data: bytes | bytearray | memoryview) -> list[CaffeLayer]:
-    """Every layer of a serialised NetParameter (``layer`` = 100 and legacy ``layers`` = 2), in file order."""
+    """Every layer of a serialised NetParameter (``layer`` = 100 and legacy ``layers`` = 2), in file order.
+
+    Bytes that stop inside a layer raise :class:`CaffeTruncated` saying which layer (and blob) and how many
+    bytes that layer still needed.
+    """
     buf = memoryview(data).cast("B")
-    layers = []
-    for number, wire, value in _fields(buf):
+    layers: list[CaffeLayer] = []
+    pos = 0
+    while pos < len(buf):
+        after = f"after layer {layers[-1].name}" if layers else "before its first layer"
+        try:
+            number, wire, value, pos, want = _next_field(buf, pos)
+        except CaffeTruncated:
+            raise CaffeTruncated(f"ends {after}, inside the next layer's header") from None
+        if want > pos:
+            inside = _cut_inside(value, legacy=number == 2) if number in (100, 2) and wire == 2 else "a field"
+            raise CaffeTruncated(f"ends inside {inside}", want - pos)
         if number in (100, 2) and wire == 2:
             layers.append(_parse_layer(value, legacy=number == 2))
     return layers
 
 
 def read_caffemodel(path: str | os.PathLike) -> list[CaffeLayer]:
-    """The layers of a ``.caffemodel`` file (names, types, blobs as float32 arrays)."""
+    """The layers of a ``.caffemodel`` file (names, types, blobs as float32 arrays).
+
+    Errors name the file: "FILE is truncated (ends inside layer conv5_2's blob 0; expected N bytes more):
+    download it again", "FILE is not a readable caffemodel (...)".
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"caffemodel {str(path)!r} does not exist; the released DeepLab models are listed in "
                                 "the README section 'Replicate in minutes'")
-    layers = parse_net(path.read_bytes())
+    try:
+        layers = parse_net(path.read_bytes())
+    except CaffeTruncated as err:
+        more = f"; expected {err.missing:,} bytes more" if err.missing else ""
+        raise CaffeTruncated(f"{path} is truncated ({err.where}{more}): download it again", err.missing) from None
+    except CaffeModelError as err:
+        raise CaffeModelError(f"{path} is not a readable caffemodel ({err}): download it again") from None
     if not any(layer.blobs for layer in layers):
         raise CaffeModelError(f"{path} holds no layer with weights: is it a .caffemodel (not a .prototxt or a "
                               "solverstate)?")

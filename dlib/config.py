@@ -167,6 +167,10 @@ class EvalConfig:
     msc: bool = False
     flip: bool = False
     max_images: int | None = None  # None: the whole split
+    # "float32" (TF32 off), "bf16" (autocast on the device, CPU included) or "auto": float32 for a released Caffe
+    # model (model.caffemodel: the paper's number should not depend on bf16 rounding), else bf16 on CUDA when
+    # train.bf16 and float32 on CPU (dlib.evaluate.eval_precision).
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -239,7 +243,7 @@ NEUTRAL_ADDED_KEYS: dict[str, Any] = {
     "train.lr_policy": "poly", "train.step_size": 2000, "train.gamma": 0.1,
     "ablation.crf_tune_on": "heldout_train",
     "data.input_convention": "imagenet", "model.caffemodel": None, "model.caffe_layout": False,
-    "train.warmup": 0,
+    "train.warmup": 0, "eval.precision": "auto",
 }
 
 

@@ -95,6 +95,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.lr_policy": ("poly", "step"),
     "ablation.crf_tune_on": ("val100", "heldout_train"),
     "crf.normalization": NORMALIZATIONS,
+    "eval.precision": ("auto", "float32", "bf16"),
 }
 
 

@@ -4,7 +4,8 @@ For each image: normalise, pad to ``data.eval_pad`` (513 in the ``gpu`` profile,
 padding is cut off again), run the network (with MSC: max fusion over scales {1, 0.75, 0.5},
 DeepLab v2, Sec. 3.1), upsample the stride-8 scores bilinearly to the image size
 (:func:`dlib.models.upsample_logits`), optionally average with the horizontally flipped image's
-scores, take the softmax and its argmax. The confusion matrix is accumulated over the whole set
+scores, take the softmax and its argmax (in float32, or bf16 autocast on CUDA: :func:`eval_precision`;
+a released Caffe model in float32). The confusion matrix is accumulated over the whole set
 and scored by :mod:`dlib.metrics` (mIoU, pixel accuracy, per-class IoU). With ``cache_dir`` every
 softmax is written as ``<cache_dir>/<id>.npz`` (key ``probs``, (C, H, W) float16, compressed;
 :func:`dlib.io.save_probs`) for the CRF stage (:func:`dlib.crf_tuning.refine_and_score`).
@@ -32,14 +33,10 @@ _BATCH = 8  # same-sized images are scored together (batch norm is in eval mode:
 
 
 def _net(model: nn.Module, cfg: Config, msc: bool) -> nn.Module:
-    from .train import unwrap
+    from .train import unwrap, wrap_msc
 
     base = unwrap(model)
-    if not msc:
-        return base
-    from .msc import MSC
-
-    return MSC(base, scales=tuple(cfg.model.msc_scales))
+    return wrap_msc(base, cfg) if msc else base
 
 
 @torch.no_grad()
@@ -107,7 +104,8 @@ def evaluate(cfg: Config, model: nn.Module, dataset: Any, *, msc: bool | None = 
 
     ``msc``/``flip`` default to ``cfg.eval``; ``max_images`` to ``cfg.eval.max_images`` (None: all).
     Returns ``mean_iou``, ``pixel_acc`` (fractions), ``class_iou`` (list, NaN for classes absent from
-    both prediction and label), ``confusion`` (C, C) int64, ``num_images``, ``msc``, ``flip``, and
+    both prediction and label), ``confusion`` (C, C) int64, ``num_images``, ``msc``, ``flip``, ``precision``
+    (:func:`eval_precision`), and
     ``predictions`` (list of uint8 maps) with ``keep_predictions``. With ``results`` (a
     :class:`dlib.results.Results`) writes ``<name>.json`` and ``<name>_class_iou.csv``.
     """
@@ -153,7 +151,8 @@ def evaluate(cfg: Config, model: nn.Module, dataset: Any, *, msc: bool | None = 
     s = scores(conf)
     out: dict[str, Any] = {"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"],
                            "class_iou": [float(v) for v in s["class_iou"]], "confusion": conf,
-                           "num_images": n, "msc": bool(msc), "flip": bool(flip)}
+                           "num_images": n, "msc": bool(msc), "flip": bool(flip),
+                           "precision": eval_precision(cfg, dev)}
     if keep_predictions:
         out["predictions"] = predictions
     if results is not None:
@@ -161,13 +160,42 @@ def evaluate(cfg: Config, model: nn.Module, dataset: Any, *, msc: bool | None = 
     return out
 
 
+def eval_precision(cfg: Config, device: str | torch.device | None = None) -> str:
+    """The precision an evaluation runs in, "float32" or "bf16" (``eval.precision``; "auto": float32 for a
+    released Caffe model, bf16 on CUDA when ``train.bf16``, float32 on CPU)."""
+    if cfg.eval.precision != "auto":
+        return cfg.eval.precision
+    if cfg.model.caffemodel is not None:
+        return "float32"
+    dev = torch.device(device or pick_device(cfg))
+    return "bf16" if dev.type == "cuda" and cfg.train.bf16 else "float32"
+
+
+PRECISION_NAMES = {"float32": "float32 (TF32 off)", "bf16": "bf16 autocast"}
+
+
+@contextlib.contextmanager
+def precision(name: str, device: torch.device) -> Iterator[None]:
+    """Run the block in ``name``: "bf16" (autocast on ``device``'s type) or "float32" with TF32 off (on Ampere and
+    later GPUs TF32 rounds convolution and matmul inputs to 10 mantissa bits; the flags are restored after)."""
+    if name == "bf16":
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def _batch_probs(net: nn.Module, cfg: Config, images: Sequence[np.ndarray], dev: torch.device, *,
                  flip: bool) -> torch.Tensor:
-    """Softmax (N, C, H, W) of same-sized uint8 images (data.input_convention; bf16 on CUDA)."""
+    """Softmax (N, C, H, W) of same-sized uint8 images (data.input_convention; :func:`eval_precision`)."""
     mean, std, bgr = normalisation(cfg.data)  # data.input_convention (dlib.transforms)
     x = torch.stack([to_tensor(image, None, mean, std, bgr=bgr)[0] for image in images]).to(dev)
-    bf16 = dev.type == "cuda" and cfg.train.bf16
-    with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+    with precision(eval_precision(cfg, dev), dev):
         logits = predict_logits(net, x, images[0].shape[:2], flip=flip, pad=cfg.data.eval_pad)
     return torch.softmax(logits.float(), dim=1)
 

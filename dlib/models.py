@@ -224,12 +224,13 @@ def _init_convs(module: nn.Module) -> None:
 
 def vgg16_deeplab(*, name: str = "vgg16_deeplab", num_classes: int = 21, pretrained=None, rates=(12,),
                   kernel_size: int = 3, hidden: int = 1024, widths=(64, 128, 256, 512, 512), batch_norm: bool = False,
-                  dropout: float = 0.5, avg_pool5: bool = False) -> DeepLab:
+                  dropout: float = 0.5, avg_pool5: bool = False, caffe_layout: bool = False) -> DeepLab:
     """Any DeepLab VGG-16: dense VGG-16 (optionally narrowed / with BN) and a head of fc6-fc7-fc8 branches.
 
     The registered v1/v2 VGG models and the small VGG variants are this builder with fixed settings.
+    ``caffe_layout``: the released prototxts' pooling, rounded up (dlib.backbones.VGG16Dense ``caffe_pooling``).
     """
-    backbone = VGG16Dense(widths=widths, batch_norm=batch_norm, avg_pool5=avg_pool5)
+    backbone = VGG16Dense(widths=widths, batch_norm=batch_norm, avg_pool5=avg_pool5, caffe_pooling=caffe_layout)
     _init_convs(backbone)
     head = ASPP(backbone.out_channels, num_classes, rates, hidden=hidden, kernel_size=kernel_size, dropout=dropout)
     _init_head(head)
@@ -307,20 +308,23 @@ def upsample_logits(logits: torch.Tensor, size: tuple[int, int] | torch.Size, *,
     ``align_corners=True`` onto the 8*(h-1)+1 pixels they span, and the at most 7 pixels past the
     last logit centre hold the edge value. For H = 8k+1 (the paper's 321 and 513) this is exactly
     ``F.interpolate(logits, size, mode="bilinear", align_corners=True)``, Caffe's Interp layer.
-    (``align_corners=False`` would shift the scores by about 3.5 pixels.)
+    (``align_corners=False`` would shift the scores by about 3.5 pixels.) A Caffe-layout network
+    (dlib.backbones, pooling rounded up) may give one logit more, ceil(H/8) + 1, whose centre 8*ceil(H/8)
+    lies past the last pixel: the span is cut to the image, as DeepLab crops its ``fc8_interp`` output.
     """
     if logits.dim() != 4:
         raise ValueError(f"logits must be (N, C, h, w), got shape {tuple(logits.shape)}")
     H, W = int(size[0]), int(size[1])
     h, w = logits.shape[-2:]
-    if output_size(H, output_stride) != h or output_size(W, output_stride) != w:
+    lo_h, lo_w = output_size(H, output_stride), output_size(W, output_stride)
+    if h not in (lo_h, lo_h + 1) or w not in (lo_w, lo_w + 1):
         raise ValueError(
             f"logits of size {h}x{w} do not come from a {H}x{W} input at output stride {output_stride} "
-            f"(expected {output_size(H, output_stride)}x{output_size(W, output_stride)}); "
+            f"(expected {lo_h}x{lo_w}, or one more per side from a Caffe-layout network); "
             "for an arbitrary resize use F.interpolate")
     span = (output_stride * (h - 1) + 1, output_stride * (w - 1) + 1)
-    out = F.interpolate(logits, size=span, mode="bilinear", align_corners=True)
-    pad_h, pad_w = H - span[0], W - span[1]  # 0..output_stride-1 pixels past the last logit centre
+    out = F.interpolate(logits, size=span, mode="bilinear", align_corners=True)[..., :H, :W]
+    pad_h, pad_w = H - out.shape[-2], W - out.shape[-1]  # 0..output_stride-1 pixels past the last logit centre
     if pad_h or pad_w:
         out = F.pad(out, (0, pad_w, 0, pad_h), mode="replicate")
     return out
@@ -358,9 +362,10 @@ def parameter_roles(model: nn.Module) -> dict[str, list[nn.Parameter]]:
 
 
 def _from_vgg16(row: ModelInfo, *, num_classes: int, pretrained, rates, dropout: float = 0.5,
-                avg_pool5: bool = False) -> DeepLab:
+                avg_pool5: bool = False, caffe_layout: bool = False) -> DeepLab:
     return vgg16_deeplab(name=row.name, num_classes=num_classes, pretrained=pretrained, rates=tuple(rates),
-                         kernel_size=row.kernel_size, hidden=row.hidden, dropout=dropout, avg_pool5=avg_pool5)
+                         kernel_size=row.kernel_size, hidden=row.hidden, dropout=dropout, avg_pool5=avg_pool5,
+                         caffe_layout=caffe_layout)
 
 
 def _from_resnet101(row: ModelInfo, *, num_classes: int, pretrained, rates, freeze_bn: bool = True,

@@ -11,14 +11,26 @@ a softmax loss on every scale's output and on the fused one, which :func:`msc_lo
 time only the fused scores are used. The fusion is done on the scale-1 logit grid (stride 8), as in
 the released prototxt, rather than at full image resolution.
 
-Resizing follows Caffe's Interp layer used by DeepLab: an n-pixel side becomes (n-1)*s + 1 pixels
-(321 -> 241 -> 161, all of the form 8k+1), corners aligned.
+Resizing the image follows Caffe's Interp layer used by DeepLab: an n-pixel side becomes (n-1)*s + 1
+pixels (321 -> 241 -> 161, all of the form 8k+1), corners aligned. Two alignments of the scores:
+
+* ``interp="pixel"`` (default, torchvision layout): every logit sits on its image pixel (8j on the scale-1
+  grid, 8j*(n_s-1)/(n-1) on the scaled input); the scaled scores are sampled where the scale-1 logits sit.
+* ``interp="caffe"`` (``model.caffe_layout``; the released test.prototxt): as DeepLab's Interp layers.
+  The image is shrunk by ``data_res075`` (shrink 4, zoom 3) and ``data_res05`` (shrink 2), whose output side
+  is z*((n-1)//k) + 1 for scale z/k; each scale's scores are resized to the scale-1 score map with corners
+  aligned, value at j = bilinear at j*(h_s-1)/(h-1) (``fc1_*_interp``: caffe_cpu_interp2), then fused.
+  The two agree when every scale's sides are of the form 8k+1, i.e. sides of 32k+1 (321, and 513, the
+  default padding: 513 -> 385 -> 257).
+  Deviation from Caffe: where the prototxt's zoom/shrink sizes miss the scale-1 map (e.g. a 75-pixel side at
+  0.75: 9 scores against 10), Caffe's Eltwise fusion stops with an error; here the scores are resized to it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import NamedTuple
 
 import torch
@@ -35,11 +47,21 @@ def scaled_size(n: int, scale: float) -> int:
     return int((n - 1) * scale + 1e-6) + 1
 
 
+def caffe_scaled_size(n: int, scale: float) -> int:
+    """Side of Caffe's Interp output for ``scale`` = zoom/shrink: shrink first, (n-1)//k + 1, then zoom,
+    z*(m-1) + 1 (DeepLab's interp_layer.cpp); together z*((n-1)//k) + 1. 100 at 0.75 (3/4) -> 73."""
+    ratio = Fraction(scale).limit_denominator(64)
+    return ratio.numerator * ((int(n) - 1) // ratio.denominator) + 1
+
+
+INTERP_SIZES = {"pixel": scaled_size, "caffe": caffe_scaled_size}
+
+
 class MSCOutput(NamedTuple):
     """Training output of :class:`MSC`."""
 
-    per_scale: list[torch.Tensor]  # logits of each scale, (N, C, ceil(H_s/8), ceil(W_s/8))
-    fused: torch.Tensor  # max over scales on the scale-1 grid, (N, C, ceil(H/8), ceil(W/8))
+    per_scale: list[torch.Tensor]  # logits of each scale, (N, C, ceil(H_s/8), ceil(W_s/8)) (Caffe: up to +1)
+    fused: torch.Tensor  # max over scales on the scale-1 grid, (N, C, ceil(H/8), ceil(W/8)) (Caffe: up to +1)
     input_sizes: list[tuple[int, int]]  # (H_s, W_s) the network saw at each scale
     image_size: tuple[int, int]  # (H, W) of the original input
 
@@ -81,13 +103,16 @@ class MSC(nn.Module):
     ``.backbone`` and ``.head`` are the wrapped model's, so dlib.models.parameter_roles works on it.
     """
 
-    def __init__(self, model: nn.Module, scales: Sequence[float] = DEFAULT_SCALES):
+    def __init__(self, model: nn.Module, scales: Sequence[float] = DEFAULT_SCALES, *, interp: str = "pixel"):
         super().__init__()
         scales = tuple(float(s) for s in scales)
         if not scales or any(not 0 < s <= 4 for s in scales):
             raise ValueError(f"scales must be a non-empty sequence of numbers in (0, 4], got {scales!r}")
+        if interp not in INTERP_SIZES:
+            raise ValueError(f"interp must be one of {', '.join(INTERP_SIZES)}, got {interp!r}")
         self.model = model
         self.scales = scales
+        self.interp = interp
         self.output_stride = getattr(model, "output_stride", 8)
 
     @property
@@ -102,15 +127,21 @@ class MSC(nn.Module):
         if x.dim() != 4:
             raise ValueError(f"expected images (N, 3, H, W), got shape {tuple(x.shape)}")
         H, W = x.shape[-2:]
-        grid = (output_size(H, self.output_stride), output_size(W, self.output_stride))
-        per_scale, sizes, aligned = [], [], []
+        per_scale, sizes = [], []
         for s in self.scales:
-            size = (scaled_size(H, s), scaled_size(W, s))
+            size = (INTERP_SIZES[self.interp](H, s), INTERP_SIZES[self.interp](W, s))
             xs = x if size == (H, W) else F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-            logits = self.model(xs)  # (N, C, ceil(H_s/8), ceil(W_s/8))
-            per_scale.append(logits)
+            per_scale.append(self.model(xs))  # (N, C, h_s, w_s): ceil(H_s/8) (Caffe layout: up to one more)
             sizes.append(size)
-            aligned.append(resample_to_grid(logits, (H, W), size, grid, output_stride=self.output_stride))
+        if self.interp == "caffe":  # the scale-1 score map, whatever its size (fc1_voc12 in the prototxt)
+            grid = next((tuple(o.shape[-2:]) for o, sz in zip(per_scale, sizes) if sz == (H, W)),
+                        (output_size(H, self.output_stride), output_size(W, self.output_stride)))
+            aligned = [o if tuple(o.shape[-2:]) == grid else
+                       F.interpolate(o, size=grid, mode="bilinear", align_corners=True) for o in per_scale]
+        else:
+            grid = (output_size(H, self.output_stride), output_size(W, self.output_stride))
+            aligned = [resample_to_grid(o, (H, W), sz, grid, output_stride=self.output_stride)
+                       for o, sz in zip(per_scale, sizes)]
         fused = torch.stack(aligned).amax(dim=0)  # max over scales, per position and class
         if self.training:
             return MSCOutput(per_scale, fused, sizes, (int(H), int(W)))

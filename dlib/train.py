@@ -159,7 +159,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def wrap_msc(model: nn.Module, cfg: Config) -> nn.Module:
-    return MSC(model, scales=tuple(cfg.model.msc_scales))
+    """MSC over ``model.msc_scales``; with ``model.caffe_layout`` resized as Caffe's Interp layers (dlib.msc)."""
+    return MSC(model, scales=tuple(cfg.model.msc_scales), interp="caffe" if cfg.model.caffe_layout else "pixel")
 
 
 # --------------------------------------------------------------------------------------------

@@ -95,3 +95,37 @@ def test_bad_widths_are_refused_with_the_fix():
         VGG16Dense(widths=(4, 4))
     with pytest.raises(ValueError, match="widths needs 5 entries"):
         SmallDilatedResNet(blocks=(1, 1))
+
+
+@pytest.mark.parametrize("caffe_layout", [False, True])
+def test_torchvision_layout_rounds_down_and_caffe_layout_up(caffe_layout):
+    """torchvision layout: ceil(n/8) at every size; Caffe layout (pooling rounded up, test_caffe checks it against
+    the prototxts): one more where a stride-2 pool sees an even side, the same at 8k+1."""
+    sizes = [(100, 75), (64, 64), (66, 97), (65, 65)]
+    with torch.device("meta"):
+        nets = (ResNet101Dense(caffe_layout=caffe_layout), VGG16Dense(caffe_pooling=caffe_layout))
+        got = [[tuple(net.eval()(torch.empty(1, 3, h, w)).shape[-2:]) for h, w in sizes] for net in nets]
+    if not caffe_layout:
+        assert got[0] == got[1] == [(13, 10), (8, 8), (9, 13), (9, 9)]
+    else:  # ResNet: 64 -> conv1 32 -> pool1 floor(32/2)+1 = 17 -> 9; VGG: 100 -> 51 -> 26 -> 14
+        assert got == [[(13, 10), (9, 9), (9, 13), (9, 9)], [(14, 11), (9, 9), (10, 13), (9, 9)]]
+
+
+def test_caffe_pooling_takes_the_max_over_caffes_clipped_windows():
+    x = torch.randn(1, 2, 6, 4, generator=torch.Generator().manual_seed(0))
+    pool = VGG16Dense(widths=(2, 2, 2, 2, 2), caffe_pooling=True).features[4]  # pool1: 3x3, stride 2, pad 1
+    got = pool(x)
+    # Caffe PoolingLayer (MAX): window [2i - 1, 2i + 2) clipped to the image; 6 -> 4 rows, 4 -> 3 columns
+    want = torch.stack([torch.stack([x[0, :, max(2 * i - 1, 0):2 * i + 2, max(2 * j - 1, 0):2 * j + 2].amax((1, 2))
+                                     for j in range(3)], -1) for i in range(4)], -2)
+    assert got.shape == (1, 2, 4, 3) and torch.equal(got[0], want)
+
+
+def test_both_poolings_give_the_same_features_at_8k_plus_1():
+    torch.manual_seed(3)
+    plain = VGG16Dense(widths=(4, 4, 8, 8, 8)).eval()
+    caffe_net = VGG16Dense(widths=(4, 4, 8, 8, 8), caffe_pooling=True).eval()
+    caffe_net.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 65, 97)
+    with torch.no_grad():
+        assert torch.equal(plain(x), caffe_net(x))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_caffe_proto import rand, write_net  # the independent .caffemodel writer
+from caffemodel_writer import rand, write_net  # the independent .caffemodel writer
 
 from dlib import caffe, config, models, transforms
 from dlib.aspp import ASPP
@@ -117,8 +117,26 @@ def test_load_report_lists_missing_unexpected_shared_and_skipped(tmp_path):
     assert "2 blobs loaded" in report.summary() and "fc_extra/0" in str(report)
     with pytest.raises(caffe.CaffeModelError, match=r"fc1_voc12_c1.*\(5, 8, 3, 3\).*\(3, 8, 3, 3\)"):
         caffe.load_blobs(head, caffe.head_names(head, ""), layers, head="require")
-    with pytest.raises(caffe.CaffeModelError, match="no blob fc1_voc12_c1/0"):
+    with pytest.raises(caffe.CaffeModelError, match="no blob fc1_voc12_c1/0"):  # another task's classifier last
         caffe.load_blobs(head, caffe.head_names(head, ""), [layers[0], layers[3]], head="require")
+    with pytest.raises(caffe.CaffeModelError, match=r"^init ends after layer fc1_voc12_c0 \(1 of the network's 2 "
+                                                    r"weight layers; fc1_voc12_c1 and every later one are missing"):
+        caffe.load_blobs(head, caffe.head_names(head, ""), [layers[0]], head="require", source="init")
+
+
+def test_a_file_cut_at_a_layer_boundary_says_where_it_ends(tmp_path):
+    rng = np.random.default_rng(6)
+    backbone = VGG16Dense(widths=(4, 4, 8, 8, 8))
+    names = caffe.vgg16_names(backbone)
+    state = backbone.state_dict()
+    kept = [(f"conv{b}_{i}", "Convolution", [rand(rng, *state[f"features.{k}.weight"].shape),
+                                             rand(rng, *state[f"features.{k}.bias"].shape)])
+            for k, (b, i) in zip((0, 2, 5, 7, 10, 12, 14), ((1, 1), (1, 2), (2, 1), (2, 2), (3, 1), (3, 2), (3, 3)))]
+    path = write_net(tmp_path / "cut.caffemodel", kept[:5] + [("relu3_1", "ReLU", [])])
+    with pytest.raises(caffe.CaffeModelError) as err:
+        caffe.load_blobs(backbone, names, caffe.read_caffemodel(path), source=str(path))
+    assert str(err.value) == (f"{path} ends after layer conv3_1 (5 of the network's 13 weight layers; conv3_2 and "
+                              "every later one are missing): the file is cut short, download it again")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -179,6 +197,65 @@ def test_mapping_covers_every_tensor_and_matches_the_prototxt(name, prototxt):
         conv = model.get_submodule(key.rsplit(".", 1)[0])  # stride, padding, dilation as the prototxt has them
         assert (conv.stride[0], conv.padding[0], conv.dilation[0]) == (
             layer["stride"], layer["pad"], layer["dilation"]), (key, ref.layers[0])
+
+
+def caffe_side(proto: dict[str, dict], n: int) -> int:
+    """The scale-1 score map's side for an n-pixel input, walking the prototxt's layers with Caffe's formulas:
+    Convolution (n + 2p - (d(k-1) + 1)) / s + 1 (integer division); Pooling ceil((n + 2p - k) / s) + 1, less 1
+    when (pooled - 1) s >= n + p. Shortcuts (res*_branch1, parallel to branch2a) and MSC copies are skipped."""
+    for name, layer in proto.items():
+        if caffe._is_copy(name) or name.endswith("_branch1"):
+            continue
+        k, s, p, d = layer["kernel"], layer["stride"], layer["pad"], layer["dilation"]
+        if layer["type"] == "convolution":
+            n = (n + 2 * p - (d * (k - 1) + 1)) // s + 1
+        elif layer["type"] == "pooling":
+            pooled = -(-(n + 2 * p - k) // s) + 1
+            n = pooled - 1 if (pooled - 1) * s >= n + p else pooled
+    return n
+
+
+@pytest.mark.parametrize("name,prototxt", CASES)
+def test_caffe_layout_score_maps_have_the_prototxts_sizes(name, prototxt):
+    if not (PROTOTXT / prototxt).is_file():
+        pytest.skip("DeepLab's prototxts (../shared/reference/deeplab_prototxt) are absent")
+    proto = parse_prototxt(PROTOTXT / prototxt)
+    sizes = [(65, 65), (321, 321), (100, 75), (64, 64), (66, 97), (41, 50)]
+    want = [(caffe_side(proto, h), caffe_side(proto, w)) for h, w in sizes]
+    with torch.device("meta"):  # shapes only
+        net = models.build(name, **caffe.layout_kwargs(name)).eval()
+        got = [tuple(net(torch.empty(1, 3, h, w)).shape[-2:]) for h, w in sizes]
+    assert got == want
+    # by hand: VGG 100 -> pool1-3 51, 26, 14 and 75 -> 38, 20, 11; ResNet 64 -> conv1 32, pool1 17, res3a 9
+    # (the torchvision layout: 13x10 and 8x8, test_backbones)
+    if "resnet" in name:
+        assert want[3] == (9, 9)
+    else:
+        assert want[2] == (14, 11)
+
+
+@pytest.mark.parametrize("name,prototxt", CASES)
+def test_the_mapping_lists_the_weight_layers_in_the_prototxts_order(name, prototxt):
+    if not (PROTOTXT / prototxt).is_file():
+        pytest.skip("DeepLab's prototxts (../shared/reference/deeplab_prototxt) are absent")
+    with torch.device("meta"):
+        model = models.build(name, **caffe.layout_kwargs(name))
+    proto = [n for n, v in parse_prototxt(PROTOTXT / prototxt).items()
+             if not caffe._is_copy(n) and v["type"] in ("convolution", "batchnorm", "scale")]
+    assert [group[0] for group in caffe.layer_order(caffe.caffe_names(model))] == proto
+
+
+def test_a_truncated_caffemodel_is_one_line_naming_the_file_from_the_command_line(tmp_path, capsys):
+    from dlib.__main__ import main
+
+    rng = np.random.default_rng(7)
+    whole = write_net(tmp_path / "w.caffemodel", [("conv1_1", "Convolution", [rand(rng, 64, 3, 3, 3)])]).read_bytes()
+    (path := tmp_path / "train_iter_6000.caffemodel").write_bytes(whole[:-10])
+    code = main(["evaluate", "--profile", "smoke", "--no-progress", "--caffemodel", str(path),
+                 "--set", "model.name=deeplab_v1_largefov"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == (f"error: {path} is truncated (ends inside layer conv1_1's blob 0; expected 10 bytes "
+                                 "more): download it again")
 
 
 def test_caffe_layout_only_moves_strides_and_dilations():
@@ -250,7 +327,9 @@ def test_evaluate_a_released_largefov_caffemodel_from_the_command_line(tmp_path,
                  "--set", "model.name=deeplab_v1_largefov"])
     out = capsys.readouterr()
     assert code == 0, out.err
-    assert json.loads(out.out.strip().splitlines()[-1])["num_images"] == 1 and "blobs loaded" in out.err
+    line = json.loads(out.out.strip().splitlines()[-1])
+    assert line["num_images"] == 1 and "blobs loaded" in out.err
+    assert line["precision"] == "float32" and "evaluated in float32 (TF32 off)" in out.err
     assert main(["evaluate", "--profile", "smoke", "--no-progress"]) == 2  # neither --run nor --caffemodel
     assert "exactly one model" in capsys.readouterr().err
 

@@ -183,3 +183,29 @@ def test_two_image_sizes_are_scored_as_counted_by_hand():
     assert out["mean_iou"] == pytest.approx(sum(ious) / 4)
     assert out["pixel_acc"] == pytest.approx((368 + 216 + 384 + 104) / (381 + 232 + 456 + 104))
     assert out["num_images"] == 4
+
+
+def test_a_released_caffe_model_is_evaluated_in_float32_unless_asked():
+    caffe = {"model.caffemodel": "train_iter_20000.caffemodel", "model.caffe_layout": True,
+             "data.input_convention": "caffe"}
+    released = config.resolve("gpu", overrides=caffe)
+    assert evaluate.eval_precision(released, "cuda") == "float32"  # even where train.bf16 would autocast
+    assert evaluate.eval_precision(config.resolve("gpu"), "cuda") == "bf16"  # a trained run: train.bf16 on CUDA
+    assert evaluate.eval_precision(config.resolve("gpu"), "cpu") == "float32"
+    asked = config.resolve("gpu", overrides={**caffe, "eval.precision": "bf16"})
+    assert evaluate.eval_precision(asked, "cuda") == "bf16"
+    with pytest.raises(config.ConfigError, match="eval.precision"):
+        config.resolve("gpu", overrides={"eval.precision": "fp16"})
+
+
+def test_precision_contexts_turn_tf32_off_or_autocast():
+    conv, x, cpu = nn.Conv2d(3, 2, 3), torch.randn(1, 3, 5, 5), torch.device("cpu")
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    with evaluate.precision("float32", cpu):
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert conv(x).dtype == torch.float32
+    assert torch.backends.cudnn.allow_tf32  # restored
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+    with evaluate.precision("bf16", cpu):
+        assert conv(x).dtype == torch.bfloat16

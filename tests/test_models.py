@@ -198,3 +198,15 @@ def test_bn_can_be_unfrozen():
     with torch.device("meta"):
         model = models.build("deeplab_v2_resnet101_aspp", freeze_bn=False).train()
     assert all(m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_upsample_logits_crops_the_extra_logit_of_a_caffe_layout_network():
+    # VGG-16 in Caffe's layout gives 14x11 logits for 100x75 (test_caffe); logit i still sits on pixel 8i.
+    logits = torch.arange(14 * 11, dtype=torch.float32).view(1, 1, 14, 11)
+    out = models.upsample_logits(logits, (100, 75))[0, 0]
+    assert out.shape == (100, 75)
+    assert torch.equal(out[::8, ::8], logits[0, 0, :13, :10])
+    assert torch.allclose(out[99, 74], (logits[0, 0, 12, 9] + 3 / 8 * (logits[0, 0, 13, 9] - logits[0, 0, 12, 9])
+                                        + 2 / 8 * (logits[0, 0, 12, 10] - logits[0, 0, 12, 9])))
+    with pytest.raises(ValueError, match="one more per side"):
+        models.upsample_logits(torch.zeros(1, 1, 15, 11), (100, 75))

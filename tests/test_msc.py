@@ -85,3 +85,82 @@ def test_msc_finds_with_a_smaller_scale_what_a_fixed_scale_detector_misses():
     assert fused[3, 3] > 0 and fused[8, 8] > 0  # at scale 0.5 the 12 px disc looks like a 6 px one
     ys, xs = torch.nonzero(fused > 0, as_tuple=True)
     assert (label[8 * ys.numpy(), 8 * xs.numpy()] > 0).all()  # nothing outside the discs is "object"
+
+
+# ------------------------------------------------------------------------------------------------
+# Caffe's Interp (model.caffe_layout): sizes from the prototxt's interp_param, values from caffe_cpu_interp2
+# ------------------------------------------------------------------------------------------------
+
+def interp_side(n: int, *, shrink: int = 1, zoom: int = 1) -> int:
+    """DeepLab's interp_layer.cpp output side: shrink first, (n-1)/shrink + 1 (integer division), then zoom,
+    n + (n-1)(zoom-1)."""
+    m = (n - 1) // shrink + 1
+    return m + (m - 1) * (zoom - 1)
+
+
+def caffe_interp(a, out_h: int, out_w: int):
+    """caffe_cpu_interp2 by hand on (C, h, w): out[i] = bilinear at i*(h-1)/(out_h-1), corners aligned."""
+    a = a.double()
+    h, w = a.shape[-2:]
+    rh = (h - 1) / (out_h - 1) if out_h > 1 else 0.0
+    rw = (w - 1) / (out_w - 1) if out_w > 1 else 0.0
+    out = torch.empty(a.shape[0], out_h, out_w, dtype=torch.float64)
+    for i in range(out_h):
+        y0 = int(rh * i)
+        y1, ly = y0 + (1 if y0 < h - 1 else 0), rh * i - y0
+        for j in range(out_w):
+            x0 = int(rw * j)
+            x1, lx = x0 + (1 if x0 < w - 1 else 0), rw * j - x0
+            out[:, i, j] = ((1 - ly) * ((1 - lx) * a[:, y0, x0] + lx * a[:, y0, x1])
+                            + ly * ((1 - lx) * a[:, y1, x0] + lx * a[:, y1, x1]))
+    return out
+
+
+# data_res075 (shrink 4, zoom 3) and data_res05 (shrink 2) of DeepLab v2's ResNet-101 test.prototxt
+PROTOTXT_SHRINK = {0.75: {"shrink": 4, "zoom": 3}, 0.5: {"shrink": 2}}
+
+
+@pytest.mark.parametrize("n", [65, 66, 75, 97, 100, 513])
+def test_caffe_scaled_sizes_follow_the_prototxts_interp_params(n):
+    from dlib.msc import caffe_scaled_size
+
+    for s, params in PROTOTXT_SHRINK.items():
+        assert caffe_scaled_size(n, s) == interp_side(n, **params)
+    assert caffe_scaled_size(n, 1.0) == n
+    assert (caffe_scaled_size(100, 0.75), scaled_size(100, 0.75)) == (73, 75)  # the two rules differ off 4k+1
+
+
+def test_caffe_interp_fusion_matches_caffes_interp_by_hand():
+    torch.manual_seed(2)
+    net = torch.nn.Conv2d(3, 4, 3, stride=8, padding=1).eval()  # n -> ceil(n/8), unit i on pixel 8i
+    x = torch.randn(1, 3, 66, 97)
+    with torch.no_grad():
+        fused = MSC(net, interp="caffe").eval()(x)[0].double()
+        pixel = MSC(net).eval()(x)[0].double()
+        want = None
+        for s in (1.0, 0.75, 0.5):
+            size = (66, 97) if s == 1 else tuple(interp_side(n, **PROTOTXT_SHRINK[s]) for n in (66, 97))
+            xs = caffe_interp(x[0], *size).float()[None]  # data_res075 / data_res05
+            scores = caffe_interp(net(xs)[0], 9, 13)  # fc1_*_interp onto the scale-1 map, 9x13
+            want = scores if want is None else torch.maximum(want, scores)
+    assert fused.shape == want.shape == (4, 9, 13)
+    assert torch.allclose(fused, want, atol=1e-5)
+    assert (pixel - want).abs().max() > 1e-3  # the pixel-aligned fusion is another resampling at 66x97
+
+
+def test_the_two_alignments_agree_where_every_scale_is_8k_plus_1(model):
+    x = torch.randn(1, 3, 65, 97)  # 32k+1: 65 -> 49 -> 33, 97 -> 73 -> 49, all 8k+1
+    with torch.no_grad():
+        assert torch.allclose(MSC(model, interp="caffe").eval()(x), MSC(model).eval()(x), atol=1e-5)
+    with pytest.raises(ValueError, match="interp"):
+        MSC(model, interp="nearest")
+
+
+def test_caffe_interp_training_outputs_use_the_prototxts_sizes(model):
+    msc = MSC(model, interp="caffe").train()
+    with torch.no_grad():
+        out = msc(torch.randn(1, 3, 100, 75))
+    msc.eval()
+    assert out.input_sizes == [(100, 75)] + [tuple(interp_side(n, **PROTOTXT_SHRINK[s]) for n in (100, 75))
+                                             for s in (0.75, 0.5)] == [(100, 75), (73, 55), (50, 38)]
+    assert out.fused.shape[-2:] == out.per_scale[0].shape[-2:]  # fused on the scale-1 map
