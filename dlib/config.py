@@ -376,7 +376,7 @@ def convert_value(dotted: str, value: Any, tp: Any | None = None, *, example: An
 
 # background + 20 classes for the proxy set and VOC; "pretext" is the ImageNet stand-in's task (dlib.standins:
 # background + 7 shapes, each plain or textured), never evaluated as a segmentation benchmark.
-NUM_CLASSES_OF_DATASET = {"proxy": 21, "voc": 21, "pretext": 15}
+NUM_CLASSES_OF_DATASET = {"proxy": 21, "voc": 21, "pretext": 43}
 
 
 def check_config(cfg: Config) -> Config:

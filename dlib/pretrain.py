@@ -1,8 +1,8 @@
 """Pretraining the cpu profile's stand-ins: ``python -m dlib pretrain imagenet|coco`` (dlib.standins loads them).
 
-* "ImageNet": each small backbone learns to segment the pretext classes below (7 shapes, each plain or textured,
-  in random colours on noisy backgrounds at 96 px), a different task and distribution from the proxy set;
-  the card records the held-out pretext scores.
+* "ImageNet": each small backbone learns to segment the pretext classes below (7 shapes x 3 colour groups, each
+  plain or textured, in any colour on noisy backgrounds at 96 px), a different task and distribution from the
+  proxy set; the card records the held-out pretext scores.
 * "COCO": the whole DeepLab model of each Table-4 head, from the ImageNet stand-in, on the larger proxy set
   (dlib.proxy.PROXY_RECIPE_LARGE: another distribution of the same classes), without scale augmentation (a
   Table-4 row of its own); the card records the held-out large-set scores.
@@ -38,35 +38,40 @@ from .standins import (
     sha256,
 )
 
-# The pretext task of the ImageNet stand-in: 7 shapes x 6 textures.
+# The pretext task of the ImageNet stand-in: segment 7 shapes x 3 colour groups x (plain, textured). Like ImageNet's
+# classes, its labels depend on shape, colour and texture, but its classes, colours and backgrounds are not the
+# proxy set's: any colour (its group is the strongest RGB channel), 6 textures, noise backgrounds, 96 px.
 PRETEXT_SHAPES = ("disc", "ellipse", "rect", "triangle", "cross", "diamond", "trapezoid")
 PRETEXT_TEXTURES = ("flat", "hstripes", "vstripes", "checker", "dots", "rings")
-PRETEXT_CLASSES = NUM_CLASSES_OF_DATASET["pretext"]  # background + each shape, plain or textured
-assert PRETEXT_CLASSES == 1 + 2 * len(PRETEXT_SHAPES)
+PRETEXT_COLOUR_GROUPS = ("red", "green", "blue")  # the strongest channel of the object's colour
+PRETEXT_CLASSES = NUM_CLASSES_OF_DATASET["pretext"]  # background + each shape x colour group x plain/textured
+assert PRETEXT_CLASSES == 1 + 2 * len(PRETEXT_SHAPES) * len(PRETEXT_COLOUR_GROUPS)
 PRETEXT_SIZE = 96
 PRETEXT_SEED = 1000  # data seed of the pretext images (disjoint from the proxy set's seeds)
 
 # How each stand-in is trained (dotted config overrides on the cpu profile). Both families pretrain at lr 0.05
-# (the lr is chosen by family, dlib.schedule.base_lr_for; the shipped small_vgg stand-in was trained at 0.05).
+# (the lr is chosen by family, dlib.schedule.base_lr_for).
 IMAGENET_SETTINGS: dict[str, Any] = {
     "data.dataset": "pretext", "data.crop_size": 89, "data.scale_aug": True, "model.pretrained": None,
     "model.num_classes": PRETEXT_CLASSES,
     "train.batch_size": 16, "train.base_lr": 0.05, "train.base_lr_vgg": 0.05, "train.head_lr_mult": 1.0,
-    "train.head_bias_lr_mult": 2.0, "train.msc": False, "train.checkpoint_every": 500,
+    "train.head_bias_lr_mult": 2.0, "train.msc": False, "train.checkpoint_every": 500, "train.warmup": 0,
 }
 IMAGENET_ITERATIONS = {"small_resnet": 3000, "small_vgg": 2000}  # the VGG shape is 3x slower per image
 IMAGENET_IMAGES = 3000
 COCO_SETTINGS: dict[str, Any] = {
-    "data.scale_aug": False, "model.pretrained": "imagenet", "model.coco_checkpoint": None, "train.base_lr": 1e-2,
-    "train.batch_size": 8, "train.iterations": 1500, "train.msc": False, "train.checkpoint_every": 500,
+    "data.scale_aug": False, "data.crop_size": 145, "model.pretrained": "imagenet", "model.coco_checkpoint": None,
+    "train.base_lr": 1e-2, "train.batch_size": 8, "train.iterations": 1500, "train.msc": False,
+    "train.checkpoint_every": 500, "train.warmup": 0,
 }
 COCO_IMAGES = 3000
 EVAL_IMAGES = 200
 
 
-def pretext_class(shape: str, texture: str) -> int:
-    """Label of a (shape, texture) pair: 1 + 2 * shape index, + 1 when textured (any texture but flat)."""
-    return 1 + 2 * PRETEXT_SHAPES.index(shape) + int(texture != "flat")
+def pretext_class(shape: str, texture: str, colour: np.ndarray) -> int:
+    """Label of an object: 1 + 6 * shape index + 2 * colour group (strongest RGB channel) + 1 when textured."""
+    group = int(np.argmax(colour))
+    return 1 + 2 * len(PRETEXT_COLOUR_GROUPS) * PRETEXT_SHAPES.index(shape) + 2 * group + int(texture != "flat")
 
 
 def make_pretext_sample(rng: np.random.Generator, size: int = PRETEXT_SIZE) -> tuple[np.ndarray, np.ndarray]:
@@ -83,17 +88,18 @@ def make_pretext_sample(rng: np.random.Generator, size: int = PRETEXT_SIZE) -> t
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
         dx, dy = xx - cx, yy - cy
         mask = dlib_proxy._shape_mask(cls, dx, dy, r)
-        colour = rng.uniform(0, 255, 3)  # any colour: colour tells nothing about the class
+        colour = rng.uniform(0, 255, 3)  # any colour; its group (strongest channel) is part of the class
         tex = dlib_proxy._texture(texture, dx, dy, r, 2.5)
         image[mask] = (colour[None, None, :] * (1 + 0.3 * tex[..., None]))[mask]
-        label[mask] = pretext_class(shape, texture)
+        label[mask] = pretext_class(shape, texture, colour)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
 
 
 class PretextSegmentation:
     """``count`` pretext images (``make_pretext_sample``), image i drawn from ``default_rng([seed, i])``."""
 
-    classes = ("background",) + tuple(f"{s}/{t}" for s in PRETEXT_SHAPES for t in ("plain", "textured"))
+    classes = ("background",) + tuple(f"{s}/{c}/{t}" for s in PRETEXT_SHAPES for c in PRETEXT_COLOUR_GROUPS
+                                      for t in ("plain", "textured"))
 
     def __init__(self, count: int, *, seed: int = PRETEXT_SEED, size: int = PRETEXT_SIZE):
         pairs = [make_pretext_sample(np.random.default_rng([seed, i]), size) for i in range(count)]
@@ -176,8 +182,8 @@ def pretrain_imagenet(family: str, *, run_root: Path | None = None, progress: bo
     """Train ``family``'s ImageNet stand-in (resumable, under ``run_root``) and write it with its card."""
     cfg = imagenet_config(family)
     card = {"stand_in_for": "ImageNet", "family": family, "model": cfg.model.name,
-            "task": f"segment {PRETEXT_CLASSES - 1} classes (7 shapes, plain or textured) in random colours, "
-                    f"{PRETEXT_SIZE} px",
+            "task": f"segment {PRETEXT_CLASSES - 1} classes (7 shapes x 3 colour groups, plain or textured) in "
+                    f"any colour, {PRETEXT_SIZE} px",
             "data_seed": PRETEXT_SEED, "images": IMAGENET_IMAGES, "scores_on": "heldout_pretext"}
     return _train_and_save(cfg, _run_root(run_root) / f"imagenet_{family}", PretextSegmentation(IMAGENET_IMAGES),
                            PretextSegmentation(EVAL_IMAGES, seed=PRETEXT_SEED + 1), imagenet_path(family), card,

@@ -10,9 +10,12 @@ from test_standins import CARD_FIELDS  # what every card records (issue 9)
 from dlib import models, pretrain, standins
 
 
-def test_pretext_labels_follow_shape_and_texture():
-    assert pretrain.pretext_class("disc", "flat") == 1 and pretrain.pretext_class("disc", "dots") == 2
-    assert pretrain.pretext_class("trapezoid", "rings") == pretrain.PRETEXT_CLASSES - 1
+def test_pretext_labels_follow_shape_colour_group_and_texture():
+    red, green, blue = np.array([200, 10, 10]), np.array([10, 200, 90]), np.array([0, 60, 61])
+    # 1 + 6 * shape + 2 * group (strongest channel) + textured: disc (shape 0), trapezoid (shape 6).
+    assert pretrain.pretext_class("disc", "flat", red) == 1 and pretrain.pretext_class("disc", "dots", red) == 2
+    assert pretrain.pretext_class("disc", "flat", green) == 3 and pretrain.pretext_class("disc", "rings", blue) == 6
+    assert pretrain.pretext_class("trapezoid", "rings", blue) == pretrain.PRETEXT_CLASSES - 1 == 42
     image, label = pretrain.make_pretext_sample(np.random.default_rng(3))
     assert image.shape == (96, 96, 3) and image.dtype == np.uint8 and label.max() < pretrain.PRETEXT_CLASSES
     again = pretrain.make_pretext_sample(np.random.default_rng(3))
