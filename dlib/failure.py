@@ -342,6 +342,10 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _objects(n: int) -> str:
+    return f"{n} object" if n == 1 else f"{n} objects"
+
+
 def _join(parts: Sequence[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
@@ -367,7 +371,9 @@ def thin_classes_sentence(class_iou, thin: Sequence[str], *, before: str = "befo
         if np.isnan(b) or np.isnan(a):
             absent.append(name)
             continue
-        parts.append(f"{change_verb(b, a)} {name} (IoU {_pct(b)} -> {_pct(a)})")
+        verb = change_verb(b, a)
+        phrase = f"leaves {name} unchanged" if verb == "leaves unchanged" else f"{verb} {name}"
+        parts.append(f"{phrase} (IoU {_pct(b)} -> {_pct(a)})")
     text = ("The CRF " + _join(parts) + ".") if parts else ""
     if absent:
         text += (" " if text else "") + f"Not scored (absent from labels and predictions): {', '.join(absent)}."
@@ -387,11 +393,11 @@ def crf_on_thin_objects_sentence(objects, *, narrow: float = 3.0, wide: float = 
                "lowers": "it removes part of what the network had found of them rather than bringing them back",
                "leaves unchanged": "it neither brings them back nor removes them",
                "raises": f"it brings back {100 * (a - b):.1f} points of their pixels"}[verb]
-    text = (f"Objects narrower than {narrow:g} px ({len(thin)}) keep {_pct(b)} of their pixels before the CRF and "
-            f"{_pct(a)} after: {reading}")
+    text = (f"Objects narrower than {narrow:g} px ({_objects(len(thin))}) keep {_pct(b)} of their pixels before the "
+            f"CRF and {_pct(a)} after: {reading}")
     if len(thick):
-        text += (f"; objects {wide:g} px and wider ({len(thick)}) go from {_pct(pixel_recall(thick, before))} to "
-                 f"{_pct(pixel_recall(thick, after))}")
+        text += (f"; objects {wide:g} px and wider ({_objects(len(thick))}) go from "
+                 f"{_pct(pixel_recall(thick, before))} to {_pct(pixel_recall(thick, after))}")
     return text + "."
 
 
@@ -405,10 +411,11 @@ def stride_bound_sentence(objects, *, stride: int, narrow: float = 3.0, model: s
         return f"No object{where} is narrower than {narrow:g} px: the stride-{stride} bound is not measured on them."
     m, k = pixel_recall(thin, model), pixel_recall(thin, bound)
     text = (f"A perfect score map at output stride {stride} (the label pooled over {stride} x {stride} cells, "
-            f"upsampled and arg-maxed: this notebook's bound) keeps {_pct(k)} of the pixels of the {len(thin)} objects"
-            f"{where} narrower than {narrow:g} px; the network keeps {_pct(m)}.")
+            f"upsampled and arg-maxed: this notebook's bound) keeps {_pct(k)} of the pixels of the "
+            f"{_objects(len(thin))}{where} narrower than {narrow:g} px; the network keeps {_pct(m)}.")
     if m >= k:
-        return text + f" The network is at or above the bound: output stride {stride} explains all of its loss there."
+        return text + (f" The network keeps at least as much as the bound: the {100 * (1 - m):.1f} points it loses "
+                       f"are within what output stride {stride} loses by itself.")
     lost, by_stride = 1.0 - m, 1.0 - k
     share = "most" if by_stride > 0.5 * lost else "less than half"
     return text + (f" Output stride {stride} accounts for {100 * by_stride:.1f} of the {100 * lost:.1f} points lost "
@@ -425,7 +432,7 @@ def voc_bound_sentence(voc_objects, *, narrow: float = 3.0, wide: float = 12.0, 
     if not len(thin):
         return f"No VOC object here is narrower than {narrow:g} px."
     k = pixel_recall(thin, bound)
-    text = (f"On the VOC annotations the same bound keeps {_pct(k)} of the pixels of the {len(thin)} objects "
+    text = (f"On the VOC annotations the same bound keeps {_pct(k)} of the pixels of the {_objects(len(thin))} "
             f"narrower than {narrow:g} px")
     if len(thick):
         text += f" and {_pct(pixel_recall(thick, bound))} of those {wide:g} px and wider"

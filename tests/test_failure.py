@@ -312,14 +312,17 @@ def test_thin_classes_sentence_reads_the_table():
         "The CRF erases bicycle (IoU 6.2% -> 0.0%) and lowers chair (IoU 32.5% -> 23.3%).")
     assert failure.thin_classes_sentence(table, ["chair", "sofa"]) == (
         "The CRF lowers chair (IoU 32.5% -> 23.3%). Not scored (absent from labels and predictions): sofa.")
+    table.loc[1, "after_crf"] = 0.0616
+    assert failure.thin_classes_sentence(table, ["bicycle"]) == "The CRF leaves bicycle unchanged (IoU 6.2% -> 6.2%)."
 
 
 def test_crf_on_thin_objects_sentence_by_hand():
     table = objects_by_hand()
     # Thin: (2 + 3) / 40 = 12.5% before, 0% after; wide: 90% -> 100%.
     assert failure.crf_on_thin_objects_sentence(table) == (
-        "Objects narrower than 3 px (2) keep 12.5% of their pixels before the CRF and 0.0% after: it erases what the "
-        "network had found of them and brings none back; objects 12 px and wider (1) go from 90.0% to 100.0%.")
+        "Objects narrower than 3 px (2 objects) keep 12.5% of their pixels before the CRF and 0.0% after: it erases "
+        "what the network had found of them and brings none back; objects 12 px and wider (1 object) go from 90.0% "
+        "to 100.0%.")
     table["recall_crf"] = [0.5, 0.5, 1.0]  # 50% after: 37.5 points brought back
     assert "it brings back 37.5 points of their pixels" in failure.crf_on_thin_objects_sentence(table)
     assert failure.crf_on_thin_objects_sentence(table, narrow=0.5).startswith("No object is narrower than 0.5 px")
@@ -333,7 +336,9 @@ def test_stride_bound_sentence_splits_the_loss_by_hand():
     assert text.endswith("Output stride 8 accounts for 22.5 of the 87.5 points lost (less than half); the other 65.0 "
                          "points are the network's own (its score map is not the perfect one).")
     table["recall_bound"] = [0.0, 0.1, 1.0]  # bound 7.5%, below the network's 12.5%
-    assert "at or above the bound" in failure.stride_bound_sentence(table, stride=8)
+    assert failure.stride_bound_sentence(table, stride=8).endswith(
+        "The network keeps at least as much as the bound: the 87.5 points it loses are within what output stride 8 "
+        "loses by itself.")
     table["recall_bound"] = [0.1, 0.2, 1.0]  # bound (1 + 6) / 40 = 17.5%: 82.5 of the 87.5 points by the stride
     assert "accounts for 82.5 of the 87.5 points lost (most); the other 5.0 points" in failure.stride_bound_sentence(
         table, stride=8)
