@@ -49,6 +49,20 @@ def shared_voc_root() -> Path | None:
     return root if (root / "JPEGImages").is_dir() else None
 
 
+def repo_relative(path: str | os.PathLike) -> str:
+    """``path`` as it should be printed or recorded: relative to the repository (POSIX separators).
+
+    A path outside the repository climbs out of it (``../shared/data/...``), so no output names the machine's
+    folders; a relative ``path`` is taken from the current directory. Where no relative path exists (another
+    drive on Windows) the file name alone is returned.
+    """
+    target = Path(path).absolute()
+    try:
+        return Path(os.path.relpath(target, REPO_ROOT.absolute())).as_posix()
+    except ValueError:
+        return target.name
+
+
 def cache_root() -> Path:
     """Local cache folder: ``$DLIB_CACHE_DIR`` if set, else ``<repo>/.cache`` (git-ignored)."""
     return Path(os.environ.get(CACHE_ENV, REPO_ROOT / ".cache"))

@@ -87,6 +87,26 @@ def _dead_kernel_cell(output: Path) -> str:
     return str(started[-1]) if started else "?"
 
 
+def relative_papermill_paths(executed: Path) -> None:
+    """Record the input and output paths in an executed copy's papermill metadata relative to the repository.
+
+    papermill writes the absolute paths it was given; they would name this machine's folders.
+    """
+    import nbformat
+
+    from .io import atomic_write_text, repo_relative
+
+    executed = Path(executed)
+    if not executed.is_file():
+        return
+    nb = nbformat.read(executed, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            meta[key] = repo_relative(meta[key])
+    atomic_write_text(executed, nbformat.writes(nb))
+
+
 def execute(notebook: Path, profile: str, *, seed: int = 0, output_dir: Path | None = None,
             parameters: dict | None = None, log_output: bool = False) -> Path:
     """Run one notebook with papermill; returns the executed copy's path.
@@ -124,6 +144,7 @@ def execute(notebook: Path, profile: str, *, seed: int = 0, output_dir: Path | N
             f"notebook {notebook.name[:2]}, cell {_dead_kernel_cell(output)}: the kernel died (out of memory?) "
             f"while running {notebook.name}\n  partial executed copy kept at {output}") from None
     finally:
+        relative_papermill_paths(output)
         if previous is None:
             os.environ.pop(RUNNING_ENV, None)
         else:

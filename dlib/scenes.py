@@ -106,7 +106,7 @@ def sample_images(n: int, *, seed: int = 0, scale: float = 1.0,
     """
     from PIL import Image
 
-    from .io import shared_voc_root
+    from .io import repo_relative, shared_voc_root
 
     root = shared_voc_root()
     rng = np.random.default_rng(seed)
@@ -116,7 +116,7 @@ def sample_images(n: int, *, seed: int = 0, scale: float = 1.0,
         samples = [(i, read_image(root / "JPEGImages" / f"{i}.jpg"),
                     read_label(root / "SegmentationClass" / f"{i}.png"))
                    for i in chosen]
-        source = f"PASCAL VOC 2012 train images ({root})"
+        source = f"PASCAL VOC 2012 train images ({repo_relative(root)})"
     else:
         samples = [(f"synthetic{k:03d}", *synthetic_scene(240, 320, num_objects=3, num_classes=num_classes,
                                                           void_width=4, seed=seed * 1000 + k)) for k in range(n)]

@@ -62,6 +62,14 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: int = FIGURE_DPI) -> Path:
     return atomic_write_bytes(path, rendered["png"])
 
 
+def split_caption(cfg, split: str | None = None) -> str:
+    """Where a figure's numbers come from, for its title: ``"<data set> <split> split, <profile> profile"``.
+
+    ``split`` defaults to the evaluation split, ``cfg.data.val_split``.
+    """
+    return f"{cfg.data.dataset} {split or cfg.data.val_split} split, {cfg.profile} profile"
+
+
 def colorize(label: np.ndarray) -> np.ndarray:
     """Class-index map (H, W) -> RGB (H, W, 3) uint8 with the VOC palette (255, void, is cream)."""
     label = np.asarray(label)

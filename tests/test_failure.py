@@ -279,3 +279,76 @@ def test_image_grid_lays_out_the_gallery():
     plt.close(fig)
     with pytest.raises(ValueError, match="at least one"):
         viz.image_grid([])
+
+
+# ----------------------------------------------------------------------------------------------
+# Sentences from the tables
+# ----------------------------------------------------------------------------------------------
+
+def objects_by_hand():
+    """Two thin objects (1 and 2 px, 10 and 30 px^2) and one wide one (20 px, 100 px^2)."""
+    return pd.DataFrame({"width": [1.0, 2.0, 20.0], "area": [10, 30, 100],
+                         "recall_model": [0.2, 0.1, 0.9], "recall_crf": [0.0, 0.0, 1.0],
+                         "recall_bound": [1.0, 0.7, 1.0]})
+
+
+def test_pixel_recall_weights_by_area():
+    table = objects_by_hand()
+    assert failure.pixel_recall(table.head(2), "recall_model") == pytest.approx((10 * 0.2 + 30 * 0.1) / 40)
+    assert math.isnan(failure.pixel_recall(table.head(0), "recall_model"))
+
+
+@pytest.mark.parametrize("before, after, verb", [(0.06, 0.0, "erases"), (0.3, 0.2, "lowers"),
+                                                 (0.3, 0.303, "leaves unchanged"), (0.0, 0.0, "leaves unchanged"),
+                                                 (0.3, 0.5, "raises"), (0.0, 0.1, "raises")])
+def test_change_verb(before, after, verb):
+    assert failure.change_verb(before, after) == verb
+
+
+def test_thin_classes_sentence_reads_the_table():
+    table = pd.DataFrame({"class": ["background", "bicycle", "chair", "sofa"],
+                          "before_crf": [0.9, 0.0616, 0.325, np.nan], "after_crf": [0.95, 0.0, 0.233, np.nan]})
+    assert failure.thin_classes_sentence(table, ["bicycle", "chair"]) == (
+        "The CRF erases bicycle (IoU 6.2% -> 0.0%) and lowers chair (IoU 32.5% -> 23.3%).")
+    assert failure.thin_classes_sentence(table, ["chair", "sofa"]) == (
+        "The CRF lowers chair (IoU 32.5% -> 23.3%). Not scored (absent from labels and predictions): sofa.")
+    table.loc[1, "after_crf"] = 0.0616
+    assert failure.thin_classes_sentence(table, ["bicycle"]) == "The CRF leaves bicycle unchanged (IoU 6.2% -> 6.2%)."
+
+
+def test_crf_on_thin_objects_sentence_by_hand():
+    table = objects_by_hand()
+    # Thin: (2 + 3) / 40 = 12.5% before, 0% after; wide: 90% -> 100%.
+    assert failure.crf_on_thin_objects_sentence(table) == (
+        "Objects narrower than 3 px (2 objects) keep 12.5% of their pixels before the CRF and 0.0% after: it erases "
+        "what the network had found of them and brings none back; objects 12 px and wider (1 object) go from 90.0% "
+        "to 100.0%.")
+    table["recall_crf"] = [0.5, 0.5, 1.0]  # 50% after: 37.5 points brought back
+    assert "it brings back 37.5 points of their pixels" in failure.crf_on_thin_objects_sentence(table)
+    assert failure.crf_on_thin_objects_sentence(table, narrow=0.5).startswith("No object is narrower than 0.5 px")
+
+
+def test_stride_bound_sentence_splits_the_loss_by_hand():
+    table = objects_by_hand()
+    # Bound: (10 + 21) / 40 = 77.5%; network 12.5%: 87.5 points lost, 22.5 by the stride, 65.0 by the network.
+    text = failure.stride_bound_sentence(table, stride=8)
+    assert "keeps 77.5% of the pixels of the 2 objects narrower than 3 px; the network keeps 12.5%." in text
+    assert text.endswith("Output stride 8 accounts for 22.5 of the 87.5 points lost (less than half); the other 65.0 "
+                         "points are the network's own (its score map is not the perfect one).")
+    table["recall_bound"] = [0.0, 0.1, 1.0]  # bound 7.5%, below the network's 12.5%
+    assert failure.stride_bound_sentence(table, stride=8).endswith(
+        "The network keeps at least as much as the bound: the 87.5 points it loses are within what output stride 8 "
+        "loses by itself.")
+    table["recall_bound"] = [0.1, 0.2, 1.0]  # bound (1 + 6) / 40 = 17.5%: 82.5 of the 87.5 points by the stride
+    assert "accounts for 82.5 of the 87.5 points lost (most); the other 5.0 points" in failure.stride_bound_sentence(
+        table, stride=8)
+
+
+def test_voc_bound_sentence_compares_with_the_task():
+    table = objects_by_hand()
+    assert failure.voc_bound_sentence(table, compare=("proxy", 0.06)) == (
+        "On the VOC annotations the same bound keeps 77.5% of the pixels of the 2 objects narrower than 3 px and "
+        "100.0% of those 12 px and wider: more than on the proxy objects of that width (6.0%).")
+    below = failure.voc_bound_sentence(table, compare=("proxy", 0.9))
+    assert below.endswith("less than on the proxy objects of that width (90.0%).")
+    assert failure.voc_bound_sentence(table, narrow=0.5) == "No VOC object here is narrower than 0.5 px."

@@ -130,3 +130,14 @@ def test_a_killed_write_leaves_the_old_file_and_its_temporary_is_removed_by_the_
     assert len(left) == 1 and target.read_text() == "old"  # nothing lost
     dlib_io.atomic_write_text(tmp_path / "other.json", "x")  # any later write in the folder cleans up
     assert not list(tmp_path.glob(".*.tmp")) and target.read_text() == "old"
+
+
+def test_repo_relative_paths_name_no_machine_folder(tmp_path, monkeypatch):
+    root = dlib_io.REPO_ROOT
+    assert dlib_io.repo_relative(root / "dlib" / "io.py") == "dlib/io.py"
+    assert dlib_io.repo_relative(root) == "."
+    # Outside the repository: climb out of it, as many levels as the repository is deep below the common folder.
+    assert dlib_io.repo_relative(root.parent / "shared" / "data") == "../shared/data"
+    assert dlib_io.repo_relative(tmp_path / "x.png") == os.path.relpath(tmp_path / "x.png", root).replace(os.sep, "/")
+    monkeypatch.chdir(root / "dlib")  # a relative path is read from the current directory
+    assert dlib_io.repo_relative("weights") == "dlib/weights"

@@ -1,6 +1,7 @@
 """The suite's own promises: clean notebooks, agreeing environment files, a working entry script."""
 
 import json
+import os
 import re
 import subprocess
 import tomllib
@@ -109,6 +110,28 @@ def test_notebook_failure_names_notebook_and_cell(tmp_path):
     with pytest.raises(notebooks.NotebookFailed, match=r"98_broken.ipynb failed in cell .*broken on purpose"):
         notebooks.execute(path, "smoke", output_dir=tmp_path / "out")
     assert (tmp_path / "out" / "98_broken.ipynb").exists()  # the partial executed copy is kept
+    meta = nbformat.read(tmp_path / "out" / "98_broken.ipynb", as_version=4).metadata["papermill"]
+    assert meta["input_path"] == os.path.relpath(path, ROOT).replace(os.sep, "/")  # no machine folder recorded
+    assert not os.path.isabs(meta["output_path"]) and meta["output_path"].endswith("out/98_broken.ipynb")
+
+
+def test_relative_papermill_paths_rewrites_only_the_two_paths(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1")]
+    nb.metadata["papermill"] = {"input_path": str(ROOT / "notebooks" / "01_a.ipynb"),
+                                "output_path": str(ROOT / "results" / "smoke" / "notebooks" / "01_a.ipynb"),
+                                "parameters": {"PROFILE": "smoke"}}
+    path = tmp_path / "01_a.ipynb"
+    nbformat.write(nb, path)
+    notebooks.relative_papermill_paths(path)
+    again = nbformat.read(path, as_version=4)
+    assert again.metadata["papermill"] == {"input_path": "notebooks/01_a.ipynb",
+                                           "output_path": "results/smoke/notebooks/01_a.ipynb",
+                                           "parameters": {"PROFILE": "smoke"}}
+    assert again.cells[0].source == "x = 1"
+    notebooks.relative_papermill_paths(tmp_path / "missing.ipynb")  # no executed copy: nothing to do
 
 
 def test_notebook_times_are_recorded_once_per_notebook(tmp_path, monkeypatch):

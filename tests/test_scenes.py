@@ -73,7 +73,8 @@ def test_sample_images_read_the_shared_voc_subset():
     if dlib_io.shared_voc_root() is None:
         pytest.skip("the shared VOC 2012 subset (../shared/data/voc2012-train-subset) is not present")
     samples, source = scenes.sample_images(2, seed=0)
-    assert "VOC" in source
+    assert "VOC" in source and dlib_io.repo_relative(dlib_io.shared_voc_root()) in source
+    assert str(dlib_io.REPO_ROOT.parent) not in source  # recorded relative to the repository, no machine folder
     for image_id, image, label in samples:
         assert image.shape[:2] == label.shape and image.dtype == np.uint8
         assert set(np.unique(label)) <= set(range(21)) | {255}

@@ -112,3 +112,11 @@ def test_pipeline_drawing_names_the_four_stages():
     for stage in ("atrous conv", "ASPP", "rates 6, 12, 18, 24", "upsampling x8", "CRF"):
         assert stage in text
     plt.close(figure)
+
+
+def test_split_caption_names_the_data_split_and_profile_of_the_config():
+    assert viz.split_caption(config.resolve("cpu")) == "proxy test split, cpu profile"
+    assert viz.split_caption(config.resolve("smoke"), "train") == "proxy train split, smoke profile"
+    dev = config.resolve("cpu", overrides={"data.val_split": "val"})
+    assert viz.split_caption(dev) == "proxy val split, cpu profile"
+    assert viz.split_caption(config.resolve("gpu")) == "voc val split, gpu profile"
