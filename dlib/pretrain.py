@@ -196,7 +196,8 @@ def pretrain_coco(model_name: str, *, run_root: Path | None = None, progress: bo
     held = dlib_proxy.ProxySegmentation("val", size=cfg.data.proxy_image_size, count=EVAL_IMAGES,
                                        seed=cfg.data.proxy_seed, large=True)
     card = {"stand_in_for": "MS-COCO", "model": model_name,
-            "task": "the 21 proxy classes on the larger proxy set (data.PROXY_RECIPE_LARGE)",
+            "task": "the 21 proxy classes drawn from another distribution (dlib.proxy.PROXY_RECIPE_LARGE: busy "
+                    "backgrounds, clutter, more and smaller objects), no scale augmentation",
             "data_seed": cfg.data.proxy_seed, "images": COCO_IMAGES,
             "initialised_from": imagenet_path("small_resnet").name, "scores_on": "heldout_large_set"}
     return _train_and_save(cfg, _run_root(run_root) / f"coco_{model_name}",

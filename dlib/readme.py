@@ -3,8 +3,8 @@
 The README holds blocks between ``<!-- NAME -->`` and ``<!-- /NAME -->``: ``HEADLINE_TABLE`` (DeepLab v2
 Table 4, paper beside measured, with the verdict of each 95% interval), ``HEADLINE_CLAIMS`` (the paper's claims
 judged, the +COCO control and the convergence check, in sentences made from notebook 06's CSVs) and
-``TIMING_TABLE`` (each notebook's cpu wall time, from ``notebook_times.csv``). Everything outside the blocks is
-left as it is.
+``STANDINS_TABLE`` (the shipped stand-ins, from their cards) and ``TIMING_TABLE`` (each notebook's cpu wall
+time, from ``notebook_times.csv``). Everything outside the blocks is left as it is.
 
     python -m dlib.report --profile cpu --readme README.md
 """
@@ -56,6 +56,20 @@ def readme_claims(results_dir: str | os.PathLike) -> str:
     return "\n".join(lines)
 
 
+def readme_standins() -> str:
+    """The README's table of the shipped stand-ins, every figure from their cards (dlib.standins.cards)."""
+    from .standins import cards
+
+    lines = []
+    for card in cards():
+        (split, score), = card["final_scores"].items()
+        lines.append([f"`{card['file']}`", card["stand_in_for"], card.get("model", card.get("family", "")),
+                      card["task"], f"{card['iterations']:,}", f"{100 * score['mean_iou']:.1f}% ({split})",
+                      f"{card['train_seconds'] / 60:.1f}", card["commit"][:10]])
+    return markdown_table(["file", "stands in for", "network", "task", "iterations", "held-out mIoU",
+                           "minutes (1 thread)", "commit"], lines, numbers=False)
+
+
 def readme_timings(results_dir: str | os.PathLike) -> str:
     """The README's per-notebook wall times (cpu), from ``notebook_times.csv``."""
     _, rows = read_csv(Path(results_dir) / "notebook_times.csv")
@@ -71,7 +85,7 @@ def update_readme(readme: str | os.PathLike, results_dir: str | os.PathLike) -> 
     path = Path(readme)
     text = path.read_text()
     blocks = (("HEADLINE_TABLE", readme_headline(results_dir)), ("HEADLINE_CLAIMS", readme_claims(results_dir)),
-              ("TIMING_TABLE", readme_timings(results_dir)))
+              ("STANDINS_TABLE", readme_standins()), ("TIMING_TABLE", readme_timings(results_dir)))
     for name, block in blocks:
         pattern = re.compile(rf"(<!-- {name} -->\n).*?(<!-- /{name} -->)", re.S)
         if not pattern.search(text):

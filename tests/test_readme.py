@@ -18,6 +18,7 @@ def test_update_readme_rewrites_only_the_generated_blocks(tmp_path):
     page = tmp_path / "README.md"
     page.write_text("intro\n<!-- HEADLINE_TABLE -->\nold\n<!-- /HEADLINE_TABLE -->\nmiddle\n"
                     "<!-- HEADLINE_CLAIMS -->\n<!-- /HEADLINE_CLAIMS -->\n"
+                    "<!-- STANDINS_TABLE -->\n<!-- /STANDINS_TABLE -->\n"
                     "<!-- TIMING_TABLE -->\n<!-- /TIMING_TABLE -->\nend\n")
     readme.update_readme(page, results_dir)
     text = page.read_text()
@@ -51,3 +52,16 @@ def test_the_claims_block_is_made_from_notebook_06s_csvs(tmp_path):
     assert "about 9 seeds would resolve" in text
     assert "+COCO adds +6.00 [+5.00, +7.00]" in text and "is +4.00 [+3.00, +5.00] points" in text
     assert "1 of 2 trainings add under 1 point" in text and "+1.50 (resnet_baseline_msc)" in text
+
+
+def test_the_stand_ins_table_is_read_from_the_cards():
+    import json
+
+    from dlib import standins
+
+    text = readme.readme_standins()
+    for card in standins.cards():
+        (score,) = card["final_scores"].values()
+        assert f"`{card['file']}`" in text and f"{100 * score['mean_iou']:.1f}%" in text
+    assert len(text.splitlines()) == 2 + len(list(standins.WEIGHTS_DIR.glob("*.pt.json")))
+    assert json.loads((standins.WEIGHTS_DIR / "small_resnet_imagenet.pt.json").read_text())["commit"][:10] in text
