@@ -14,26 +14,28 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     "gpu": {},
     "cpu": {
         "data.dataset": "proxy",
-        # Proxy images of 176 px, crops of 145 = 8*18+1 px (the paper: ~500 px, 321 = 8*40+1): 19x19 score maps,
-        # 10x10 at MSC scale 0.5 (DeepLab v2: 41x41 and 21x21).
+        # Proxy images of 176 px, crops of 129 = 8*16+1 px (the paper: ~500 px, 321 = 8*40+1): 17x17 score maps,
+        # 9x9 at MSC scale 0.5 (DeepLab v2: 41x41 and 21x21).
         "data.proxy_image_size": 176,
-        "data.crop_size": 145,
+        "data.crop_size": 129,
         "data.val_split": "test",  # reported on the test split; designed on "val" (the development split)
         "data.eval_pad": 0,
         "data.loader_workers": 0,
         "model.name": "small_resnet_aspp",
         "model.pretrained": "imagenet",  # the shipped ImageNet stand-in (dlib.standins)
         "model.coco_checkpoint": "coco",  # the shipped COCO stand-in of the model being trained
-        "train.iterations": 600,
-        "train.batch_size": 8,
-        # Deviation from paper (2.5e-4 ResNet, 1e-3 VGG): the small nets fine-tune at 5e-3, the largest rate at
-        # which the paper's summed MSC loss trained on all three development seeds. On the development split
-        # (600 iterations) +MSC fell to the all-background solution on seed 1 at 7e-3 (batch 8 and batch 4)
-        # and at 1e-2; at 5e-3 it trained on seeds 0-2 (47.9-50.8% mIoU).
-        "train.base_lr": 5e-3,
-        "train.base_lr_vgg": 5e-3,
+        # Deviation from paper (batch 10, 20,000 iterations, base lr 2.5e-4 ResNet / 1e-3 VGG, no warm-up): batch 4
+        # for 1,200 iterations at base lr 1e-2 after a 100-iteration linear warm-up, every row. Chosen on the
+        # development split so that every training reaches its plateau inside the budget (dlib.convergence; notebook
+        # 05's budget, notebook 06's convergence table); without the warm-up the summed MSC loss fell to the
+        # all-background solution at rates above 5e-3, which left the rows far from their plateau.
+        "train.iterations": 1200,
+        "train.batch_size": 4,
+        "train.base_lr": 1e-2,
+        "train.base_lr_vgg": 1e-2,
+        "train.warmup": 100,
         "train.msc_loss": "sum",
-        "train.checkpoint_every": 120,  # a fifth of the run: the convergence curve has a point at 80%
+        "train.checkpoint_every": 240,  # a fifth of the run: the convergence criterion compares 80% with 100%
         "train.log_every": 20,
         "crf.workers": 0,
         "ablation.seeds": (0, 1, 2),

@@ -13,14 +13,23 @@ def test_the_cpu_profile_trains_two_at_a_time():
 
 
 def test_the_cpu_profile_is_what_the_readme_states():
-    # README, "Deviations from the papers": batch 8 of 145x145 crops from 176-px proxy images, 600 iterations,
-    # base lr 5e-3 for every row, the MSC loss summed as in the paper; reported on the proxy's test split.
+    # README, "Deviations from the papers", states the cpu profile's training in one sentence: held against the config.
+    from dlib.io import REPO_ROOT
+
     cpu = config.resolve("cpu")
-    assert (cpu.train.batch_size, cpu.data.crop_size, cpu.data.proxy_image_size) == (8, 145, 176)
-    assert cpu.train.iterations == 600 and cpu.train.msc_loss == "sum"
-    assert cpu.train.base_lr == 5e-3 and cpu.train.base_lr_vgg == 5e-3
+    text = " ".join((REPO_ROOT / "README.md").read_text().split())
+    c = cpu.data.crop_size
+    stated = (f"batch {cpu.train.batch_size} of {c}x{c} crops from {cpu.data.proxy_image_size}-px proxy images, "
+              f"{cpu.train.iterations:,} iterations at base lr {cpu.train.base_lr:g} after a "
+              f"{cpu.train.warmup}-iteration linear warm-up")
+    assert stated in text
+    assert cpu.train.base_lr_vgg == cpu.train.base_lr and cpu.train.msc_loss == "sum"  # "for every row", "summed"
     assert (cpu.data.dataset, cpu.data.val_split) == ("proxy", "test")
-    assert (cpu.data.crop_size - 1) % 8 == 0  # 8k+1 crops, as DeepLab's 321: the score map is (145 - 1) / 8 + 1 = 19
+    assert (c - 1) % 8 == 0  # 8k+1 crops, as DeepLab's 321
+    assert cpu.train.checkpoint_every * 5 == cpu.train.iterations  # a checkpoint at 80%: the convergence criterion
+    # MSC's smallest scale keeps a score map of at least 9x9: a side of (c - 1) * 0.5 + 1 px at output stride 8.
+    smallest = min(cpu.model.msc_scales)
+    assert -(-int((c - 1) * smallest + 1) // 8) >= 9
 
 
 def test_profiles_change_only_keys_that_exist_and_gpu_changes_none():
