@@ -282,6 +282,18 @@ def scores_name(split: str, *, msc: bool = False, flip: bool = False, max_images
     return "_".join(parts)
 
 
+def source_key(path: Path, iteration: int | None = None) -> str:
+    """A short key of what produced a result: sha256 of the resolved path (8 hex digits) and the iteration.
+
+    Two runs whose folders share a name (``/x/a/base``, ``/x/b/base``) get different keys, so their scores
+    land in different files; the full identity goes into each file's provenance.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(str(path.resolve()).encode("utf-8")).hexdigest()[:8]
+    return digest if iteration is None else f"{digest}-it{iteration}"
+
+
 def _evaluate(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from . import data, evaluate, results, train
 
@@ -294,10 +306,12 @@ def _evaluate(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         overrides = {"model.caffe_layout": True, "data.input_convention": "caffe", **overrides,
                      "model.caffemodel": caffemodel, "model.pretrained": None}
         path, run = Path(caffemodel), Path(caffemodel).with_suffix("")
+        iteration = None
     else:
         run = Path(args.run)
         path, saved = _saved_checkpoint(run)
         overrides = _model_overrides(path, saved, overrides)  # evaluate the architecture that was trained
+        iteration = saved.get("iteration")
         overrides.setdefault("model.pretrained", None)
     cfg = resolve(args.profile, seed=args.seed, overrides=overrides)
     model = train.build_model(cfg)
@@ -309,9 +323,11 @@ def _evaluate(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     max_images = cfg.eval.max_images if args.max_images is None else args.max_images
     truncated = max_images if max_images is not None and max_images < len(dataset) else None
     out = results.Results(cfg, args.name or f"evaluate_{run.name}")
+    out.identity = {"run": str(run.resolve()), "checkpoint": str(path.resolve()), "iteration": iteration,
+                    "split": args.split, "msc": args.msc, "flip": args.flip, "max_images": truncated}
+    name = scores_name(args.split, msc=args.msc, flip=args.flip, max_images=truncated)
     s = evaluate.evaluate(cfg, model, dataset, msc=args.msc, flip=args.flip, cache_dir=args.cache,
-                          max_images=max_images, results=out,
-                          name=scores_name(args.split, msc=args.msc, flip=args.flip, max_images=truncated),
+                          max_images=max_images, results=out, name=f"{name}_{source_key(run, iteration)}",
                           progress=False if args.no_progress else None)
     print(json.dumps({"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "num_images": s["num_images"],
                       "msc": s["msc"], "flip": s["flip"], "checkpoint": str(path),
@@ -331,7 +347,9 @@ def _crf(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     s = refine_and_score(probs_dir, args.out, dataset, crf=model_crf, num_classes=cfg.model.num_classes,
                          workers=cfg.crf.workers, progress=not args.no_progress)
     out = results.Results(cfg, args.name or f"crf_{probs_dir.name}")
-    evaluate.write_scores(out, scores_name(args.split, crf=model_crf.params), {**s, "msc": None, "flip": None},
+    out.identity = {"probs": str(probs_dir.resolve()), "split": args.split, "crf": dict(model_crf.params)}
+    name = f"{scores_name(args.split, crf=model_crf.params)}_{source_key(probs_dir)}"
+    evaluate.write_scores(out, name, {**s, "msc": None, "flip": None},
                           evaluate.class_names(dataset, cfg.model.num_classes))
     out.json("crf_params", model_crf.provenance)  # parameters, backend and its version
     print(json.dumps({"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "num_images": s["num_images"],
