@@ -179,7 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .config import parse_overrides, resolve
 
         overrides = parse_overrides(args.overrides)
-        resolve(args.profile, overrides=overrides)  # unknown keys fail here, before any notebook runs
+        from .models import check_names
+
+        # unknown keys, bad values and unknown model names fail here, before any notebook runs
+        check_names(resolve(args.profile, overrides=overrides))
     except (ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
