@@ -196,6 +196,22 @@ def load_probs(path: str | os.PathLike) -> np.ndarray:
     return probs / probs.sum(axis=0, keepdims=True)
 
 
+def probs_shape(path: str | os.PathLike) -> tuple[int, ...]:
+    """The (C, H, W) shape of a cached softmax, read from the .npy header alone (nothing else is decompressed)."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("probs.npy") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, _ = read_header(fh)
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, ValueError) as err:
+        raise ValueError(f"cached probabilities {path} are truncated or corrupt ({type(err).__name__}: {err}); "
+                         "delete the file and write it again with 'python -m dlib evaluate --cache'") from None
+    return tuple(shape)
+
+
 def read_json(path: str | os.PathLike, *, default: Any = _RAISE) -> Any:
     """A JSON file holding one object, as a dict.
 

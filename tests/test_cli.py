@@ -183,3 +183,23 @@ def test_two_runs_with_one_folder_name_keep_both_scores_and_their_identity(tmp_p
     probs = sorted(read_json(f)["provenance"]["identity"]["probs"] for f in crf_files)
     assert probs == sorted(str((r.parent / "probs").resolve()) for r in (first, second))
     assert all(read_json(f)["provenance"]["identity"]["crf"]["iterations"] == 1 for f in crf_files)
+
+
+def test_crf_refuses_probabilities_of_another_class_count_before_refining(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    from dlib import data
+    from dlib.config import resolve
+    from dlib.io import save_probs
+
+    monkeypatch.setenv("DLIB_CACHE_DIR", str(tmp_path / "cache"))
+    dataset = data.build_dataset(resolve("smoke"), "val")
+    h, w = np.asarray(dataset[0][0]).shape[:2]
+    probs = tmp_path / "probs"
+    save_probs(probs / f"{dataset.ids[0]}.npz", np.full((5, h, w), 0.2, dtype=np.float32))
+    out = tmp_path / "crf"
+    assert main(["crf", "--profile", "smoke", "--no-progress", "--probs", str(probs), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{dataset.ids[0]}.npz" in err and "5 classes" in err and "21" in err
+    assert not out.exists() or not list(out.iterdir())  # nothing refined or scored
+    assert not (results.results_root() / "smoke" / "crf_probs").exists()
