@@ -138,3 +138,20 @@ def test_bad_proxy_arguments():
         proxy.proxy_arrays("dev", size=32, count=2)
     with pytest.raises(ValueError, match="at least 16"):
         proxy.make_proxy_sample(np.random.default_rng(0), 8)
+
+
+def test_a_cached_proxy_file_with_a_label_out_of_range_is_rebuilt(tmp_path):
+    import io as _io
+
+    images, labels = proxy.proxy_arrays("train", size=32, count=3, seed=0, cache_dir=tmp_path)
+    (path,) = tmp_path.glob("*.npz")
+    bad = labels.copy()
+    bad[1, 5, 5] = 77  # no proxy class has this index
+    buf = _io.BytesIO()
+    np.savez(buf, images=images, labels=bad)
+    path.write_bytes(buf.getvalue())
+    with pytest.warns(UserWarning, match=rf"{path.name}.*label 77"):
+        again_images, again_labels = proxy.proxy_arrays("train", size=32, count=3, seed=0, cache_dir=tmp_path)
+    assert np.array_equal(again_labels, labels) and np.array_equal(again_images, images)  # nothing lost
+    with np.load(path) as z:  # the cache file itself was rebuilt
+        assert np.array_equal(z["labels"], labels)
