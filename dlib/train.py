@@ -60,7 +60,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
-from . import distributed
+from . import distributed, limits
 from .config import Config, pick_device
 from .io import atomic_write_text
 from .loss import as_outputs, segmentation_loss, valid_pixel_counts
@@ -196,6 +196,7 @@ def _check_settings(cfg: Config, world_size: int) -> None:
     """Settings that would fail later fail here, before any work."""
     t = cfg.train
     learning_rate(cfg, 0)  # a bad lr_policy
+    limits.check_crop(cfg)
     if t.msc_loss not in ("sum", "mean"):
         raise ValueError(f"train.msc_loss must be 'sum' (the paper) or 'mean', got {t.msc_loss!r}")
     if t.batch_size % (t.iter_size * world_size):
@@ -229,6 +230,7 @@ def train(cfg: Config, out_dir: str | Path, *, model: nn.Module | None = None, d
         random.seed(cfg.seed)
         if model is None:
             model = build_model(cfg)
+        limits.check_memory(cfg, model, device, info.world_size)  # before the data are built or a file written
         if dataset is None:
             dataset = dlib_data.build_dataset(cfg, "train")
         preflight(dataset)  # a damaged file fails now, naming it, not hours in inside a loader worker

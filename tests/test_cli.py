@@ -87,6 +87,8 @@ def test_evaluate_without_a_run_is_a_clear_error(tmp_path, capsys):
     ("train.checkpoint_every=0", "train.checkpoint_every"), ("train.batch_size=0", "train.batch_size"),
     ("model.num_classes=5", "model.num_classes"), ("seed=abc", "seed"), ("train.base_lr=-1", "train.base_lr"),
     ("train.msc=maybe", "train.msc"), ("profile=gpu", "profile"),
+    ("train.iterations=1000000000000", "train.iterations"), ("train.base_lr=1e308", "train.base_lr"),
+    ("train.batch_size=10000000", "train.batch_size"), ("data.crop_size=500", "data.crop_size"),
 ])
 def test_a_bad_set_value_is_one_line_naming_the_key(setting, key, tmp_path, capsys):
     code = main(["train", "--profile", "smoke", "--out", str(tmp_path / "run"), "--set", setting])
