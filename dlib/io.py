@@ -82,27 +82,29 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-_TMP = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")  # .<name>.<pid>.<random>.tmp
+# Temporaries are ".dlib-tmp.<name>.<pid>.<random>.tmp": a prefix no user chooses, so the sweep below can never
+# remove a user's own ".<something>.<pid>.<x>.tmp".
+TMP_PREFIX = "dlib-tmp."
+_TMP = re.compile(r"^\." + re.escape(TMP_PREFIX) + r".+\.(\d+)\.[^.]+\.tmp$")
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that killed writes left in ``path``'s folder; returns the removed paths.
 
-    Temporaries are ``.<name>.<pid>.<random>.tmp``: one whose writer process is gone is stale, one of a
-    live process is a write in progress and stays. (Older temporaries of ``path`` without a pid are stale.)
+    Only the project's temporaries (``.dlib-tmp.<name>.<pid>.<random>.tmp``) are looked at: one whose writer
+    process is gone is stale, one of a live process is a write in progress and stays.
     """
     path = Path(path)
     removed: list[Path] = []
     if not path.parent.is_dir():
         return removed
-    for tmp in path.parent.glob(".*.tmp"):
+    for tmp in path.parent.glob(f".{TMP_PREFIX}*.tmp"):
         match = _TMP.match(tmp.name)
-        if match:
-            pid = int(match.group(1))
-            if pid == os.getpid() or _pid_alive(pid):
-                continue  # a write in progress
-        elif not tmp.name.startswith(f".{path.name}."):
+        if not match:
             continue
+        pid = int(match.group(1))
+        if pid == os.getpid() or _pid_alive(pid):
+            continue  # a write in progress
         tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed
@@ -117,7 +119,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{TMP_PREFIX}{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), 0o666 & ~_umask())

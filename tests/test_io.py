@@ -130,3 +130,16 @@ def test_a_killed_write_leaves_the_old_file_and_its_temporary_is_removed_by_the_
     assert len(left) == 1 and target.read_text() == "old"  # nothing lost
     dlib_io.atomic_write_text(tmp_path / "other.json", "x")  # any later write in the folder cleans up
     assert not list(tmp_path.glob(".*.tmp")) and target.read_text() == "old"
+
+
+def test_the_sweep_removes_only_the_project_temporaries(tmp_path):
+    dead = 2**22 + 12345  # above the default pid_max: no process has it
+    mine = tmp_path / f".{dlib_io.TMP_PREFIX}scores.json.{dead}.abc123.tmp"
+    notes = tmp_path / f".mynotes.{dead}.draft.tmp"  # a user's file in the same pattern, without the prefix
+    for path in (mine, notes):
+        path.write_text("x")
+    dlib_io.atomic_write_text(tmp_path / "other.json", "y")
+    assert not mine.exists()
+    assert notes.read_text() == "x"  # never touched
+    written = list(tmp_path.glob(".*"))
+    assert written == [notes]  # the write's own temporary was renamed into place
