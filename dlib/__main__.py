@@ -151,10 +151,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _pretrain(args)
     if args.command == "download":
         return _download(args)
+    from .lock import RunLocked
+
     try:
         overrides = parse_overrides(args.overrides)
         return {"train": _train, "evaluate": _evaluate, "crf": _crf, "doctor": _doctor}[args.command](args, overrides)
-    except (FileNotFoundError, ValueError, KeyError) as err:
+    except (FileNotFoundError, ValueError, KeyError, RunLocked) as err:
         # KeyError's str() is the repr of its message; print the message itself
         print(f"error: {err.args[0] if isinstance(err, KeyError) and err.args else err}", file=sys.stderr)
         return 2

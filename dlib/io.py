@@ -72,7 +72,7 @@ def _umask() -> int:
     return mask
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -103,7 +103,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
         if not match:
             continue
         pid = int(match.group(1))
-        if pid == os.getpid() or _pid_alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue  # a write in progress
         tmp.unlink(missing_ok=True)
         removed.append(tmp)

@@ -60,7 +60,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
-from . import distributed, limits
+from . import distributed, limits, lock
 from .config import Config, pick_device
 from .io import atomic_write_text
 from .loss import as_outputs, segmentation_loss, valid_pixel_counts
@@ -235,7 +235,8 @@ def train(cfg: Config, out_dir: str | Path, *, model: nn.Module | None = None, d
             dataset = dlib_data.build_dataset(cfg, "train")
         preflight(dataset)  # a damaged file fails now, naming it, not hours in inside a loader worker
         session = _Session(cfg, Path(out_dir), model, device, info, start_time, callback)
-        return _train(session, dataset, resume, stop_after, progress)
+        with lock.locked(out_dir, enabled=info.is_main):  # one training writes a run folder at a time
+            return _train(session, dataset, resume, stop_after, progress)
     finally:
         distributed.cleanup(info)
 
