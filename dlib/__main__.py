@@ -151,15 +151,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _pretrain(args)
     if args.command == "download":
         return _download(args)
-    from .lock import RunLocked
+    from .errors import USER_ERRORS, one_line
 
     try:
         overrides = parse_overrides(args.overrides)
         return {"train": _train, "evaluate": _evaluate, "crf": _crf, "doctor": _doctor}[args.command](args, overrides)
-    except (FileNotFoundError, ValueError, KeyError, RunLocked) as err:
-        # KeyError's str() is the repr of its message; print the message itself
-        print(f"error: {err.args[0] if isinstance(err, KeyError) and err.args else err}", file=sys.stderr)
+    except USER_ERRORS as err:  # one line naming the key or file and the fix (dlib.errors); bugs keep a traceback
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
+
+
+def _print_json(record: dict[str, Any]) -> None:
+    """The command's last line: one JSON object (NaN, which JSON has not, written as null)."""
+    from .results import jsonable
+
+    print(json.dumps(jsonable(record), allow_nan=False))
+
+
+def _check_folder_arg(flag: str, value: str) -> None:
+    if not value.strip():
+        raise ValueError(f"{flag} is empty: give a folder, e.g. {flag} runs/aspp (an empty path would be the "
+                         "current folder)")
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -173,7 +185,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     build = pretrain.pretrain_imagenet if args.task == "imagenet" else pretrain.pretrain_coco
     for name in args.only or names:
         path = build(name, progress=not args.no_progress)
-        print(json.dumps(json.loads(standins.card_path(path).read_text())["final_scores"] | {"file": str(path)}))
+        _print_json(json.loads(standins.card_path(path).read_text())["final_scores"] | {"file": str(path)})
     return 0
 
 
@@ -188,18 +200,18 @@ def _download(args: argparse.Namespace) -> int:
         if args.what == "weights":
             got = download.download_weights(args.only or download.DEFAULT_WEIGHTS, args.root,
                                             from_file=args.from_file, progress=progress)
-            print(json.dumps({name: str(path) for name, path in got.items()}))
+            _print_json({name: str(path) for name, path in got.items()})
             return 0
         root = Path(args.root) if args.root else download.data_root()
         get = download.download_voc if args.what == "voc" else download.download_sbd
         get(root, from_file=args.from_file, progress=progress)
         voc, sbd = root / "VOCdevkit", root / "benchmark_RELEASE"
         both = voc.is_dir() and sbd.is_dir()
-        print(json.dumps({"voc_root": str(voc) if voc.is_dir() else None,
+        _print_json({"voc_root": str(voc) if voc.is_dir() else None,
                           "sbd_root": str(sbd) if sbd.is_dir() else None,
                           "next": (f"python -m dlib doctor --root {root}  (train/evaluate: --set data.voc_root={voc} "
                                    f"--set data.sbd_root={sbd})") if both else
-                          f"python -m dlib download {'sbd' if args.what == 'voc' else 'voc'} --root {root}"}))
+                          f"python -m dlib download {'sbd' if args.what == 'voc' else 'voc'} --root {root}"})
         return 0
     except (fetch.DownloadError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -217,6 +229,10 @@ def _doctor(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
 
 
 def _train(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    _check_folder_arg("--out", args.out)
+    if args.stop_after is not None and args.stop_after < 1:
+        raise ValueError(f"--stop-after expects an integer >= 1 (iterations of this call), got {args.stop_after}; "
+                         "leave it out to train to train.iterations")
     cfg = resolve(args.profile, seed=args.seed, overrides=overrides)
     from . import data, schedule, train
 
@@ -224,11 +240,11 @@ def _train(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     result = train.train(cfg, args.out, dataset=dataset, resume=not args.fresh, stop_after=args.stop_after,
                          progress=False if args.no_progress else None)
     last = result.log[-1] if result.log else {}
-    print(json.dumps({"out_dir": str(result.out_dir), "model": cfg.model.name, "base_lr": schedule.base_lr_for(cfg),
+    _print_json({"out_dir": str(result.out_dir), "model": cfg.model.name, "base_lr": schedule.base_lr_for(cfg),
                       "lr_policy": cfg.train.lr_policy, "iterations": result.iterations,
                       "resumed_from": result.resumed_from, "complete": result.complete,
                       "loss": last.get("loss"), "images_per_s": result.images_per_s,
-                      "checkpoint": str(result.checkpoint) if result.checkpoint else None}))
+                      "checkpoint": str(result.checkpoint) if result.checkpoint else None})
     return 0
 
 
@@ -331,9 +347,9 @@ def _evaluate(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     s = evaluate.evaluate(cfg, model, dataset, msc=args.msc, flip=args.flip, cache_dir=args.cache,
                           max_images=max_images, results=out, name=f"{name}_{source_key(run, iteration)}",
                           progress=False if args.no_progress else None)
-    print(json.dumps({"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "num_images": s["num_images"],
+    _print_json({"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "num_images": s["num_images"],
                       "msc": s["msc"], "flip": s["flip"], "checkpoint": str(path),
-                      "results": str(out.dir)}))
+                      "results": str(out.dir)})
     return 0
 
 
@@ -342,6 +358,8 @@ def _crf(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from .crf import DenseCRF
     from .crf_tuning import refine_and_score
 
+    _check_folder_arg("--out", args.out)
+    _check_folder_arg("--probs", args.probs)
     cfg = resolve(args.profile, seed=args.seed, overrides=overrides)
     dataset = data.build_dataset(cfg, args.split)
     probs_dir = Path(args.probs)
@@ -354,8 +372,8 @@ def _crf(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     evaluate.write_scores(out, name, {**s, "msc": None, "flip": None},
                           evaluate.class_names(dataset, cfg.model.num_classes))
     out.json("crf_params", model_crf.provenance)  # parameters, backend and its version
-    print(json.dumps({"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "num_images": s["num_images"],
-                      "labels": str(args.out), "results": str(out.dir)}))
+    _print_json({"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "num_images": s["num_images"],
+                      "labels": str(args.out), "results": str(out.dir)})
     return 0
 
 

@@ -16,12 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
 from .io import pid_alive
 
 LOCK_NAME = ".dlib-lock.json"
 
 
-class RunLocked(RuntimeError):
+class RunLocked(RuntimeError, UserError):
     """The folder is being written by another live training; the message names it."""
 
 

@@ -172,7 +172,12 @@ def read_log(out_dir: str | Path) -> list[dict[str, float]]:
     if not path.exists():
         return []
     with open(path, newline="", encoding="utf-8") as fh:
-        return [{k: (int(v) if k == "iteration" else float(v)) for k, v in row.items()} for row in csv.DictReader(fh)]
+        rows = list(csv.DictReader(fh))
+    try:
+        return [{k: (int(v) if k == "iteration" else float(v)) for k, v in row.items()} for row in rows]
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path} holds a row that is not numbers ({err}); delete the file or that row (the "
+                         "checkpoints are the training's state; the log is only its record)") from None
 
 
 # --------------------------------------------------------------------------------------------
