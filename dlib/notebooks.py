@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import DEFAULT_PROFILE, PROFILES
+from .errors import USER_ERRORS, one_line
 from .io import REPO_ROOT
 from .results import results_root
 
@@ -205,8 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # unknown keys, bad values and unknown model names fail here, before any notebook runs
         check_names(resolve(args.profile, overrides=overrides))
-    except (ValueError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     total = time.time()
     for nb in notebooks:
