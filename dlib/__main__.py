@@ -341,11 +341,12 @@ def _evaluate(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     max_images = cfg.eval.max_images if args.max_images is None else args.max_images
     truncated = max_images if max_images is not None and max_images < len(dataset) else None
     out = results.Results(cfg, args.name or f"evaluate_{run.name}")
-    out.identity = {"run": str(run.resolve()), "checkpoint": str(path.resolve()), "iteration": iteration,
+    source = path if caffemodel is not None else run  # the run folder (or checkpoint file) given, or the caffemodel
+    out.identity = {"run": str(source.resolve()), "checkpoint": str(path.resolve()), "iteration": iteration,
                     "split": args.split, "msc": args.msc, "flip": args.flip, "max_images": truncated}
     name = scores_name(args.split, msc=args.msc, flip=args.flip, max_images=truncated)
     s = evaluate.evaluate(cfg, model, dataset, msc=args.msc, flip=args.flip, cache_dir=args.cache,
-                          max_images=max_images, results=out, name=f"{name}_{source_key(run, iteration)}",
+                          max_images=max_images, results=out, name=f"{name}_{source_key(source, iteration)}",
                           progress=False if args.no_progress else None)
     _print_json({"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "num_images": s["num_images"],
                       "msc": s["msc"], "flip": s["flip"], "checkpoint": str(path),
