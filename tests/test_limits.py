@@ -10,10 +10,11 @@ from dlib.config_values import ConfigError
 
 
 def test_activations_per_pixel_is_the_hand_count():
-    # conv 3 -> 4 channels at full resolution (4 floats per pixel), then ReLU (4 more), then a 2x2 pool (1 per pixel)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2))
+    # conv 3 -> 4 channels at full resolution (4 floats per pixel), a ReLU and a pool (not counted), then a
+    # conv 4 -> 2 channels on the pooled half-resolution map (2 floats per pooled pixel)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(4, 2, 1))
     side = limits._PROBE
-    expected = (4 * side * side + 4 * side * side + 4 * (side // 2) ** 2) / side**2
+    expected = (4 * side * side + 2 * (side // 2) ** 2) / side**2
     assert limits.activations_per_pixel(model) == pytest.approx(expected)
     assert model.training  # the probe leaves the mode as it found it
 
