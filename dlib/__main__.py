@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import DEFAULT_PROFILE, PROFILES, parse_overrides, parse_value, resolve  # noqa: F401
+from .io import atomic_write_text, read_json
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -262,6 +263,8 @@ def _saved_checkpoint(run: Path) -> tuple[Path, dict[str, Any]]:
                             "(with checkpoints/ckpt_*.pt) or a checkpoint file")
 
 
+PROBS_SOURCE = ".dlib-source.json"  # in an evaluate --cache folder: the identity of the run that wrote it
+
 # What a checkpoint fixes about the network: evaluate rebuilds exactly that.
 _ARCHITECTURE_KEYS = ("model.name", "model.width", "model.num_classes")
 
@@ -300,15 +303,17 @@ def scores_name(split: str, *, msc: bool = False, flip: bool = False, max_images
     return "_".join(parts)
 
 
-def source_key(path: Path, iteration: int | None = None) -> str:
-    """A short key of what produced a result: sha256 of the resolved path (8 hex digits) and the iteration.
+def source_key(path: Path, iteration: int | None = None, extra: Any = None) -> str:
+    """A short key of what produced a result: sha256 of the resolved path (and ``extra``, JSON; 8 hex digits) and
+    the iteration.
 
     Two runs whose folders share a name (``/x/a/base``, ``/x/b/base``) get different keys, so their scores
     land in different files; the full identity goes into each file's provenance.
     """
     import hashlib
 
-    digest = hashlib.sha256(str(path.resolve()).encode("utf-8")).hexdigest()[:8]
+    text = str(path.resolve()) + ("" if extra is None else json.dumps(extra, sort_keys=True))
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
     return digest if iteration is None else f"{digest}-it{iteration}"
 
 
@@ -348,6 +353,8 @@ def _evaluate(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     s = evaluate.evaluate(cfg, model, dataset, msc=args.msc, flip=args.flip, cache_dir=args.cache,
                           max_images=max_images, results=out, name=f"{name}_{source_key(source, iteration)}",
                           progress=False if args.no_progress else None)
+    if args.cache:  # what made the cached probabilities: crf keys its scores by it
+        atomic_write_text(Path(args.cache) / PROBS_SOURCE, json.dumps(out.identity, indent=2) + "\n")
     _print_json({"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "num_images": s["num_images"],
                       "msc": s["msc"], "flip": s["flip"], "checkpoint": str(path),
                       "results": str(out.dir)})
@@ -368,8 +375,10 @@ def _crf(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     s = refine_and_score(probs_dir, args.out, dataset, crf=model_crf, num_classes=cfg.model.num_classes,
                          workers=cfg.crf.workers, progress=not args.no_progress)
     out = results.Results(cfg, args.name or f"crf_{probs_dir.name}")
-    out.identity = {"probs": str(probs_dir.resolve()), "split": args.split, "crf": dict(model_crf.params)}
-    name = f"{scores_name(args.split, crf=model_crf.params)}_{source_key(probs_dir)}"
+    source = read_json(probs_dir / PROBS_SOURCE, default=None)  # the run evaluate --cache recorded, if any
+    out.identity = {"probs": str(probs_dir.resolve()), "probs_source": source, "split": args.split,
+                    "crf": dict(model_crf.params)}
+    name = f"{scores_name(args.split, crf=model_crf.params)}_{source_key(probs_dir, extra=source)}"
     evaluate.write_scores(out, name, {**s, "msc": None, "flip": None},
                           evaluate.class_names(dataset, cfg.model.num_classes))
     out.json("crf_params", model_crf.provenance)  # parameters, backend and its version

@@ -205,3 +205,20 @@ def test_crf_refuses_probabilities_of_another_class_count_before_refining(tmp_pa
     assert len(err.splitlines()) == 1 and f"{dataset.ids[0]}.npz" in err and "5 classes" in err and "21" in err
     assert not out.exists() or not list(out.iterdir())  # nothing refined or scored
     assert not (results.results_root() / "smoke" / "crf_probs").exists()
+
+
+def test_crf_scores_of_one_probs_folder_refilled_by_another_run_keep_both(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DLIB_CACHE_DIR", str(tmp_path / "cache"))
+    first, second = tmp_path / "a" / "base", tmp_path / "b" / "base"
+    probs = tmp_path / "probs"
+    common = ["--profile", "smoke", "--no-progress", "--set", "eval.max_images=2"]
+    for run in (first, second):
+        _train_tiny(run, capsys)
+        assert main(["evaluate", "--run", str(run), *common, "--cache", str(probs)]) == 0
+        assert main(["crf", "--probs", str(probs), "--out", str(tmp_path / "crf"), *common,
+                     "--set", "crf.iterations=1"]) == 0
+        capsys.readouterr()
+    crf_files = _scores_files(results.results_root() / "smoke" / "crf_probs")
+    assert len(crf_files) == 2  # the probabilities came from two runs: two CRF results
+    sources = sorted(read_json(f)["provenance"]["identity"]["probs_source"]["run"] for f in crf_files)
+    assert sources == sorted([str(first.resolve()), str(second.resolve())])
