@@ -82,8 +82,11 @@ def locked(folder: str | os.PathLike, enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
+    created = not Path(folder).exists()
     path = acquire(folder)
     try:
         yield
     finally:
         release(path)
+        if created and not any(path.parent.iterdir()):
+            path.parent.rmdir()  # a folder made only for the lock (the training stopped before writing) goes too

@@ -236,11 +236,11 @@ def train(cfg: Config, out_dir: str | Path, *, model: nn.Module | None = None, d
         if model is None:
             model = build_model(cfg)
         limits.check_memory(cfg, model, device, info.world_size)  # before the data are built or a file written
-        if dataset is None:
-            dataset = dlib_data.build_dataset(cfg, "train")
-        preflight(dataset)  # a damaged file fails now, naming it, not hours in inside a loader worker
-        session = _Session(cfg, Path(out_dir), model, device, info, start_time, callback)
         with lock.locked(out_dir, enabled=info.is_main):  # one training writes a run folder at a time
+            if dataset is None:
+                dataset = dlib_data.build_dataset(cfg, "train")
+            preflight(dataset)  # a damaged file fails now, naming it, not hours in inside a loader worker
+            session = _Session(cfg, Path(out_dir), model, device, info, start_time, callback)
             return _train(session, dataset, resume, stop_after, progress)
     finally:
         distributed.cleanup(info)

@@ -56,3 +56,11 @@ def test_the_lock_is_exclusive_within_one_host(tmp_path):
     with lock.locked(tmp_path):
         assert path.exists()
     assert not path.exists()
+
+
+def test_a_folder_made_only_for_the_lock_is_removed(tmp_path):
+    folder = tmp_path / "new"
+    with pytest.raises(RuntimeError, match="before writing"):
+        with lock.locked(folder):
+            raise RuntimeError("stopped before writing")
+    assert not folder.exists()
