@@ -320,6 +320,8 @@ def source_key(path: Path, iteration: int | None = None, extra: Any = None) -> s
 def _evaluate(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from . import data, evaluate, results, train
 
+    if args.cache is not None:
+        _check_folder_arg("--cache", args.cache)
     caffemodel = args.caffemodel or overrides.get("model.caffemodel")
     if (args.run is None) == (caffemodel is None):
         raise ValueError("evaluate needs exactly one model: --run (a run folder or checkpoint) or --caffemodel "

@@ -154,6 +154,12 @@ def test_empty_out_and_negative_stop_after_are_refused(args, words, tmp_path, ca
     assert words in _err(capsys) and list(tmp_path.iterdir()) == [tmp_path / "cache"] or not (tmp_path / "R").exists()
 
 
+def test_an_empty_cache_folder_is_refused(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "--run", str(run), *SMOKE, "--cache", ""]) == 2
+    assert "--cache is empty" in _err(capsys) and not list(tmp_path.glob("*.npz"))
+
+
 def test_the_final_json_line_is_json(run, capsys):
     assert main(["train", "--out", str(run), *SMOKE, *TINY]) == 0  # nothing left to do: no throughput
     line = capsys.readouterr().out.strip().splitlines()[-1]
