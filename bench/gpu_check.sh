@@ -37,7 +37,8 @@ RUN=/tmp/gpu_check_run
 rm -rf "$RUN"
 $PY bench/bn_init.py deeplab_v2_resnet101_aspp /tmp/bn_init.pt
 SETS=(--set data.dataset='"proxy"' --set model.pretrained='"/tmp/bn_init.pt"'  --set train.iterations=40
-      --set train.base_lr=1e-6       --set train.checkpoint_every=20 --set train.log_every=10 --set data.loader_workers=4)
+      --set train.base_lr=1e-6       --set train.checkpoint_every=20 --set train.log_every=10 --set data.loader_workers=4
+      --set data.proxy_image_size=224)  # 321-px crops fit 224-px proxy images scaled by up to 1.5 (dlib.limits)
 TR=($PY -m torch.distributed.run --standalone --nproc_per_node=1 -m dlib)
 "${TR[@]}" train --profile gpu "${SETS[@]}" --out "$RUN" --no-progress --stop-after 20 2>&1 | tee "$OUTDIR/train_gpu.txt"
 "${TR[@]}" train --profile gpu "${SETS[@]}" --out "$RUN" --no-progress 2>&1 | tee -a "$OUTDIR/train_gpu.txt"

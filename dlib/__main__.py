@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import DEFAULT_PROFILE, PROFILES, parse_overrides, parse_value, resolve  # noqa: F401
+from .io import atomic_write_text, read_json
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -153,13 +154,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _pretrain(args)
     if args.command == "download":
         return _download(args)
+    from .errors import USER_ERRORS, one_line
+
     try:
         overrides = parse_overrides(args.overrides)
         return {"train": _train, "evaluate": _evaluate, "crf": _crf, "doctor": _doctor}[args.command](args, overrides)
-    except (FileNotFoundError, ValueError, KeyError) as err:
-        # KeyError's str() is the repr of its message; print the message itself
-        print(f"error: {err.args[0] if isinstance(err, KeyError) and err.args else err}", file=sys.stderr)
+    except USER_ERRORS as err:  # one line naming the key or file and the fix (dlib.errors); bugs keep a traceback
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
+
+
+def _print_json(record: dict[str, Any]) -> None:
+    """The command's last line: one JSON object (NaN, which JSON has not, written as null)."""
+    from .results import jsonable
+
+    print(json.dumps(jsonable(record), allow_nan=False))
+
+
+def _check_folder_arg(flag: str, value: str) -> None:
+    if not value.strip():
+        raise ValueError(f"{flag} is empty: give a folder, e.g. {flag} runs/aspp (an empty path would be the "
+                         "current folder)")
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -174,7 +189,7 @@ def _pretrain(args: argparse.Namespace) -> int:
              "control": pretrain.pretrain_control}[args.task]
     for name in args.only or names:
         path = build(name, progress=not args.no_progress)
-        print(json.dumps(json.loads(standins.card_path(path).read_text())["final_scores"] | {"file": str(path)}))
+        _print_json(json.loads(standins.card_path(path).read_text())["final_scores"] | {"file": str(path)})
     return 0
 
 
@@ -189,18 +204,18 @@ def _download(args: argparse.Namespace) -> int:
         if args.what == "weights":
             got = download.download_weights(args.only or download.DEFAULT_WEIGHTS, args.root,
                                             from_file=args.from_file, progress=progress)
-            print(json.dumps({name: str(path) for name, path in got.items()}))
+            _print_json({name: str(path) for name, path in got.items()})
             return 0
         root = Path(args.root) if args.root else download.data_root()
         get = download.download_voc if args.what == "voc" else download.download_sbd
         get(root, from_file=args.from_file, progress=progress)
         voc, sbd = root / "VOCdevkit", root / "benchmark_RELEASE"
         both = voc.is_dir() and sbd.is_dir()
-        print(json.dumps({"voc_root": str(voc) if voc.is_dir() else None,
+        _print_json({"voc_root": str(voc) if voc.is_dir() else None,
                           "sbd_root": str(sbd) if sbd.is_dir() else None,
                           "next": (f"python -m dlib doctor --root {root}  (train/evaluate: --set data.voc_root={voc} "
                                    f"--set data.sbd_root={sbd})") if both else
-                          f"python -m dlib download {'sbd' if args.what == 'voc' else 'voc'} --root {root}"}))
+                          f"python -m dlib download {'sbd' if args.what == 'voc' else 'voc'} --root {root}"})
         return 0
     except (fetch.DownloadError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -218,6 +233,10 @@ def _doctor(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
 
 
 def _train(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    _check_folder_arg("--out", args.out)
+    if args.stop_after is not None and args.stop_after < 1:
+        raise ValueError(f"--stop-after expects an integer >= 1 (iterations of this call), got {args.stop_after}; "
+                         "leave it out to train to train.iterations")
     cfg = resolve(args.profile, seed=args.seed, overrides=overrides)
     from . import data, schedule, train
 
@@ -225,11 +244,11 @@ def _train(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     result = train.train(cfg, args.out, dataset=dataset, resume=not args.fresh, stop_after=args.stop_after,
                          progress=False if args.no_progress else None)
     last = result.log[-1] if result.log else {}
-    print(json.dumps({"out_dir": str(result.out_dir), "model": cfg.model.name, "base_lr": schedule.base_lr_for(cfg),
+    _print_json({"out_dir": str(result.out_dir), "model": cfg.model.name, "base_lr": schedule.base_lr_for(cfg),
                       "lr_policy": cfg.train.lr_policy, "iterations": result.iterations,
                       "resumed_from": result.resumed_from, "complete": result.complete,
                       "loss": last.get("loss"), "images_per_s": result.images_per_s,
-                      "checkpoint": str(result.checkpoint) if result.checkpoint else None}))
+                      "checkpoint": str(result.checkpoint) if result.checkpoint else None})
     return 0
 
 
@@ -246,6 +265,8 @@ def _saved_checkpoint(run: Path) -> tuple[Path, dict[str, Any]]:
     raise FileNotFoundError(f"no checkpoint in {run}; expected a run folder written by 'python -m dlib train' "
                             "(with checkpoints/ckpt_*.pt) or a checkpoint file")
 
+
+PROBS_SOURCE = ".dlib-source.json"  # in an evaluate --cache folder: the identity of the run that wrote it
 
 # What a checkpoint fixes about the network: evaluate rebuilds exactly that.
 _ARCHITECTURE_KEYS = ("model.name", "model.width", "model.num_classes")
@@ -285,9 +306,25 @@ def scores_name(split: str, *, msc: bool = False, flip: bool = False, max_images
     return "_".join(parts)
 
 
+def source_key(path: Path, iteration: int | None = None, extra: Any = None) -> str:
+    """A short key of what produced a result: sha256 of the resolved path (and ``extra``, JSON; 8 hex digits) and
+    the iteration.
+
+    Two runs whose folders share a name (``/x/a/base``, ``/x/b/base``) get different keys, so their scores
+    land in different files; the full identity goes into each file's provenance.
+    """
+    import hashlib
+
+    text = str(path.resolve()) + ("" if extra is None else json.dumps(extra, sort_keys=True))
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+    return digest if iteration is None else f"{digest}-it{iteration}"
+
+
 def _evaluate(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from . import data, evaluate, results, train
 
+    if args.cache is not None:
+        _check_folder_arg("--cache", args.cache)
     caffemodel = args.caffemodel or overrides.get("model.caffemodel")
     if (args.run is None) == (caffemodel is None):
         raise ValueError("evaluate needs exactly one model: --run (a run folder or checkpoint) or --caffemodel "
@@ -297,10 +334,12 @@ def _evaluate(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         overrides = {"model.caffe_layout": True, "data.input_convention": "caffe", **overrides,
                      "model.caffemodel": caffemodel, "model.pretrained": None}
         path, run = Path(caffemodel), Path(caffemodel).with_suffix("")
+        iteration = None
     else:
         run = Path(args.run)
         path, saved = _saved_checkpoint(run)
         overrides = _model_overrides(path, saved, overrides)  # evaluate the architecture that was trained
+        iteration = saved.get("iteration")
         overrides.setdefault("model.pretrained", None)
     cfg = resolve(args.profile, seed=args.seed, overrides=overrides)
     model = train.build_model(cfg)
@@ -313,13 +352,18 @@ def _evaluate(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     max_images = cfg.eval.max_images if args.max_images is None else args.max_images
     truncated = max_images if max_images is not None and max_images < len(dataset) else None
     out = results.Results(cfg, args.name or f"evaluate_{run.name}")
+    source = path if caffemodel is not None else run  # the run folder (or checkpoint file) given, or the caffemodel
+    out.identity = {"run": str(source.resolve()), "checkpoint": str(path.resolve()), "iteration": iteration,
+                    "split": args.split, "msc": args.msc, "flip": args.flip, "max_images": truncated}
+    name = scores_name(args.split, msc=args.msc, flip=args.flip, max_images=truncated)
     s = evaluate.evaluate(cfg, model, dataset, msc=args.msc, flip=args.flip, cache_dir=args.cache,
-                          max_images=max_images, results=out,
-                          name=scores_name(args.split, msc=args.msc, flip=args.flip, max_images=truncated),
+                          max_images=max_images, results=out, name=f"{name}_{source_key(source, iteration)}",
                           progress=False if args.no_progress else None)
-    print(json.dumps({"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "num_images": s["num_images"],
-                      "msc": s["msc"], "flip": s["flip"], "precision": s["precision"], "checkpoint": str(path),
-                      "results": str(out.dir)}))
+    if args.cache:  # what made the cached probabilities: crf keys its scores by it
+        atomic_write_text(Path(args.cache) / PROBS_SOURCE, json.dumps(out.identity, indent=2) + "\n")
+    _print_json({"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "num_images": s["num_images"],
+                 "msc": s["msc"], "flip": s["flip"], "precision": s["precision"], "checkpoint": str(path),
+                 "results": str(out.dir)})
     return 0
 
 
@@ -328,6 +372,8 @@ def _crf(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from .crf import DenseCRF
     from .crf_tuning import refine_and_score
 
+    _check_folder_arg("--out", args.out)
+    _check_folder_arg("--probs", args.probs)
     cfg = resolve(args.profile, seed=args.seed, overrides=overrides)
     dataset = data.build_dataset(cfg, args.split)
     probs_dir = Path(args.probs)
@@ -335,11 +381,15 @@ def _crf(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     s = refine_and_score(probs_dir, args.out, dataset, crf=model_crf, num_classes=cfg.model.num_classes,
                          workers=cfg.crf.workers, progress=not args.no_progress)
     out = results.Results(cfg, args.name or f"crf_{probs_dir.name}")
-    evaluate.write_scores(out, scores_name(args.split, crf=model_crf.params), {**s, "msc": None, "flip": None},
+    source = read_json(probs_dir / PROBS_SOURCE, default=None)  # the run evaluate --cache recorded, if any
+    out.identity = {"probs": str(probs_dir.resolve()), "probs_source": source, "split": args.split,
+                    "crf": dict(model_crf.params)}
+    name = f"{scores_name(args.split, crf=model_crf.params)}_{source_key(probs_dir, extra=source)}"
+    evaluate.write_scores(out, name, {**s, "msc": None, "flip": None},
                           evaluate.class_names(dataset, cfg.model.num_classes))
     out.json("crf_params", model_crf.provenance)  # parameters, backend and its version
-    print(json.dumps({"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "num_images": s["num_images"],
-                      "labels": str(args.out), "results": str(out.dir)}))
+    _print_json({"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "num_images": s["num_images"],
+                      "labels": str(args.out), "results": str(out.dir)})
     return 0
 
 

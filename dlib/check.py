@@ -10,8 +10,11 @@ The committed ``results/<profile>/`` holds what a student should see. This re-me
   on the committed run's number of threads: CPU training is then deterministic, so on the same software the
   mIoU repeats to rounding; the tolerance allows for another CPU or BLAS build,
 
-and prints each committed number beside the measured one. Exit status 1 when one is outside its tolerance,
-2 when the committed results are missing.
+and prints each committed number beside the measured one. Before that it re-derives every table, interval
+and verdict notebook 06 computes from its committed per-training scores, and the README's headline and the
+report's *Paper vs measured* from those (:mod:`dlib.rederive`; ``--derived-only`` runs this part alone, in
+seconds). Exit status 1 when a number is outside its tolerance or a derived file differs, 2 when the committed
+results are missing.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import DEFAULT_PROFILE, PROFILES, resolve
-from .io import read_json
+from .io import REPO_ROOT, read_json
 from .results import results_root
 
 TRIVIAL_TOLERANCE = 1e-9  # mIoU fraction: the same images, the same counts
@@ -112,8 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILES)
     parser.add_argument("--results", type=Path, default=None, help="committed results folder "
                         "(default: results/<profile>/ in the repository)")
+    parser.add_argument("--derived-only", action="store_true",
+                        help="only re-derive notebook 06's tables and the headlines from its committed scores")
     args = parser.parse_args(argv)
+    folder = args.results or results_root() / args.profile
     try:
+        derived_failed = _check_derived(folder, args.results is None and args.profile == "cpu")
+        if args.derived_only:
+            return 1 if derived_failed else 0
         rows = run_checks(args.profile, default_checks(args.profile, args.results), args.results)
     except MissingResults as err:
         print(f"error: {err}", file=sys.stderr)
@@ -123,7 +132,20 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{r['measured']:.6f} (|diff| {abs(r['measured'] - r['committed']):.2g}, tolerance {r['tolerance']:g})")
     failed = [r for r in rows if not r["ok"]]
     print(f"{len(rows) - len(failed)} of {len(rows)} checks agree with the committed results/{args.profile}/")
-    return 1 if failed else 0
+    return 1 if failed or derived_failed else 0
+
+
+def _check_derived(folder: Path, with_readme: bool) -> int:
+    """Print one line per re-derived file (dlib.rederive); returns how many differ."""
+    from . import rederive
+
+    _data(folder / rederive.FOLDER / rederive.RUNS_FILE)  # present, or MissingResults
+    rows = rederive.check_derived(folder, REPO_ROOT / "README.md" if with_readme else None)
+    for what, diff in rows:
+        print(f"ok   {what} re-derived from {rederive.FOLDER}/{rederive.RUNS_FILE}" if diff is None else f"FAIL {diff}")
+    failed = sum(diff is not None for _, diff in rows)
+    print(f"{len(rows) - failed} of {len(rows)} derived files agree with the committed scores")
+    return failed
 
 
 if __name__ == "__main__":

@@ -67,6 +67,15 @@ def _numpy_globals() -> list[Any]:
     return [rebuild, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
+def _check_torch_file(path: Path) -> None:
+    """Refuse, by its first bytes, a file that is no PyTorch file at all (neither torch.save's zip nor a pickle)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":
+        raise CheckpointError(f"{path} is not a PyTorch file (it starts with {head!r}, neither torch.save's zip nor "
+                              "a pickle); give a .pt/.pth file written by torch.save: a checkpoint or a state dict")
+
+
 def load_file(path: str | os.PathLike) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``: tensors, containers, numbers, text.
 
@@ -76,6 +85,7 @@ def load_file(path: str | os.PathLike) -> Any:
     :class:`UnsafeFileError` naming other Python objects, :class:`CheckpointError` for an unreadable file.
     """
     path = Path(path)
+    _check_torch_file(path)
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -209,7 +219,7 @@ def load_latest_checkpoint(out_dir: str | Path, required: Sequence[str] = ("mode
     if bad:
         raise CheckpointError(f"no intact checkpoint in {Path(out_dir) / CHECKPOINT_DIR}: "
                               f"{'; '.join(str(b) for b in bad)}. "
-                              "Start over with --fresh (python -m dlib train) or resume=False")
+                              "Start over with --fresh (python -m dlib train; resume=False in dlib.train.train)")
     return None
 
 
@@ -250,7 +260,8 @@ def resume(out_dir: str | Path, cfg: Config, model: nn.Module,
     diff = config_diff(state["config"], cfg)
     if diff:
         raise ValueError(f"{out_dir} holds a run with a different config ({', '.join(diff[:6])}); "
-                         "use another output folder, or resume=False to start over")
+                         "use another --out, or start over with --fresh (python -m dlib train; resume=False in "
+                         "dlib.train.train)")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])

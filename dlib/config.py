@@ -406,8 +406,12 @@ def check_config(cfg: Config) -> Config:
 
 def pick_device(cfg: Config) -> str:
     """The torch device string this config runs on ("cuda" when available and asked for)."""
+    import torch
+
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"config key 'device' is {cfg.device!r} but no CUDA GPU is available here "
+                          "(torch.cuda.is_available() is False); set device=cpu or device=auto")
     if cfg.device != "auto":
         return cfg.device
-    import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"

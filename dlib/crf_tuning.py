@@ -24,7 +24,7 @@ import numpy as np
 from .config import PAPER_TEXT, RELEASED_RESNET101, CRFConfig
 from .constants import IGNORE_INDEX
 from .crf import DenseCRF, check_inputs, check_params, resolve_backend
-from .io import load_probs, read_image, read_label, write_label
+from .io import load_probs, probs_shape, read_image, read_label, write_label
 from .metrics import confusion_matrix, scores
 
 _DEFAULTS = CRFConfig()  # the single source of the default parameters (dlib/config.py)
@@ -188,6 +188,17 @@ class ImagesAndLabels:
         return self.images[k], self.labels[k]
 
 
+def check_class_count(prob_dir: Path, ids: Sequence[str], num_classes: int) -> None:
+    """Every cached ``<id>.npz`` holds (num_classes, H, W) probabilities; checked from the headers before any work."""
+    for name in ids:
+        path = prob_dir / f"{name}.npz"
+        shape = probs_shape(path)
+        if len(shape) != 3 or shape[0] != num_classes:
+            raise ValueError(f"cached probabilities {path} have {shape[0] if shape else 0} classes (shape {shape}) "
+                             f"but the data set has {num_classes} (model.num_classes); cache them again with "
+                             "'python -m dlib evaluate --cache' on the same --profile and --set")
+
+
 def refine_and_score(prob_dir: str | os.PathLike, out_dir: str | os.PathLike, dataset: Any, *, crf: DenseCRF,
                      num_classes: int, ids: Iterable[str] | None = None, workers: int = 0, progress: bool = True,
                      keep_labels: bool = False, ignore_index: int = IGNORE_INDEX) -> dict[str, Any]:
@@ -207,6 +218,7 @@ def refine_and_score(prob_dir: str | os.PathLike, out_dir: str | os.PathLike, da
         raise ValueError(f"{len(unknown)} cached ids are not in the data set, e.g. {unknown[:3]}; cache the "
                          "probabilities of the same split and settings ('python -m dlib evaluate --cache' with the "
                          "same --profile, --set and --split)")
+    check_class_count(prob_dir, ids, num_classes)
     paths = refine_dataset(prob_dir, out_dir, lambda name: np.asarray(dataset[index[name]][0]), crf=crf,
                            ids=ids or None, workers=workers, progress=progress)
     conf = np.zeros((num_classes, num_classes), dtype=np.int64)

@@ -26,10 +26,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import UserError
+
 CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(RuntimeError, UserError):
     """A download, checksum or extraction that failed; the message is one line naming the file and the fix."""
 
 

@@ -86,7 +86,7 @@ def _umask() -> int:
     return mask
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -96,27 +96,29 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-_TMP = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")  # .<name>.<pid>.<random>.tmp
+# Temporaries are ".dlib-tmp.<name>.<pid>.<random>.tmp": a prefix no user chooses, so the sweep below can never
+# remove a user's own ".<something>.<pid>.<x>.tmp".
+TMP_PREFIX = "dlib-tmp."
+_TMP = re.compile(r"^\." + re.escape(TMP_PREFIX) + r".+\.(\d+)\.[^.]+\.tmp$")
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that killed writes left in ``path``'s folder; returns the removed paths.
 
-    Temporaries are ``.<name>.<pid>.<random>.tmp``: one whose writer process is gone is stale, one of a
-    live process is a write in progress and stays. (Older temporaries of ``path`` without a pid are stale.)
+    Only the project's temporaries (``.dlib-tmp.<name>.<pid>.<random>.tmp``) are looked at: one whose writer
+    process is gone is stale, one of a live process is a write in progress and stays.
     """
     path = Path(path)
     removed: list[Path] = []
     if not path.parent.is_dir():
         return removed
-    for tmp in path.parent.glob(".*.tmp"):
+    for tmp in path.parent.glob(f".{TMP_PREFIX}*.tmp"):
         match = _TMP.match(tmp.name)
-        if match:
-            pid = int(match.group(1))
-            if pid == os.getpid() or _pid_alive(pid):
-                continue  # a write in progress
-        elif not tmp.name.startswith(f".{path.name}."):
+        if not match:
             continue
+        pid = int(match.group(1))
+        if pid == os.getpid() or pid_alive(pid):
+            continue  # a write in progress
         tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed
@@ -131,7 +133,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{TMP_PREFIX}{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:  # a read-only folder: name the file to be written
+        raise type(err)(err.errno, err.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), 0o666 & ~_umask())
@@ -139,9 +144,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno is not None:
+            raise type(err)(err.errno, err.strerror, str(path)) from None  # name the file written, not the temporary
         raise
     return path
 
@@ -208,6 +215,22 @@ def load_probs(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"cached probabilities {path} are truncated or corrupt ({type(err).__name__}: {err}); "
                          "delete the file and write it again with 'python -m dlib evaluate --cache'") from None
     return probs / probs.sum(axis=0, keepdims=True)
+
+
+def probs_shape(path: str | os.PathLike) -> tuple[int, ...]:
+    """The (C, H, W) shape of a cached softmax, read from the .npy header alone (nothing else is decompressed)."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("probs.npy") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, _ = read_header(fh)
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, ValueError) as err:
+        raise ValueError(f"cached probabilities {path} are truncated or corrupt ({type(err).__name__}: {err}); "
+                         "delete the file and write it again with 'python -m dlib evaluate --cache'") from None
+    return tuple(shape)
 
 
 def read_json(path: str | os.PathLike, *, default: Any = _RAISE) -> Any:

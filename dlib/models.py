@@ -184,6 +184,16 @@ def _check_name(name: str) -> None:
         raise KeyError(f"unknown model {name!r}; available models: {', '.join(_REGISTRY)}")
 
 
+def check_names(cfg: Any) -> Any:
+    """Raise :class:`dlib.config_values.ConfigError` naming ``model.name`` when the table has no such model."""
+    from .config_values import ConfigError
+
+    if cfg.model.name not in _REGISTRY:
+        raise ConfigError(f"config key 'model.name' is {cfg.model.name!r}, which is no model here; "
+                          f"choose one of {', '.join(_REGISTRY)}")
+    return cfg
+
+
 def build(name: str, *, num_classes: int = 21, pretrained: str | os.PathLike | None = None, **kw: Any) -> DeepLab:
     """Build a registered model. ``pretrained``: None, "imagenet" (torchvision weights) or a local file.
 

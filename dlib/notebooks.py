@@ -12,12 +12,15 @@ import argparse
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from .config import DEFAULT_PROFILE, PROFILES
+from .errors import USER_ERRORS, one_line
 from .io import REPO_ROOT
 from .results import results_root
 
@@ -64,13 +67,14 @@ def incomplete_marker(results_dir: Path) -> Path:
     return Path(results_dir) / INCOMPLETE
 
 
-def _mark_incomplete(paths: Sequence[Path], notebook: Path, output: Path) -> None:
+def _mark_incomplete(paths: Sequence[Path], notebook: Path, output: Path, profile: str) -> None:
     from .io import atomic_write_text
 
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     text = (f"{notebook.name} started at {started} and has not completed: the files beside this marker may mix "
             f"this run's and an earlier run's. The (partial) executed copy is {output}. Re-run the notebook "
-            f"(python -m dlib.notebooks --only {notebook.name[:2]}); a completed run removes this file.\n")
+            f"(python -m dlib.notebooks --profile {profile} --only {notebook.name[:2]}); a completed run removes "
+            "this file.\n")
     for path in paths:
         atomic_write_text(path, text)
 
@@ -107,6 +111,23 @@ def relative_papermill_paths(executed: Path) -> None:
     atomic_write_text(executed, nbformat.writes(nb))
 
 
+def _ipc_kernel(folder: str) -> dict[str, Any]:
+    """nbclient's kernel manager over IPC: Unix sockets in ``folder`` (private to this run) instead of TCP ports on
+    localhost, so no port is open and ipykernel does not warn that TCP traffic is unencrypted. Windows has no IPC
+    transport: it keeps TCP (and the warning)."""
+    if os.name == "nt":
+        return {}
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.transport = "ipc"
+            self.ip = os.path.join(folder, "kernel")  # socket files kernel-<n>
+
+    return {"kernel_manager_class": IPCKernelManager}
+
+
 def execute(notebook: Path, profile: str, *, seed: int = 0, output_dir: Path | None = None,
             parameters: dict | None = None, log_output: bool = False) -> Path:
     """Run one notebook with papermill; returns the executed copy's path.
@@ -128,13 +149,15 @@ def execute(notebook: Path, profile: str, *, seed: int = 0, output_dir: Path | N
     output = out_dir / notebook.name
     results_dir = results_root() / profile / notebook.stem
     markers = [incomplete_marker(results_dir), out_dir / f"{notebook.stem}.{INCOMPLETE}"]
-    _mark_incomplete(markers, notebook, output)
+    _mark_incomplete(markers, notebook, output, profile)
     params = {"PROFILE": profile, "SEED": seed, **(parameters or {})}
     previous = os.environ.get(RUNNING_ENV)
     os.environ[RUNNING_ENV] = notebook.stem  # the kernel inherits it: the report may read its own marked folder
     try:
-        pm.execute_notebook(str(notebook), str(output), parameters=params, cwd=str(notebook.parent),
-                            kernel_name="python3", progress_bar=False, log_output=log_output)
+        with tempfile.TemporaryDirectory(prefix="dlib-kernel-") as sockets:
+            pm.execute_notebook(str(notebook), str(output), parameters=params, cwd=str(notebook.parent),
+                                kernel_name="python3", progress_bar=False, log_output=log_output,
+                                **_ipc_kernel(sockets))
     except pm.PapermillExecutionError as err:
         raise NotebookFailed(
             f"notebook {notebook.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
@@ -200,9 +223,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .config import parse_overrides, resolve
 
         overrides = parse_overrides(args.overrides)
-        resolve(args.profile, overrides=overrides)  # unknown keys fail here, before any notebook runs
-    except (ValueError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        from .models import check_names
+
+        # unknown keys, bad values and unknown model names fail here, before any notebook runs
+        check_names(resolve(args.profile, overrides=overrides))
+    except USER_ERRORS as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     total = time.time()
     for nb in notebooks:

@@ -378,6 +378,30 @@ def _proxy_rng(seed: int, split: str, large: bool, i: int) -> np.random.Generato
     return np.random.default_rng([seed, SPLIT_CODES[split], int(large), i])
 
 
+def _read_cache(path: Path, count: int, size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """A cache file's (images, labels), or None (with a warning naming the file) when it is damaged:
+    unreadable, of other shapes, or holding a label that is no proxy class (0..20) nor void (255)."""
+    import warnings
+
+    from .constants import IGNORE_INDEX
+
+    try:
+        with np.load(path) as z:
+            images, labels = z["images"], z["labels"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        problem = f"cannot be read ({type(err).__name__})"
+    else:
+        bad = labels[(labels > len(PROXY_CLASSES)) & (labels != IGNORE_INDEX)]
+        if images.shape != (count, size, size, 3) or labels.shape != (count, size, size):
+            problem = f"holds shapes {images.shape} and {labels.shape}"
+        elif bad.size:
+            problem = f"holds label {int(bad.flat[0])}, which is no proxy class (0..{len(PROXY_CLASSES)})"
+        else:
+            return images, labels
+    warnings.warn(f"proxy cache {path} {problem}; drawing it again", stacklevel=3)
+    return None
+
+
 def proxy_arrays(split: str, *, size: int, count: int, seed: int = 0, large: bool = False,
                  cache_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Generate (or load from the cache) ``count`` proxy images: (N, S, S, 3) and (N, S, S) uint8.
@@ -401,11 +425,9 @@ def proxy_arrays(split: str, *, size: int, count: int, seed: int = 0, large: boo
     folder = Path(cache_dir)
     path = folder / f"proxy_{split}{'_large' if large else ''}_s{size}_n{count}_seed{seed}_{digest}.npz"
     if path.exists():
-        try:
-            with np.load(path) as z:
-                return z["images"], z["labels"]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            pass  # a damaged cache file is regenerated
+        cached = _read_cache(path, count, size)
+        if cached is not None:
+            return cached
     images = np.empty((count, size, size, 3), np.uint8)
     labels = np.empty((count, size, size), np.uint8)
     for i in range(count):

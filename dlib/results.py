@@ -154,13 +154,17 @@ class Results:
         self.name = name
         self.dir = Path(root) if root is not None else results_root() / cfg.profile / name
         self.started = time.time()
+        self.identity: dict[str, Any] | None = None  # what produced these results (a run, a checkpoint, ...)
 
     def path(self, filename: str) -> Path:
         return self.dir / filename
 
     def json(self, name: str, data: Mapping[str, Any]) -> Path:
-        """Write ``<name>.json`` = ``{"data": data, "provenance": {...}}``."""
-        payload = {"data": jsonable(data), "provenance": provenance(self.cfg, self.started)}
+        """Write ``<name>.json`` = ``{"data": data, "provenance": {...}}`` (with ``identity`` when set)."""
+        prov = provenance(self.cfg, self.started)
+        if self.identity is not None:
+            prov["identity"] = jsonable(self.identity)
+        payload = {"data": jsonable(data), "provenance": prov}
         return atomic_write_text(self.path(f"{name}.json"), json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
     def csv(self, name: str, rows: Any) -> Path:

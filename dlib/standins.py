@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
+from .errors import UserError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FAMILIES = ("small_resnet", "small_vgg")
@@ -42,7 +43,7 @@ COCO_KEYWORD = "coco"  # model.coco_checkpoint="coco": the shipped stand-in of t
 CONTROL_MODELS = ("small_resnet_baseline",)  # the +COCO row of Table 4 trains this network
 CONTROL_KEYWORD = "control"  # model.coco_checkpoint="control": the shipped control of the model being trained
 
-class StandinError(RuntimeError):
+class StandinError(RuntimeError, UserError):
     """A stand-in weights file is missing, or its checksum does not match its card."""
 
 
@@ -86,7 +87,11 @@ def read_verified(path: Path) -> dict[str, Any]:
         raise StandinError(f"stand-in weights {path} (or its card {card.name}) are missing; they ship with the "
                            "project (git checkout dlib/weights), or rebuild them: python -m dlib pretrain imagenet "
                            "&& python -m dlib pretrain coco")
-    expected = json.loads(card.read_text())["sha256"]
+    try:
+        expected = json.loads(card.read_text())["sha256"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise StandinError(f"the card {card} of {path.name} is not valid JSON with a 'sha256' ({type(err).__name__}: "
+                           f"{err}); git checkout dlib/weights restores it") from None
     if sha256(path) != expected:
         raise StandinError(f"{path} does not match the sha256 on its card {card.name}; the file is damaged or "
                            "was rebuilt without its card: git checkout dlib/weights, or python -m dlib pretrain ...")

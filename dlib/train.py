@@ -60,7 +60,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
-from . import distributed
+from . import distributed, limits, lock
 from .config import Config, pick_device
 from .io import atomic_write_text
 from .loss import as_outputs, segmentation_loss, valid_pixel_counts
@@ -173,7 +173,12 @@ def read_log(out_dir: str | Path) -> list[dict[str, float]]:
     if not path.exists():
         return []
     with open(path, newline="", encoding="utf-8") as fh:
-        return [{k: (int(v) if k == "iteration" else float(v)) for k, v in row.items()} for row in csv.DictReader(fh)]
+        rows = list(csv.DictReader(fh))
+    try:
+        return [{k: (int(v) if k == "iteration" else float(v)) for k, v in row.items()} for row in rows]
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path} holds a row that is not numbers ({err}); delete the file or that row (the "
+                         "checkpoints are the training's state; the log is only its record)") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,6 +202,7 @@ def _check_settings(cfg: Config, world_size: int) -> None:
     """Settings that would fail later fail here, before any work."""
     t = cfg.train
     learning_rate(cfg, 0)  # a bad lr_policy
+    limits.check_crop(cfg)
     if t.msc_loss not in ("sum", "mean"):
         raise ValueError(f"train.msc_loss must be 'sum' (the paper) or 'mean', got {t.msc_loss!r}")
     if t.batch_size % (t.iter_size * world_size):
@@ -230,11 +236,13 @@ def train(cfg: Config, out_dir: str | Path, *, model: nn.Module | None = None, d
         random.seed(cfg.seed)
         if model is None:
             model = build_model(cfg)
-        if dataset is None:
-            dataset = dlib_data.build_dataset(cfg, "train")
-        preflight(dataset)  # a damaged file fails now, naming it, not hours in inside a loader worker
-        session = _Session(cfg, Path(out_dir), model, device, info, start_time, callback)
-        return _train(session, dataset, resume, stop_after, progress)
+        limits.check_memory(cfg, model, device, info.world_size)  # before the data are built or a file written
+        with lock.locked(out_dir, enabled=info.is_main):  # one training writes a run folder at a time
+            if dataset is None:
+                dataset = dlib_data.build_dataset(cfg, "train")
+            preflight(dataset)  # a damaged file fails now, naming it, not hours in inside a loader worker
+            session = _Session(cfg, Path(out_dir), model, device, info, start_time, callback)
+            return _train(session, dataset, resume, stop_after, progress)
     finally:
         distributed.cleanup(info)
 

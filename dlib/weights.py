@@ -23,9 +23,10 @@ from torch import nn
 
 from .backbones import ResNet101Dense, VGG16Dense
 from .checkpoint import CheckpointError, load_file
+from .errors import UserError
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(RuntimeError, UserError):
     """Pretrained weights could not be found, read or matched to the model."""
 
 

@@ -20,6 +20,13 @@ def test_every_command_has_help(command, capsys):
     assert "--profile" in text and "--set" in text
 
 
+def _one(folder, pattern):
+    """The one file of ``folder`` matching ``pattern``."""
+    found = sorted(folder.glob(pattern))
+    assert len(found) == 1, found
+    return found[0]
+
+
 def test_module_entry_point_runs():
     done = subprocess.run([sys.executable, "-m", "dlib", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "train" in done.stdout and "evaluate" in done.stdout and "crf" in done.stdout
@@ -56,7 +63,7 @@ def test_train_evaluate_crf_end_to_end(tmp_path, monkeypatch, capsys):
     scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert scores["num_images"] == 3 and scores["msc"] and 0 <= scores["mean_iou"] <= 1
     assert len(list(probs.glob("*.npz"))) == 3
-    written = read_json(results.results_root() / "smoke" / "evaluate_run" / "scores_val_msc_first3.json")
+    written = read_json(_one(results.results_root() / "smoke" / "evaluate_run", "scores_val_msc_first3_*-it2.json"))
     assert written["data"]["mean_iou"] == pytest.approx(scores["mean_iou"])
 
     assert main(["crf", "--probs", str(probs), "--out", str(tmp_path / "crf"), *common,
@@ -65,8 +72,7 @@ def test_train_evaluate_crf_end_to_end(tmp_path, monkeypatch, capsys):
     assert refined["num_images"] == 3 and len(list((tmp_path / "crf").glob("*.png"))) == 3
     assert (results.results_root() / "smoke" / "crf_probs" / "crf_params.json").exists()
     # the CRF's scores are keyed by its parameters: another setting never overwrites them
-    scores = results.results_root() / "smoke" / "crf_probs" / "scores_val_crf_w1-4_ta-67_tb-3_w2-3_tg-3_it-1.json"
-    assert scores.exists()
+    assert _one(results.results_root() / "smoke" / "crf_probs", "scores_val_crf_w1-4_ta-67_tb-3_w2-3_tg-3_it-1_*.json")
 
 
 def test_evaluate_without_a_run_is_a_clear_error(tmp_path, capsys):
@@ -81,6 +87,8 @@ def test_evaluate_without_a_run_is_a_clear_error(tmp_path, capsys):
     ("train.checkpoint_every=0", "train.checkpoint_every"), ("train.batch_size=0", "train.batch_size"),
     ("model.num_classes=5", "model.num_classes"), ("seed=abc", "seed"), ("train.base_lr=-1", "train.base_lr"),
     ("train.msc=maybe", "train.msc"), ("profile=gpu", "profile"),
+    ("train.iterations=1000000000000", "train.iterations"), ("train.base_lr=1e308", "train.base_lr"),
+    ("train.batch_size=10000000", "train.batch_size"), ("data.crop_size=500", "data.crop_size"),
 ])
 def test_a_bad_set_value_is_one_line_naming_the_key(setting, key, tmp_path, capsys):
     code = main(["train", "--profile", "smoke", "--out", str(tmp_path / "run"), "--set", setting])
@@ -110,7 +118,8 @@ def test_two_evaluations_of_one_run_keep_both_scores(trained_run, capsys):
     assert main(["evaluate", *common, "--flip"]) == 0
     second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     folder = results.results_root() / "smoke" / "evaluate_run"
-    plain, flipped = read_json(folder / "scores_val.json"), read_json(folder / "scores_val_flip.json")
+    plain = read_json(_one(folder, "scores_val_????????-it1.json"))
+    flipped = read_json(_one(folder, "scores_val_flip_*.json"))
     assert plain["data"]["flip"] is False and flipped["data"]["flip"] is True  # nothing overwritten
     assert plain["data"]["mean_iou"] == pytest.approx(first["mean_iou"])
     assert flipped["data"]["mean_iou"] == pytest.approx(second["mean_iou"])
@@ -137,3 +146,79 @@ def test_evaluate_names_a_truncated_checkpoint_and_uses_the_intact_one(trained_r
     assert main(["evaluate", "--profile", "smoke", "--no-progress", "--run",
                  str(trained_run / "checkpoints" / "ckpt_0000002.pt")]) == 2
     assert "ckpt_0000002.pt cannot be read" in capsys.readouterr().err
+
+
+# ---- results keyed by what produced them --------------------------------------------------------------------
+
+def _train_tiny(out, capsys):
+    assert main(["train", "--out", str(out), "--profile", "smoke", "--no-progress", "--set", "train.iterations=1",
+                 "--set", "train.msc=off", "--set", "model.width=0.5", "--set", "model.pretrained=null"]) == 0
+    capsys.readouterr()
+
+
+def _scores_files(folder):
+    return sorted(p for p in folder.glob("scores_*.json"))
+
+
+def test_two_runs_with_one_folder_name_keep_both_scores_and_their_identity(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DLIB_CACHE_DIR", str(tmp_path / "cache"))
+    first, second = tmp_path / "a" / "base", tmp_path / "b" / "base"
+    _train_tiny(first, capsys)
+    _train_tiny(second, capsys)
+    common = ["--profile", "smoke", "--no-progress", "--set", "eval.max_images=2"]
+    for run in (first, second):
+        assert main(["evaluate", "--run", str(run), *common, "--cache", str(run.parent / "probs")]) == 0
+        capsys.readouterr()
+    files = _scores_files(results.results_root() / "smoke" / "evaluate_base")
+    assert len(files) == 2  # the second run's scores did not replace the first's
+    identities = [read_json(f)["provenance"]["identity"] for f in files]
+    assert sorted(i["run"] for i in identities) == sorted([str(first.resolve()), str(second.resolve())])
+    assert all(i["iteration"] == 1 and i["split"] == "val" and i["msc"] is False for i in identities)
+    assert all(i["checkpoint"].endswith("ckpt_0000001.pt") for i in identities)
+
+    for run in (first, second):  # two probs folders with one name: crf keeps both too
+        assert main(["crf", "--probs", str(run.parent / "probs"), "--out", str(run.parent / "crf"), *common,
+                     "--set", "crf.iterations=1"]) == 0
+        capsys.readouterr()
+    crf_files = _scores_files(results.results_root() / "smoke" / "crf_probs")
+    assert len(crf_files) == 2
+    probs = sorted(read_json(f)["provenance"]["identity"]["probs"] for f in crf_files)
+    assert probs == sorted(str((r.parent / "probs").resolve()) for r in (first, second))
+    assert all(read_json(f)["provenance"]["identity"]["crf"]["iterations"] == 1 for f in crf_files)
+
+
+def test_crf_refuses_probabilities_of_another_class_count_before_refining(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    from dlib import data
+    from dlib.config import resolve
+    from dlib.io import save_probs
+
+    monkeypatch.setenv("DLIB_CACHE_DIR", str(tmp_path / "cache"))
+    dataset = data.build_dataset(resolve("smoke"), "val")
+    h, w = np.asarray(dataset[0][0]).shape[:2]
+    probs = tmp_path / "probs"
+    save_probs(probs / f"{dataset.ids[0]}.npz", np.full((5, h, w), 0.2, dtype=np.float32))
+    out = tmp_path / "crf"
+    assert main(["crf", "--profile", "smoke", "--no-progress", "--probs", str(probs), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{dataset.ids[0]}.npz" in err and "5 classes" in err and "21" in err
+    assert not out.exists() or not list(out.iterdir())  # nothing refined or scored
+    assert not (results.results_root() / "smoke" / "crf_probs").exists()
+
+
+def test_crf_scores_of_one_probs_folder_refilled_by_another_run_keep_both(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DLIB_CACHE_DIR", str(tmp_path / "cache"))
+    first, second = tmp_path / "a" / "base", tmp_path / "b" / "base"
+    probs = tmp_path / "probs"
+    common = ["--profile", "smoke", "--no-progress", "--set", "eval.max_images=2"]
+    for run in (first, second):
+        _train_tiny(run, capsys)
+        assert main(["evaluate", "--run", str(run), *common, "--cache", str(probs)]) == 0
+        assert main(["crf", "--probs", str(probs), "--out", str(tmp_path / "crf"), *common,
+                     "--set", "crf.iterations=1"]) == 0
+        capsys.readouterr()
+    crf_files = _scores_files(results.results_root() / "smoke" / "crf_probs")
+    assert len(crf_files) == 2  # the probabilities came from two runs: two CRF results
+    sources = sorted(read_json(f)["provenance"]["identity"]["probs_source"]["run"] for f in crf_files)
+    assert sources == sorted([str(first.resolve()), str(second.resolve())])

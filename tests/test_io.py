@@ -141,3 +141,16 @@ def test_repo_relative_paths_name_no_machine_folder(tmp_path, monkeypatch):
     assert dlib_io.repo_relative(tmp_path / "x.png") == os.path.relpath(tmp_path / "x.png", root).replace(os.sep, "/")
     monkeypatch.chdir(root / "dlib")  # a relative path is read from the current directory
     assert dlib_io.repo_relative("weights") == "dlib/weights"
+
+
+def test_the_sweep_removes_only_the_project_temporaries(tmp_path):
+    dead = 2**22 + 12345  # above the default pid_max: no process has it
+    mine = tmp_path / f".{dlib_io.TMP_PREFIX}scores.json.{dead}.abc123.tmp"
+    notes = tmp_path / f".mynotes.{dead}.draft.tmp"  # a user's file in the same pattern, without the prefix
+    for path in (mine, notes):
+        path.write_text("x")
+    dlib_io.atomic_write_text(tmp_path / "other.json", "y")
+    assert not mine.exists()
+    assert notes.read_text() == "x"  # never touched
+    written = list(tmp_path.glob(".*"))
+    assert written == [notes]  # the write's own temporary was renamed into place

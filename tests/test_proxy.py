@@ -167,3 +167,20 @@ def test_the_coco_stand_ins_set_differs_in_background_clutter_count_and_scale():
             np.random.default_rng([5, i]), size, split="train", large=large_set, return_objects=True)[2]]
         sizes[large_set] = np.median(objs)
     assert sizes[True] < sizes[False]
+
+
+def test_a_cached_proxy_file_with_a_label_out_of_range_is_rebuilt(tmp_path):
+    import io as _io
+
+    images, labels = proxy.proxy_arrays("train", size=32, count=3, seed=0, cache_dir=tmp_path)
+    (path,) = tmp_path.glob("*.npz")
+    bad = labels.copy()
+    bad[1, 5, 5] = 77  # no proxy class has this index
+    buf = _io.BytesIO()
+    np.savez(buf, images=images, labels=bad)
+    path.write_bytes(buf.getvalue())
+    with pytest.warns(UserWarning, match=rf"{path.name}.*label 77"):
+        again_images, again_labels = proxy.proxy_arrays("train", size=32, count=3, seed=0, cache_dir=tmp_path)
+    assert np.array_equal(again_labels, labels) and np.array_equal(again_images, images)  # nothing lost
+    with np.load(path) as z:  # the cache file itself was rebuilt
+        assert np.array_equal(z["labels"], labels)
