@@ -152,5 +152,11 @@ def training_config(cfg: Config, training: Training, seed: int) -> Config:
 
 
 TABLES = {"table4": TABLE4, "table3": TABLE3, "ofat": ONE_AT_A_TIME, "coco_control": COCO_CONTROL}
+# Notebook 06's file name of a table (results/<profile>/06_ablation/<name>.csv), where it is not the table's name.
+TABLE_FILES = {"ofat": "one_at_a_time", "coco_control": "coco_control_table"}
+
+
+def table_file(name: str) -> str:
+    return TABLE_FILES.get(name, name)
 # How each table's increments are taken: from the row above (cumulative), from the first row, or none.
 REFERENCES = {"table4": "previous", "table3": None, "ofat": "first", "coco_control": "first"}

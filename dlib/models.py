@@ -27,11 +27,11 @@ LargeFOV's layer without the large rate, so the three ResNet heads differ only i
 Small variants (deviation from paper, for the ``cpu`` profile; same heads, fine-tuned from the shipped
 stand-in weights of dlib.standins): ``small_resnet_{baseline,largefov,aspp,aspp_s}`` and
 ``small_vgg_{largefov,aspp_s,aspp_l}``. Their atrous rates are the paper's scaled by the feature-map size:
-a 321 crop gives 41x41 features, the cpu profile's 145 crop 19x19, about 1/2, so ASPP-L (6, 12, 18, 24) ->
+a 321 crop gives 41x41 features, the cpu profile's 129 crop 17x17, about 1/2, so ASPP-L (6, 12, 18, 24) ->
 (3, 6, 9, 12), LargeFOV 12 -> 6, and ASPP-S (2, 4, 8, 12) -> (1, 2, 4, 6). This keeps the share of filter
 taps that land on the feature map rather than on zero padding (dlib.aspp.valid_tap_fraction) as in the
-paper: ASPP-L on 41x41 gives 0.81, 0.65, 0.50, 0.37 per branch, the scaled rates on 19x19 give 0.80, 0.62,
-0.47, 0.34, while the paper's rates on 19x19 would give 0.62, 0.34, 0.14, 0.11 (rates 18 and 24 nearly
+paper: ASPP-L on 41x41 gives 0.81, 0.65, 0.50, 0.37 per branch, the scaled rates on 17x17 give 0.78, 0.58,
+0.42, 0.28, while the paper's rates on 17x17 would give 0.58, 0.28, 0.11, 0.11 (rates 18 and 24 nearly
 exceed the map: only the centre tap is left, a 1x1 filter), and ASPP-S vs ASPP-L would no longer differ in
 what they see.
 """
@@ -66,8 +66,8 @@ SMALL_RESNET_BLOCKS = (1, 1, 1, 1)
 SMALL_RESNET_DILATIONS = (1, 2)  # layer3, layer4 (ResNet-101: 2, 4); a small field of view, see dlib.data
 SMALL_VGG_WIDTHS = (8, 16, 32, 48, 48)  # VGG-16's (64, 128, 256, 512, 512) narrowed
 SMALL_VGG_HIDDEN = 128  # fc6/fc7 channels (LargeFOV: 1024)
-# The paper's rates scaled by the feature-map side: a 321 crop gives 41x41 features, the cpu profile's 145 crop
-# 19x19, about 1/2: LargeFOV 12 -> 6, ASPP-L (6, 12, 18, 24) -> (3, 6, 9, 12), ASPP-S (2, 4, 8, 12) -> (1, 2, 4, 6).
+# The paper's rates scaled by the feature-map side: a 321 crop gives 41x41 features, the cpu profile's 129 crop
+# 17x17, about 1/2: LargeFOV 12 -> 6, ASPP-L (6, 12, 18, 24) -> (3, 6, 9, 12), ASPP-S (2, 4, 8, 12) -> (1, 2, 4, 6).
 SMALL_RATES = {"baseline": (1,), "largefov": (6,), "aspp_s": (1, 2, 4, 6), "aspp_l": (3, 6, 9, 12)}
 
 

@@ -2,13 +2,15 @@
 
 ``06_ablation/runs.json`` holds every (training, seed) score of the committed run. Every table, interval and
 verdict notebook 06 writes from those scores is computed again here with the functions the notebook calls
-(:data:`DERIVED`: each table of :data:`dlib.ablation_tables.TABLES` through :func:`dlib.stats.summarise`, the
-verdicts of each table with increments, Table 3's paired comparisons, the collapsed runs), and so are the
-README's headline block and the report's *Paper vs measured* section, which are built from those tables. Any
+(:func:`derived`: each table of :data:`dlib.ablation_tables.TABLES` through :func:`dlib.stats.summarise`, the
+verdicts of each table with increments, Table 3's paired comparisons, the collapsed runs, the paper's claims,
+the +COCO control, and every training's development-split scores at 80% and 100% with the convergence summary),
+and so are the README's headline and claims blocks and the report's *Paper vs measured* section, which are built
+from those tables. Any
 difference from the committed files is reported. Nothing is trained; this takes seconds.
 
-The rest of notebook 06 (the convergence curve, the MSC and context diagnoses, the CRF cross-validation tables)
-reads checkpoints, which are not committed: ``dlib.check`` covers those only through its retrained baseline.
+The rest of notebook 06 (the baseline's whole curve, the MSC and context diagnoses, the CRF cross-validation
+tables) reads checkpoints, which are not committed: ``dlib.check`` covers those only through its retrained baseline.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from .ablation_analysis import collapsed, table3_comparisons, verdicts
-from .ablation_tables import REFERENCES, TABLES
+from .ablation_tables import REFERENCES, TABLES, table_file
+from .claims import coco_control, paper_claims
+from .convergence import convergence_summary, convergence_table
 from .io import read_json
 from .stats import summarise
 
 FOLDER = "06_ablation"
 RUNS_FILE = "runs.json"
-TABLE_FILES = {"ofat": "one_at_a_time"}  # notebook 06's file name of a table, where it is not the table's name
 TOLERANCE = 1e-9  # relative and absolute, per number: the same computation on the same scores
 
 
@@ -41,10 +44,6 @@ class Scores:
     seeds: tuple[int, ...]
     tables: dict[str, Any]
     folder: Path
-
-
-def table_file(name: str) -> str:
-    return TABLE_FILES.get(name, name)
 
 
 def load_scores(folder: Path) -> Scores:
@@ -73,7 +72,16 @@ def derived() -> dict[str, Callable[[Scores], Any]]:
             out[f"{table_file(name)}_verdicts.csv"] = lambda s, name=name: verdicts(s.tables[name])
     out["table3_comparisons.csv"] = lambda s: table3_comparisons(s.tables["table3"], s.runs, s.seeds)
     out["collapsed_runs.json"] = _collapsed
+    out["paper_claims.csv"] = lambda s: paper_claims(s.runs, s.seeds)
+    out["coco_control.csv"] = lambda s: coco_control(s.runs, s.seeds)
+    out["convergence.csv"] = lambda s: convergence_table(s.runs, _trainings(), s.seeds)
+    out["convergence_summary.csv"] = lambda s: convergence_summary(convergence_table(s.runs, _trainings(), s.seeds))
     return out
+
+
+def _trainings() -> list[Any]:
+    """Every distinct training of the tables, in notebook 06's order."""
+    return list(dict.fromkeys(r.training for rows in TABLES.values() for r in rows))
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -137,15 +145,15 @@ def _block(text: str, name: str) -> str | None:
 def compare_headlines(results_dir: Path, scratch: Path, readme: Path | None) -> list[tuple[str, str | None]]:
     """The README's headline block and the report's *Paper vs measured* section, built from the derived tables."""
     from .headline import headline_section
-    from .readme import readme_headline
+    from .readme import readme_claims, readme_headline
 
     rows = []
     if readme is not None and readme.is_file():
-        block = _block(readme.read_text(encoding="utf-8"), "HEADLINE_TABLE")
-        want = readme_headline(scratch)
-        rows.append((f"{readme.name} headline", None if block == want else
-                     f"{readme}: the HEADLINE_TABLE block differs from the one the derived tables give; "
-                     "rewrite it with python -m dlib.report --profile cpu --readme README.md"))
+        text = readme.read_text(encoding="utf-8")
+        for name, want in (("HEADLINE_TABLE", readme_headline(scratch)), ("HEADLINE_CLAIMS", readme_claims(scratch))):
+            rows.append((f"{readme.name} {name}", None if _block(text, name) == want else
+                         f"{readme}: the {name} block differs from the one the derived tables give; "
+                         "rewrite it with python -m dlib.report --profile cpu --readme README.md"))
     report = Path(results_dir) / "report" / "README.md"
     if report.is_file():
         dataset = read_json(Path(results_dir) / FOLDER / RUNS_FILE)["provenance"]["config"]["data"]["dataset"]
