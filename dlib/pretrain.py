@@ -150,10 +150,11 @@ def _save(model, path: Path, card: dict[str, Any]) -> Path:
 
     import torch
 
-    buf = io.BytesIO()
+    commit = git_commit()  # before the file is written: the shipped weights file is tracked, and rewriting it
+    buf = io.BytesIO()  # would mark every build "-dirty"
     torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, buf)
     atomic_write_bytes(path, buf.getvalue())
-    card = {**card, "file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size, "commit": git_commit()}
+    card = {**card, "file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size, "commit": commit}
     atomic_write_text(card_path(path), json.dumps(jsonable(card), indent=1, sort_keys=True) + "\n")
     return path
 

@@ -38,3 +38,13 @@ def test_pretraining_writes_weights_and_a_matching_card(tmp_path, monkeypatch):
     model = models.build("small_resnet_baseline", pretrained="imagenet")  # loads the new file through its card
     assert torch.equal(model.state_dict()["backbone.conv1.weight"],
                        torch.load(path, weights_only=True)["backbone.conv1.weight"])
+
+
+def test_the_card_records_the_commit_before_the_tracked_weights_file_is_rewritten(tmp_path, monkeypatch):
+    # The shipped weights are tracked files: the commit must be read before the new file makes the tree differ.
+    seen = []
+    monkeypatch.setattr(pretrain, "git_commit", lambda: seen.append(path.exists()) or "abc123")
+    path = tmp_path / "x.pt"
+    model = models.build("small_resnet_baseline", pretrained=None)
+    pretrain._save(model, path, {"stand_in_for": "test"})
+    assert seen == [False] and json.loads(standins.card_path(path).read_text())["commit"] == "abc123"
