@@ -270,7 +270,7 @@ def _scaled(widths, width: float) -> tuple[int, ...]:
 
 
 def _small(name: str, family: str, *, num_classes: int, pretrained, rates, width: float, freeze_bn: bool | None,
-           dropout: float = 0.5) -> DeepLab:
+           dropout: float = 0.0) -> DeepLab:
     """A small model; ``pretrained="imagenet"`` loads its family's stand-in (dlib.standins) and, as DeepLab
     does with ImageNet weights, freezes batch normalisation (``freeze_bn`` None: frozen exactly when pretrained)."""
     freeze = pretrained is not None if freeze_bn is None else freeze_bn
@@ -385,7 +385,10 @@ def _from_resnet101(row: ModelInfo, *, num_classes: int, pretrained, rates, free
 
 
 def _from_small(row: ModelInfo, *, num_classes: int, pretrained, rates, width: float = 1.0,
-                freeze_bn: bool | None = None, dropout: float = 0.5) -> DeepLab:
+                freeze_bn: bool | None = None, dropout: float = 0.0) -> DeepLab:
+    # Deviation from paper (DeepLab's fc6/fc7 dropout 0.5): no dropout in the small VGG's 128-channel fc6/fc7. With
+    # it the VGG-shaped stand-in did not learn its pretext task (2.5% mIoU after 2,000 iterations; training loss
+    # 0.96 against 1.04 at 420 iterations without it).
     return _small(row.name, row.backbone, num_classes=num_classes, pretrained=pretrained, rates=tuple(rates),
                   width=width, freeze_bn=freeze_bn, dropout=dropout)
 
