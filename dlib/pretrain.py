@@ -150,8 +150,9 @@ def _save(model, path: Path, card: dict[str, Any]) -> Path:
 
     import torch
 
-    commit = git_commit()  # before the file is written: the shipped weights file is tracked, and rewriting it
-    buf = io.BytesIO()  # would mark every build "-dirty"
+    # The shipped weights are tracked files that every build rewrites: they are outputs, not code changes.
+    commit = git_commit(outputs=("results", "dlib/weights"))
+    buf = io.BytesIO()
     torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, buf)
     atomic_write_bytes(path, buf.getvalue())
     card = {**card, "file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size, "commit": commit}

@@ -33,16 +33,17 @@ def results_root() -> Path:
     return Path(os.environ.get(RESULTS_ENV, REPO_ROOT / "results"))
 
 
-def git_commit(cwd: str | os.PathLike = REPO_ROOT) -> str:
-    """The current git commit (with ``-dirty`` if tracked files outside ``results/`` changed), or ``"unknown"``.
+def git_commit(cwd: str | os.PathLike = REPO_ROOT, *, outputs: tuple[str, ...] = ("results",)) -> str:
+    """The current git commit (with ``-dirty`` if tracked files outside ``outputs`` changed), or ``"unknown"``.
 
-    Changes under ``results/`` are the run's own outputs (results/cpu is committed), not a code change.
+    Changes under ``outputs`` are the run's own outputs (results/cpu is committed; the stand-in builds write
+    dlib/weights), not a code change.
     """
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)results"], cwd=cwd, capture_output=True, text=True,
+                                *(f":(exclude){o}" for o in outputs)], cwd=cwd, capture_output=True, text=True,
                                timeout=10).stdout.strip()
         return sha + ("-dirty" if dirty else "") if sha else "unknown"
     except (OSError, subprocess.SubprocessError):

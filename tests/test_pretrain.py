@@ -40,11 +40,24 @@ def test_pretraining_writes_weights_and_a_matching_card(tmp_path, monkeypatch):
                        torch.load(path, weights_only=True)["backbone.conv1.weight"])
 
 
-def test_the_card_records_the_commit_before_the_tracked_weights_file_is_rewritten(tmp_path, monkeypatch):
-    # The shipped weights are tracked files: the commit must be read before the new file makes the tree differ.
-    seen = []
-    monkeypatch.setattr(pretrain, "git_commit", lambda: seen.append(path.exists()) or "abc123")
-    path = tmp_path / "x.pt"
-    model = models.build("small_resnet_baseline", pretrained=None)
-    pretrain._save(model, path, {"stand_in_for": "test"})
-    assert seen == [False] and json.loads(standins.card_path(path).read_text())["commit"] == "abc123"
+def test_a_build_that_rewrites_the_shipped_weights_is_not_dirty(tmp_path):
+    # The shipped weights are tracked files that each build rewrites: an output, not a code change.
+    import subprocess
+
+    from dlib import results
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    (tmp_path / "dlib" / "weights").mkdir(parents=True)
+    (tmp_path / "dlib" / "weights" / "a.pt").write_text("old")
+    (tmp_path / "code.py").write_text("x = 1")
+    git("add", ".")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "c")
+    sha = git("rev-parse", "HEAD").strip()
+    (tmp_path / "dlib" / "weights" / "a.pt").write_text("new")  # another stand-in rebuilt first
+    assert results.git_commit(tmp_path, outputs=("results", "dlib/weights")) == sha
+    assert results.git_commit(tmp_path) == sha + "-dirty"  # results' provenance still counts the weights
+    (tmp_path / "code.py").write_text("x = 2")
+    assert results.git_commit(tmp_path, outputs=("results", "dlib/weights")) == sha + "-dirty"
