@@ -3,20 +3,22 @@
 DeepLab never trains from scratch: VGG-16 and ResNet-101 start from ImageNet classification weights,
 and Table 4's "+COCO" rows start from a whole DeepLab model fine-tuned on MS-COCO (DeepLab v2, Sec. 4.1).
 Table 4's increments are fine-tuning effects on such features. The cpu profile's small networks get
-the same two stages, on generated data, trained once by ``python -m dlib pretrain imagenet|coco`` and
+the same two stages, on generated data, trained once by ``python -m dlib pretrain imagenet|coco|control`` and
 shipped as small weight files in ``dlib/weights/``, each with a card beside it (``<file>.json``:
 config, data seed, iterations, final scores, sha256, commit):
 
 * **"ImageNet" stand-in** (``<family>_imagenet.pt``, for ``small_resnet`` and ``small_vgg``): a
-  *different task and distribution* from the 21-class proxy set. Each backbone learns to segment 14
-  pretext classes, 7 shapes each plain or textured (5 textures), drawn in random colours on noisy
-  backgrounds at 96 px. Colour, the context rings and the proxy's class definitions play no part. As
-  with ImageNet, only the feature extractor (for the VGG-16 shape also fc6/fc7, copied into every
-  branch) is kept; the classifier starts afresh, and batch normalisation is then frozen.
-* **"COCO" stand-in** (``<model>_coco.pt``, one per Table-4 head): the whole DeepLab model, started
-  from the ImageNet stand-in and trained to a plateau on the larger, more varied proxy set (the 21
-  classes, more objects, every scale, cluttered backgrounds; ``proxy.PROXY_RECIPE_LARGE``). The +COCO
-  rows start from it, classifier included, as the paper's do.
+  *different task and distribution* from the 21-class proxy set. Each backbone learns to segment 42
+  pretext classes, 7 shapes x 3 colour groups (the strongest RGB channel), each plain or textured, drawn in
+  any colour on noisy backgrounds at 96 px; the context rings and the proxy's class definitions play no part.
+  As with ImageNet, only the feature extractor (for the VGG-16 shape also fc6/fc7, copied into every branch) is
+  kept; the classifier starts afresh, and batch normalisation is then frozen.
+* **"COCO" stand-in** (``<model>_coco.pt``, one per Table-4 head): the whole DeepLab model, started from the
+  ImageNet stand-in and trained on another distribution of the 21 proxy classes (busy backgrounds, clutter,
+  more and smaller objects; ``proxy.PROXY_RECIPE_LARGE``), without scale augmentation. The +COCO rows start
+  from it, classifier included, as the paper's do.
+* **The +COCO control** (``<model>_control.pt``): the +COCO row's network pretrained exactly as its COCO
+  stand-in, on the task's own training images (``model.coco_checkpoint="control"``).
 
 Both load through the same settings as the gpu profile's real weights: ``model.pretrained="imagenet"``
 and ``model.coco_checkpoint="coco"`` (the gpu profile takes a path there).
