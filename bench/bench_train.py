@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bn_init import calibrate_bn  # noqa: E402
 
-from dlib import config, data, distributed, models, results, sampling, schedule, train  # noqa: E402
+from dlib import budget, config, data, distributed, models, results, sampling, schedule, train  # noqa: E402
 from dlib.transforms import TrainTransform  # noqa: E402
 
 
@@ -83,14 +83,13 @@ def loader_rate(cfg, *, batches: int) -> float:
 
 
 def _one(argv) -> int:
-    """``--one MODEL MSC THREADS STEPS``: one measurement in this process, printed as a JSON line."""
+    """``--one MODEL MSC THREADS STEPS``: one dlib.budget.step_seconds measurement, printed as a JSON line."""
     name, msc, threads, steps = argv[0], argv[1] == "1", int(argv[2]), int(argv[3])
     torch.set_num_threads(threads)
     cfg = config.resolve("cpu")
-    rate = step_rate(cfg, name, batch=cfg.train.batch_size, crop=cfg.data.crop_size, steps=steps,
-                     warmup=max(2, steps // 5), device="cpu", msc=msc)
-    print(json.dumps({"model": name, "msc": msc, "threads": threads, "images_per_s": rate,
-                      "ms_per_step": 1000 * cfg.train.batch_size / rate}), flush=True)
+    sec = budget.step_seconds(cfg, name, msc=msc, steps=steps, warmup=max(2, steps // 5))
+    print(json.dumps({"model": name, "msc": msc, "threads": threads, "ms_per_step": 1000 * sec,
+                      "images_per_s": cfg.train.batch_size / sec}), flush=True)
     return 0
 
 
@@ -103,15 +102,12 @@ def _measure(name: str, msc: bool, threads: int, steps: int, side_by_side: int =
     return outs[0]
 
 
-def budget(quick: bool) -> list[dict]:
+def budget_rows(quick: bool) -> list[dict]:
     """ms per step of every network of the cpu ablation, alone (1, 2 threads) and two side by side (1 thread)."""
-    from dlib import ablation_tables
-
     cfg = config.resolve("cpu")
     steps = 6 if quick else 20
     rows = []
-    trainings = list(dict.fromkeys(r.training for t in ablation_tables.TABLES.values() for r in t))
-    for name, msc in dict.fromkeys((ablation_tables.model_name(cfg, t), t.msc) for t in trainings):
+    for name, msc in budget.networks_of(cfg):
         row = {"model": name, "msc": msc}
         for label, threads, side in (("1 thread", 1, 1), ("2 threads", 2, 1), ("1 thread, 2 side by side", 1, 2)):
             m = _measure(name, msc, threads, steps, side)
@@ -119,14 +115,12 @@ def budget(quick: bool) -> list[dict]:
             row[f"img/s {label}"] = round(m["images_per_s"], 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    iters = cfg.ablation.iterations or cfg.train.iterations
-    seeds = len(cfg.ablation.seeds)
-    per_step = {(r["model"], r["msc"]): r["ms/step 1 thread, 2 side by side"] / 1000 for r in rows}
-    total = sum(per_step[(ablation_tables.model_name(cfg, t), t.msc)] * iters * seeds for t in trainings)
+    side_by_side = {(r["model"], r["msc"]): r["ms/step 1 thread, 2 side by side"] / 1000 for r in rows}
+    table = budget.budget_table(cfg, side_by_side)
     workers = max(1, cfg.ablation.workers)
-    print(f"budget: {len(trainings)} trainings x {seeds} seeds x {iters} iterations, {workers} side by side: "
-          f"{total / 60:.1f} training-minutes -> {total / 60 / workers:.1f} min of wall time (training steps "
-          "only: no evaluation, CRF or start-up)", flush=True)
+    print(f"budget: {len(table)} trainings x {len(cfg.ablation.seeds)} seeds, {workers} side by side: "
+          f"{table['minutes'].sum():.1f} training-minutes -> {table['minutes'].sum() / workers:.1f} min of wall time "
+          "(training steps only: no evaluation, CRF or start-up)", flush=True)
     return rows
 
 
@@ -142,7 +136,7 @@ def main(argv=None) -> int:
                         "1/2 trainings side by side, and the ablation's minutes")
     args = parser.parse_args(argv)
     if args.budget:
-        rows = budget(args.quick)
+        rows = budget_rows(args.quick)
         results.Results(config.resolve("cpu"), "bench_train").json("bench_budget", {"rows": rows})
         return 0
     cfg = config.resolve(args.profile)

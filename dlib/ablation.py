@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from .ablation_tables import REFERENCES, TABLES, Training, training_config
+from .ablation_tables import REFERENCES, TABLES, Training, training_config, trainings_of
 from .config import Config, identity_dict
 from .convergence import convergence_scores
 from .io import atomic_write_text, read_json
@@ -402,7 +402,7 @@ def run_tables(cfg: Config, run_root: str | os.PathLike,
     seeds = tuple(cfg.ablation.seeds)
     if not seeds:
         raise ValueError("ablation.seeds is empty; give at least one seed")
-    trainings = list(dict.fromkeys(row.training for name in tables for row in TABLES[name]))
+    trainings = trainings_of(tables)
     runs = run_trainings(cfg, [(t, s, None) for t in trainings for s in seeds], run_root, progress=progress)
     crf, crf_jobs = {}, []
     for training in dict.fromkeys(r.training for name in tables for r in TABLES[name] if r.crf):

@@ -156,6 +156,11 @@ TABLES = {"table4": TABLE4, "table3": TABLE3, "ofat": ONE_AT_A_TIME, "coco_contr
 TABLE_FILES = {"ofat": "one_at_a_time", "coco_control": "coco_control_table"}
 
 
+def trainings_of(tables=tuple(TABLES)) -> list[Training]:
+    """Every distinct training of ``tables`` (names of :data:`TABLES`), in table and row order."""
+    return list(dict.fromkeys(row.training for name in tables for row in TABLES[name]))
+
+
 def table_file(name: str) -> str:
     return TABLE_FILES.get(name, name)
 # How each table's increments are taken: from the row above (cumulative), from the first row, or none.

@@ -12,9 +12,10 @@ two trainings side by side, on a quiet machine.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
-from .ablation_tables import TABLES, model_name, training_config
+from .ablation_tables import TABLES, model_name, training_config, trainings_of
 from .config import Config
 
 
@@ -44,30 +45,37 @@ def step_seconds(cfg: Config, name: str, *, msc: bool = False, steps: int = 5, w
     return float(np.median(times))
 
 
-def ablation_budget(cfg: Config, *, steps: int = 5, threads: int = 1, tables: tuple[str, ...] = tuple(TABLES)) -> Any:
-    """One line per distinct training of ``tables``: its network, MSC, seeds, iterations, measured seconds per step
-    and minutes (seeds x iterations x seconds per step). Networks shared by several trainings are timed once, on
-    ``threads`` threads (1: as each of ``ablation.workers`` trainings side by side runs)."""
+def budget_table(cfg: Config, seconds: Mapping[tuple[str, bool], float],
+                 tables: tuple[str, ...] = tuple(TABLES)) -> Any:
+    """One line per distinct training of ``tables``: its network, MSC, seeds, iterations, seconds per step (from
+    ``seconds``, keyed by (network, MSC)) and minutes (seeds x iterations x seconds per step)."""
     import pandas as pd
-    import torch
 
-    trainings = list(dict.fromkeys(r.training for t in tables for r in TABLES[t]))
     seeds = len(cfg.ablation.seeds)
-    timed: dict[tuple[str, bool], float] = {}
     lines = []
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for t in trainings:
-            name = model_name(cfg, t)
-            if (name, t.msc) not in timed:
-                timed[(name, t.msc)] = step_seconds(cfg, name, msc=t.msc, steps=steps)
-    finally:
-        torch.set_num_threads(before)
-    for t in trainings:
+    for t in trainings_of(tables):
         name = model_name(cfg, t)
         iters = training_config(cfg, t, 0).train.iterations
-        sec = timed[(name, t.msc)]
+        sec = seconds[(name, t.msc)]
         lines.append({"training": t.key, "model": name, "MSC": t.msc, "seeds": seeds, "iterations": iters,
                       "s/step": sec, "minutes": seeds * iters * sec / 60})
     return pd.DataFrame(lines)
+
+
+def networks_of(cfg: Config, tables: tuple[str, ...] = tuple(TABLES)) -> list[tuple[str, bool]]:
+    """The distinct (network, MSC) pairs the trainings of ``tables`` run: each is timed once."""
+    return list(dict.fromkeys((model_name(cfg, t), t.msc) for t in trainings_of(tables)))
+
+
+def ablation_budget(cfg: Config, *, steps: int = 5, threads: int = 1, tables: tuple[str, ...] = tuple(TABLES)) -> Any:
+    """:func:`budget_table` with each network's seconds per step measured here (:func:`step_seconds`) on
+    ``threads`` threads (1: as each of ``ablation.workers`` trainings side by side runs)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        timed = {(name, msc): step_seconds(cfg, name, msc=msc, steps=steps) for name, msc in networks_of(cfg, tables)}
+    finally:
+        torch.set_num_threads(before)
+    return budget_table(cfg, timed, tables)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .ablation_analysis import collapsed, table3_comparisons, verdicts
-from .ablation_tables import REFERENCES, TABLES, table_file
+from .ablation_tables import REFERENCES, TABLES, table_file, trainings_of
 from .claims import coco_control, paper_claims
 from .convergence import convergence_summary, convergence_table
 from .io import read_json
@@ -74,14 +74,9 @@ def derived() -> dict[str, Callable[[Scores], Any]]:
     out["collapsed_runs.json"] = _collapsed
     out["paper_claims.csv"] = lambda s: paper_claims(s.runs, s.seeds)
     out["coco_control.csv"] = lambda s: coco_control(s.runs, s.seeds)
-    out["convergence.csv"] = lambda s: convergence_table(s.runs, _trainings(), s.seeds)
-    out["convergence_summary.csv"] = lambda s: convergence_summary(convergence_table(s.runs, _trainings(), s.seeds))
+    out["convergence.csv"] = lambda s: convergence_table(s.runs, trainings_of(), s.seeds)
+    out["convergence_summary.csv"] = lambda s: convergence_summary(convergence_table(s.runs, trainings_of(), s.seeds))
     return out
-
-
-def _trainings() -> list[Any]:
-    """Every distinct training of the tables, in notebook 06's order."""
-    return list(dict.fromkeys(r.training for rows in TABLES.values() for r in rows))
 
 
 def _same(a: Any, b: Any) -> bool:
