@@ -279,13 +279,15 @@ def crf_grid(cfg: Config) -> dict[str, list[float]]:
     """The search grid: the paper's (DeepLab v2, Sec. 4.1) for VOC-sized images, searched coarse then fine as
     the paper did; on the proxy (cpu/smoke) one grid, widened past any edge optimum (:data:`CRF_WIDEN` steps) and
     without the fine stage, with theta_alpha (a distance in pixels) scaled from ~500-px images to the proxy's size
-    (the paper's 40, 80, 120 px)."""
+    (40, 80 and 160 px at 500 px)."""
     if cfg.data.dataset == "voc":
         return {"w1": [3, 4, 5, 6], "theta_alpha": list(range(30, 101, 10)), "theta_beta": [3, 4, 5, 6]}
     if cfg.profile == "smoke":
         return {"w1": [4], "theta_alpha": [8], "theta_beta": [3, 5]}
+    # Centred where the previous proxy searches ended (w1 8-24, theta_alpha 7-56 px, theta_beta 12-30) in steps
+    # of 2x, so most searches bracket their optimum without widening; widening still covers the rest.
     scale = cfg.data.proxy_image_size / 500
-    return {"w1": [4, 8, 12], "theta_alpha": [round(f * scale) for f in (40, 80, 120)], "theta_beta": [3, 6, 12]}
+    return {"w1": [8, 16, 24], "theta_alpha": [round(f * scale) for f in (40, 80, 160)], "theta_beta": [6, 12, 24]}
 
 
 # --------------------------------------------------------------------------------------------

@@ -99,6 +99,7 @@ class TrainConfig:
     head_bias_lr_mult: float = 20.0  # classifier biases at 20x
     backbone_bias_lr_mult: float = 2.0  # backbone biases at 2x, no weight decay (Caffe prototxt)
     bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True  # NHWC memory layout for the network and its inputs (dlib.train.to_device)
     msc: bool = False
     msc_loss: str = "sum"  # "sum" (DeepLab v2 prototxt: a loss on every scale + fusion, summed) or "mean"
     checkpoint_every: int = 1000

@@ -56,13 +56,14 @@ IMAGENET_SETTINGS: dict[str, Any] = {
     "model.num_classes": PRETEXT_CLASSES,
     "train.batch_size": 16, "train.base_lr": 0.05, "train.base_lr_vgg": 0.05, "train.head_lr_mult": 1.0,
     "train.head_bias_lr_mult": 2.0, "train.msc": False, "train.checkpoint_every": 500, "train.warmup": 0,
+    "train.channels_last": False,  # the committed stand-ins were built in NCHW: their rebuilds stay bit-identical
 }
 IMAGENET_ITERATIONS = {"small_resnet": 3000, "small_vgg": 2000}  # the VGG shape is 3x slower per image
 IMAGENET_IMAGES = 3000
 COCO_SETTINGS: dict[str, Any] = {
     "data.scale_aug": False, "data.crop_size": 145, "model.pretrained": "imagenet", "model.coco_checkpoint": None,
     "train.base_lr": 1e-2, "train.batch_size": 8, "train.iterations": 1500, "train.msc": False,
-    "train.checkpoint_every": 500, "train.warmup": 0,
+    "train.checkpoint_every": 500, "train.warmup": 0, "train.channels_last": False,  # as IMAGENET_SETTINGS
 }
 COCO_IMAGES = 3000
 EVAL_IMAGES = 200
