@@ -380,8 +380,6 @@ def run_trainings(cfg: Config, jobs: Sequence[tuple[Training, int, dict | None]]
     return out
 
 
-
-
 @dataclass
 class AblationResult:
     tables: dict[str, Any]  # "table4"/"table3"/"ofat" -> pandas DataFrame (see dlib.stats.summarise)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .constants import IGNORE_INDEX, NUM_CLASSES
+
 
 def _check_rate(rate: int) -> int:
     if isinstance(rate, bool) or int(rate) != rate or rate < 1:
@@ -223,8 +225,8 @@ def atrous_stack(*, depth: int, rate: int, channels: int = 1, seed: int = 0, rel
     return nn.Sequential(*layers).double()
 
 
-def label_at_output_stride(label: np.ndarray, stride: int, *, num_classes: int = 21,
-                           ignore_index: int = 255) -> np.ndarray:
+def label_at_output_stride(label: np.ndarray, stride: int, *, num_classes: int = NUM_CLASSES,
+                           ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """What a perfect network with output stride ``stride`` could give back after bilinear upsampling.
 
     The one-hot label (C, H, W) is average-pooled over ``stride`` x ``stride`` cells (an ideal score map at

@@ -176,7 +176,6 @@ def coco_control_sentence(table) -> str:
             f"adds {ci(ctrl)}; the other data set's own share (+COCO minus the control) is {ci(data)} points.")
 
 
-
 def _interval(row: Mapping[str, Any]) -> str:
     return f"{row['measured']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
 

@@ -30,7 +30,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
-from .config_values import RANGES, ConfigError, Range, convert, default_range
+from .config_values import ConfigError, convert
+from .constants import NUM_CLASSES
 from .profiles import PROFILE_OVERRIDES
 
 PROFILES = ("smoke", "cpu", "gpu")
@@ -67,7 +68,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "deeplab_v2_resnet101_aspp"
-    num_classes: int = 21  # PASCAL VOC: background + 20 classes
+    num_classes: int = NUM_CLASSES  # PASCAL VOC: background + 20 classes
     pretrained: str | None = "imagenet"  # "imagenet", a local path, or None
     msc_scales: tuple[float, ...] = (1.0, 0.75, 0.5)  # DeepLab v2, Sec. 3.1
     coco_checkpoint: str | None = None  # local COCO-pretrained DeepLab checkpoint or released init.caffemodel
@@ -258,12 +259,6 @@ def identity_dict(cfg: Config) -> dict[str, Any]:
     return d
 
 
-def profile_overrides(profile: str) -> dict[str, Any]:
-    """The dotted-key overrides a profile applies on top of the paper's defaults."""
-    _check_profile(profile)
-    return dict(PROFILE_OVERRIDES[profile])
-
-
 def resolve(profile: str = DEFAULT_PROFILE, *, seed: int = 0,
             overrides: Mapping[str, Any] | None = None) -> Config:
     """Resolve ``profile`` (then ``overrides``, dotted keys or nested dicts) into a frozen Config."""
@@ -357,14 +352,6 @@ def field_type(dotted: str) -> Any:
     return _field_types(type(obj))[parts[-1]]
 
 
-def range_of(dotted: str) -> Range | None:
-    """The allowed range of a dotted key (the table, else the default rule), or None."""
-    if dotted in RANGES:
-        return RANGES[dotted]
-    tp = field_type(dotted)
-    return default_range(dotted, tp)
-
-
 def convert_value(dotted: str, value: Any, tp: Any | None = None, *, example: Any = None) -> Any:
     """``value`` as the type of config key ``dotted`` (its annotation unless ``tp`` is given), range-checked.
 
@@ -376,7 +363,7 @@ def convert_value(dotted: str, value: Any, tp: Any | None = None, *, example: An
 
 
 # background + 20 classes for the proxy set and VOC; "pretext" is the ImageNet stand-in's task (dlib.standins:
-# background + 7 shapes, each plain or textured), never evaluated as a segmentation benchmark.
+# background + 7 shapes x 3 colour groups, each plain or textured), never evaluated as a segmentation benchmark.
 NUM_CLASSES_OF_DATASET = {"proxy": 21, "voc": 21, "pretext": 43}
 
 

@@ -61,7 +61,6 @@ def last_fifth_gain(curve) -> float:
     return float(mean.loc[last] - mean.loc[0.8 * last])
 
 
-
 def convergence_table(runs: dict[tuple[str, int], dict[str, Any]], trainings: Sequence[Any],
                       seeds: Sequence[int]):
     """``training, seed, iteration, miou``: every training's development-split score at 80% and 100% of its run,

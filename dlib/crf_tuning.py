@@ -44,7 +44,6 @@ PAPER_SEARCH_RANGES = {
 # ----------------------------------------------------------------------------------------------
 
 
-
 def resolve_workers(workers: int) -> int:
     """0 -> every core this process may use; otherwise the number given (>= 1)."""
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
@@ -170,7 +169,6 @@ def _refine_batched(crf: DenseCRF, ids: list[str], prob_dir: Path, out_dir: Path
                 write_label(paths[k], label)
             bar.update(len(chunk))
     return paths
-
 
 
 class ImagesAndLabels:

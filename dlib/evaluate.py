@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Config, pick_device
-from .constants import IGNORE_INDEX
+from .constants import IGNORE_INDEX, NUM_CLASSES
 from .transforms import normalisation, to_tensor
 
 _BATCH = 8  # same-sized images are scored together (batch norm is in eval mode: results do not change)
@@ -219,7 +219,8 @@ def write_scores(results: Any, name: str, out: dict[str, Any], names: Sequence[s
     results.csv(f"{name}_class_iou", [{"class": c, "iou": v} for c, v in zip(names, out["class_iou"])])
 
 
-def trivial_baseline(dataset: Any, num_classes: int = 21, *, max_images: int | None = None) -> dict[str, float]:
+def trivial_baseline(dataset: Any, num_classes: int = NUM_CLASSES, *,
+                     max_images: int | None = None) -> dict[str, float]:
     """Scores of predicting the most frequent training-free guess, class 0 (background), everywhere."""
     from .metrics import confusion_matrix, scores
 

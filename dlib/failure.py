@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .constants import IGNORE_INDEX
+from .constants import IGNORE_INDEX, NUM_CLASSES
 
 SQRT2 = float(np.sqrt(2.0))
 
@@ -207,7 +207,7 @@ _EIGHT = np.ones((3, 3), dtype=bool)
 
 
 def object_table(label: np.ndarray, predictions: Mapping[str, np.ndarray] | np.ndarray | None = None, *,
-                 image_id: Any = None, num_classes: int = 21, background: int | None = 0,
+                 image_id: Any = None, num_classes: int = NUM_CLASSES, background: int | None = 0,
                  ignore_index: int = IGNORE_INDEX, min_area: int = 1):
     """One row per object (8-connected component of one class in ``label`` (H, W)).
 

@@ -162,7 +162,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """An image file as uint8 RGB (H, W, 3)."""
     from PIL import Image

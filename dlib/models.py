@@ -51,6 +51,7 @@ from torch import nn
 from .aspp import ASPP
 from .atrous import Layer
 from .backbones import ResNet101Dense, SmallDilatedResNet, VGG16Dense, output_size, stack_layers
+from .constants import NUM_CLASSES
 from .weights import maybe_load
 
 if TYPE_CHECKING:
@@ -95,7 +96,6 @@ class DeepLab(nn.Module):
     def layers(self, branch: int = 0) -> list[Layer]:
         """The layer stack from the image to ``branch``'s scores, for dlib.atrous.receptive_field."""
         return stack_layers(self.backbone) + stack_layers(self.head.branches[branch])
-
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -194,7 +194,8 @@ def check_names(cfg: Any) -> Any:
     return cfg
 
 
-def build(name: str, *, num_classes: int = 21, pretrained: str | os.PathLike | None = None, **kw: Any) -> DeepLab:
+def build(name: str, *, num_classes: int = NUM_CLASSES, pretrained: str | os.PathLike | None = None,
+          **kw: Any) -> DeepLab:
     """Build a registered model. ``pretrained``: None, "imagenet" (torchvision weights) or a local file.
 
     Extra keywords go to the builder (e.g. ``dropout``, ``freeze_bn``).
@@ -232,7 +233,7 @@ def _init_convs(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def vgg16_deeplab(*, name: str = "vgg16_deeplab", num_classes: int = 21, pretrained=None, rates=(12,),
+def vgg16_deeplab(*, name: str = "vgg16_deeplab", num_classes: int = NUM_CLASSES, pretrained=None, rates=(12,),
                   kernel_size: int = 3, hidden: int = 1024, widths=(64, 128, 256, 512, 512), batch_norm: bool = False,
                   dropout: float = 0.5, avg_pool5: bool = False, caffe_layout: bool = False) -> DeepLab:
     """Any DeepLab VGG-16: dense VGG-16 (optionally narrowed / with BN) and a head of fc6-fc7-fc8 branches.
@@ -248,7 +249,7 @@ def vgg16_deeplab(*, name: str = "vgg16_deeplab", num_classes: int = 21, pretrai
     return maybe_load(model, pretrained)
 
 
-def resnet101_deeplab(*, name: str = "resnet101_deeplab", num_classes: int = 21, pretrained=None,
+def resnet101_deeplab(*, name: str = "resnet101_deeplab", num_classes: int = NUM_CLASSES, pretrained=None,
                       rates=(6, 12, 18, 24), freeze_bn: bool = True, caffe_layout: bool = False) -> DeepLab:
     """DeepLab ResNet-101 with one 3x3 classifier (2048 -> classes) per rate, summed.
 
@@ -258,8 +259,6 @@ def resnet101_deeplab(*, name: str = "resnet101_deeplab", num_classes: int = 21,
     head = ASPP(backbone.out_channels, num_classes, rates, hidden=None, kernel_size=3)
     _init_head(head)
     return maybe_load(DeepLab(backbone, head, name=name), pretrained)
-
-
 
 
 def _scaled(widths, width: float) -> tuple[int, ...]:
@@ -294,7 +293,7 @@ def _small(name: str, family: str, *, num_classes: int, pretrained, rates, width
 
 
 # ----------------------------------------------------------------------------------------------------
-# Upsampling and learning-rate groups
+# Field of view, upsampling and learning-rate groups
 
 
 def paper_receptive_field(kernel_size: int, rate: int, *, output_stride: int = 8, pool5_stride: int = 32) -> int:
@@ -403,7 +402,8 @@ def _make_builder(row: ModelInfo) -> Callable[..., DeepLab]:
     options = [p for p in inspect.signature(family).parameters.values()
                if p.kind is p.KEYWORD_ONLY and p.name not in ("num_classes", "pretrained", "rates")]
 
-    def builder(*, num_classes: int = 21, pretrained=None, rates: tuple[int, ...] = row.rates, **kw: Any) -> DeepLab:
+    def builder(*, num_classes: int = NUM_CLASSES, pretrained=None, rates: tuple[int, ...] = row.rates,
+                **kw: Any) -> DeepLab:
         unknown = sorted(set(kw) - {p.name for p in options})
         if unknown:
             raise TypeError(f"{row.name}() got unexpected keyword(s) {', '.join(unknown)}; it takes num_classes, "

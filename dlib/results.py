@@ -18,7 +18,7 @@ import platform
 import re
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +188,3 @@ class Results:
 
         return save_figure(fig, self.path(f"{name}.png"), dpi=dpi or FIGURE_DPI)
 
-
-def iter_json(folder: str | os.PathLike) -> Iterable[Path]:
-    return sorted(Path(folder).glob("*.json"))

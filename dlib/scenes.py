@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .constants import IGNORE_INDEX
+from .constants import IGNORE_INDEX, NUM_CLASSES
 from .io import read_image, read_label
 
 
@@ -66,7 +66,7 @@ def disc_scene(size: int, discs, *, background: float = 0.2, foreground: float =
     return image.astype(np.float32), label
 
 
-def synthetic_scene(height: int = 96, width: int = 128, *, num_objects: int = 3, num_classes: int = 21,
+def synthetic_scene(height: int = 96, width: int = 128, *, num_objects: int = 3, num_classes: int = NUM_CLASSES,
                     void_width: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A toy (image uint8 (H, W, 3), label uint8 (H, W)): coloured ellipses on a shaded background.
 
@@ -97,7 +97,7 @@ def synthetic_scene(height: int = 96, width: int = 128, *, num_objects: int = 3,
 
 
 def sample_images(n: int, *, seed: int = 0, scale: float = 1.0,
-                  num_classes: int = 21) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], str]:
+                  num_classes: int = NUM_CLASSES) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], str]:
     """n (id, image uint8 (H, W, 3), label uint8 (H, W)) and a line saying where they came from.
 
     Real VOC 2012 images and labels from the shared read-only subset (dlib.io.shared_voc_root())

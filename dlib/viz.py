@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import IGNORE_INDEX, VOC_CLASSES, voc_palette
+from .constants import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES, voc_palette
 from .io import atomic_write_bytes
 
 # One look for every figure (rcParams): small type that stays legible in a report column, no top/right
@@ -248,7 +248,7 @@ def _arrow(ax, start, end, text: str = "", *, offset: float = 0.12) -> None:
 
 
 def plot_pipeline(ax=None, *, rates: Sequence[int] = (6, 12, 18, 24), output_stride: int = 8,
-                  num_classes: int = 21):
+                  num_classes: int = NUM_CLASSES):
     """Draw the DeepLab pipeline (DeepLab v2, Fig. 1): a DCNN with atrous convolution at ``output_stride``,
     ASPP at ``rates`` (branch scores summed), bilinear upsampling by ``output_stride``, the fully connected CRF.
 

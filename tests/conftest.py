@@ -34,7 +34,6 @@ def two_halves():
     return image, probs.astype(np.float32), truth
 
 
-
 @pytest.fixture(scope="module")
 def model():
     """A small ResNet-ASPP of 3 classes in eval mode (tests of dlib.msc and dlib.loss)."""

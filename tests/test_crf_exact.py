@@ -44,7 +44,6 @@ def test_energy_matches_a_loop_over_pairs(normalization):
     assert ours == pytest.approx(energy, rel=1e-6)  # the unary is float32, as pydensecrf stores it
 
 
-
 def test_kernels_match_the_gaussians_of_eq_3_pair_by_pair():
     rng = np.random.default_rng(0)
     h, w = 3, 5

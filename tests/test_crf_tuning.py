@@ -75,7 +75,6 @@ def test_cross_validation_is_the_coarse_to_fine_grid_search():
     assert serial.table.equals(table)
 
 
-
 def test_setting_effects_against_hand_counts(two_halves):
     """The two-halves image: 4 of 120 pixels are wrong in the unary; the CRF fixes exactly those."""
     image, probs, truth = two_halves

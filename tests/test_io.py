@@ -44,7 +44,6 @@ def test_a_corrupt_cached_npz_is_named(tmp_path):
         load_probs(tmp_path / "missing.npz")
 
 
-
 def test_label_png_round_trip_keeps_indices_and_the_voc_palette(tmp_path):
     from PIL import Image
 
