@@ -29,14 +29,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from dlib import config, evaluate, io, models, standins, train, voc  # noqa: E402
+from dlib import config, evaluate, io, models, network, standins, voc  # noqa: E402
 
 
 def standin(model: str = "small_resnet_aspp"):
     """The shipped "COCO" stand-in of ``model`` and the cpu profile's config for it (ImageNet input convention)."""
     cfg = config.resolve("cpu", overrides={"model.name": model, "model.pretrained": None, "data.eval_pad": 513})
     net = models.build(model)
-    train.load_weights(net, standins.coco_path(model))
+    network.load_weights(net, standins.coco_path(model))
     return cfg, net
 
 
@@ -80,7 +80,7 @@ def main() -> int:
             path = Path(tmp) / "random.caffemodel"
             write_random_release(name, path)
             cfg = released_config(name, path, **{"data.dataset": "voc"})
-            net = train.build_model(cfg)
+            net = network.build(cfg)
     out = {"network": args.network, "model": name, "cpu_bf16": _cpu_has_bf16(),
            **compare(cfg, net, dataset, args.max_images)}
     print(json.dumps(out))

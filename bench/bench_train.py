@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bn_init import calibrate_bn  # noqa: E402
 
-from dlib import budget, config, data, distributed, models, results, sampling, schedule, train  # noqa: E402
+from dlib import budget, config, data, distributed, models, network, results, sampling, schedule, train  # noqa: E402
 from dlib.transforms import TrainTransform  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def step_rate(cfg, model_name: str, *, batch: int, crop: int, steps: int, warmup
     if dev.type == "cuda":  # random init: measured BN statistics stand in for ImageNet's (see bn_init.py)
         calibrate_bn(model, [torch.randn(4, 3, crop, crop, device=dev) for _ in range(2)])
     cfg = cfg.replace({"model.name": model_name, "train.msc": msc})
-    net = train.wrap_msc(model, cfg) if msc else model
+    net = network.wrap_msc(model, cfg) if msc else model
     if dev.type == "cuda":
         model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True

@@ -321,7 +321,7 @@ def source_key(path: Path, iteration: int | None = None, extra: Any = None) -> s
 
 
 def _evaluate(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
-    from . import data, evaluate, results, train
+    from . import data, evaluate, network, results
 
     if args.cache is not None:
         _check_folder_arg("--cache", args.cache)
@@ -342,11 +342,11 @@ def _evaluate(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         iteration = saved.get("iteration")
         overrides.setdefault("model.pretrained", None)
     cfg = resolve(args.profile, seed=args.seed, overrides=overrides)
-    model = train.build_model(cfg)
+    model = network.build(cfg)
     if caffemodel is None:
-        train.load_weights(model, path)
+        network.load_weights(model, path)
     else:
-        precision = evaluate.PRECISION_NAMES[evaluate.eval_precision(cfg)]
+        precision = network.PRECISION_NAMES[evaluate.eval_precision(cfg)]
         print(f"{model.load_report.summary()}; evaluated in {precision} (eval.precision)", file=sys.stderr)
     dataset = data.build_dataset(cfg, args.split)
     max_images = cfg.eval.max_images if args.max_images is None else args.max_images

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from .ablation_tables import REFERENCES, TABLES, Training, training_config, trainings_of
-from .config import Config, identity_dict
+from .config import Config, available_cpus, identity_dict
 from .convergence import convergence_scores
 from .io import atomic_write_text, read_json
 from .results import jsonable
@@ -147,6 +147,7 @@ def run_training(cfg: Config, training: Training, seed: int, run_root: str | os.
     ``{"status": "not run: ..."}``. Scores are cached in ``<run>/scores.json``.
     """
     from . import data as dlib_data
+    from . import network
     from . import train as dlib_train
     from .evaluate import evaluate
 
@@ -170,7 +171,7 @@ def run_training(cfg: Config, training: Training, seed: int, run_root: str | os.
     # The initial weights come from the global RNG: seed it here, or a training's result would depend on what
     # ran before it in the same worker process.
     torch.manual_seed(seed)
-    model = dlib_train.build_model(tcfg)
+    model = network.build(tcfg)
     if coco:
         load_coco_checkpoint(model, coco)
     train_set = dlib_data.build_dataset(tcfg, "train")
@@ -236,7 +237,7 @@ def tune_crf(cfg: Config, training: Training, seed: int, run_root: str | os.Path
     import pandas as pd
     import torch
 
-    from . import train as dlib_train
+    from . import network
     from .crf_tuning import CVResult, cross_validate
     from .evaluate import predict
 
@@ -250,8 +251,7 @@ def tune_crf(cfg: Config, training: Training, seed: int, run_root: str | os.Path
     cached = read_json(cache, default=None)
     if cached is not None and cached.get("key") == wanted:
         return CVResult(pd.DataFrame(cached["table"]), cached["best"], cached["baseline"])
-    model = dlib_train.build_model(tcfg)
-    dlib_train.load_weights(model, run_dir_of(cfg, training, seed, run_root))
+    model = network.load_run(tcfg, run_dir_of(cfg, training, seed, run_root))
     held = crf_tuning_images(cfg, tcfg)
     images, probs, labels = [], [], []
     model.eval()
@@ -313,13 +313,6 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
-def _usable_cpus() -> int:
-    """The cores this process may run on (its CPU affinity), not every core of the machine."""
-    from .train import available_cpus
-
-    return available_cpus()
-
-
 def training_label(training: Training) -> str:
     """The first table row that trains ``training``, e.g. "+MSC (table4)"."""
     row = next((r for rows in TABLES.values() for r in rows if r.training == training), None)
@@ -365,7 +358,7 @@ def run_trainings(cfg: Config, jobs: Sequence[tuple[Training, int, dict | None]]
         for training, seed, crf_params in unique.values():
             finished(*_job((cfg.to_dict(), training, seed, str(run_root), crf_params, _threads())))
     else:
-        threads = max(1, _usable_cpus() // workers)
+        threads = max(1, available_cpus() // workers)
         args = [(cfg.to_dict(), t, s, str(run_root), p, threads) for t, s, p in unique.values()]
         # Longest first (MSC trainings cost about twice the others), so the pool ends together.
         args.sort(key=lambda a: (not a[1].msc, a[1].head == "baseline"))

@@ -100,15 +100,14 @@ def msc_diagnosis(cfg: Config, run_root: str | os.PathLike, seed: int | None = N
     import pandas as pd
 
     from . import data as dlib_data
-    from . import train as dlib_train
+    from . import network
     from .evaluate import evaluate
 
     seed = cfg.ablation.seeds[0] if seed is None else seed
     lines = []
     for row in TABLE4[:2]:
         tcfg = training_config(cfg, row.training, seed)
-        model = dlib_train.build_model(tcfg)
-        dlib_train.load_weights(model, run_dir_of(cfg, row.training, seed, run_root))
+        model = network.load_run(tcfg, run_dir_of(cfg, row.training, seed, run_root))
         val = dlib_data.build_dataset(tcfg, "val")
         scores = {msc: 100 * evaluate(tcfg, model, val, msc=msc, progress=False)["mean_iou"] for msc in (False, True)}
         lines.append({"trained": f"{row.name} ({'with' if row.training.msc else 'without'} MSC losses)",
@@ -125,7 +124,7 @@ def convergence(cfg: Config, training: Training, seeds: Sequence[int], run_root:
     import pandas as pd
 
     from . import data as dlib_data
-    from . import train as dlib_train
+    from . import network
     from .checkpoint import CHECKPOINT_DIR
     from .evaluate import evaluate
 
@@ -141,8 +140,7 @@ def convergence(cfg: Config, training: Training, seeds: Sequence[int], run_root:
             wanted = {round(f * total) for f in fractions}
             ckpts = [c for c in ckpts if int(c.stem.split("_")[1]) in wanted]
         for ckpt in ckpts:
-            model = dlib_train.build_model(tcfg)
-            dlib_train.load_weights(model, ckpt)
+            model = network.load_run(tcfg, ckpt)
             score = evaluate(tcfg, model, val, progress=False)["mean_iou"]
             lines.append({"seed": seed, "iteration": int(ckpt.stem.split("_")[1]), "mean_iou": 100 * score})
     return pd.DataFrame(lines)

@@ -24,13 +24,13 @@ def step_seconds(cfg: Config, name: str, *, msc: bool = False, steps: int = 5, w
     import numpy as np
     import torch
 
-    from . import distributed, models, schedule, train
+    from . import distributed, models, network, schedule, train
 
     torch.manual_seed(0)
     run_cfg = cfg.replace({"model.name": name, "train.msc": msc})
-    model = train.to_device(models.build(name, num_classes=cfg.model.num_classes).train(), torch.device("cpu"),
+    model = network.to_device(models.build(name, num_classes=cfg.model.num_classes).train(), torch.device("cpu"),
                             cfg.train.channels_last)
-    net = train.wrap_msc(model, run_cfg) if msc else model
+    net = network.wrap_msc(model, run_cfg) if msc else model
     opt = torch.optim.SGD(schedule.optimizer_groups(model, run_cfg), lr=1e-4, momentum=0.9)
     batch, crop = cfg.train.batch_size, cfg.data.crop_size
     x = torch.randn(batch, 3, crop, crop)

@@ -148,7 +148,7 @@ def save_checkpoint(out_dir: str | Path, iteration: int, model: nn.Module, optim
                     cfg: Config, keep: int = 2) -> Path:
     """Write ``checkpoints/ckpt_<iteration>.pt`` atomically and keep the newest ``keep``.
 
-    ``model``: the bare network (dlib.train.unwrap), so the keys carry no wrapper prefix.
+    ``model``: the bare network (dlib.network.unwrap), so the keys carry no wrapper prefix.
     """
     payload = {"iteration": iteration, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                "rng": rng_state(), "config": cfg.to_dict(), "format": FORMAT}

@@ -100,7 +100,7 @@ class TrainConfig:
     head_bias_lr_mult: float = 20.0  # classifier biases at 20x
     backbone_bias_lr_mult: float = 2.0  # backbone biases at 2x, no weight decay (Caffe prototxt)
     bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True  # NHWC memory layout for the network and its inputs (dlib.train.to_device)
+    channels_last: bool = True  # NHWC memory layout for the network and its inputs (dlib.network.to_device)
     msc: bool = False
     msc_loss: str = "sum"  # "sum" (DeepLab v2 prototxt: a loss on every scale + fusion, summed) or "mean"
     checkpoint_every: int = 1000
@@ -403,3 +403,11 @@ def pick_device(cfg: Config) -> str:
         return cfg.device
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def available_cpus() -> int:
+    """The number of cores this process may run on (its CPU affinity, else ``os.cpu_count()``): the one count of
+    usable cores, for trainings side by side, CRF pools and data loaders."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -31,7 +31,7 @@ def development_set(tcfg: Config) -> Any:
 def convergence_scores(tcfg: Config, model: Any, run_dir: Path) -> list[list[float]]:
     """``[[iteration, mIoU %], ...]`` on the development split at :data:`CONVERGENCE_FRACTIONS` of the run: the
     trained ``model`` for 100%, the kept checkpoint for the others (skipped when none was kept there)."""
-    from . import train as dlib_train
+    from . import network
     from .checkpoint import CHECKPOINT_DIR
     from .evaluate import evaluate
 
@@ -44,7 +44,7 @@ def convergence_scores(tcfg: Config, model: Any, run_dir: Path) -> list[list[flo
             path = run_dir / CHECKPOINT_DIR / f"ckpt_{iteration:07d}.pt"
             if not path.is_file():
                 continue
-            net = dlib_train.load_weights(dlib_train.build_model(tcfg), path)
+            net = network.load_run(tcfg, path)
         out.append([iteration, 100 * evaluate(tcfg, net, dev, progress=False)["mean_iou"]])
     return out
 

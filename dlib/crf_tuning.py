@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .config import PAPER_TEXT, RELEASED_RESNET101, CRFConfig
+from .config import PAPER_TEXT, RELEASED_RESNET101, CRFConfig, available_cpus
 from .constants import IGNORE_INDEX
 from .crf import DenseCRF, check_inputs, check_params, resolve_backend
 from .io import load_probs, probs_shape, read_image, read_label, write_label
@@ -49,7 +49,7 @@ def resolve_workers(workers: int) -> int:
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
         raise ValueError(f"workers must be an int >= 0 (0 = all cores), got {workers!r}")
     if workers == 0:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return available_cpus()
     return int(workers)
 
 

@@ -13,7 +13,6 @@ softmax is written as ``<cache_dir>/<id>.npz`` (key ``probs``, (C, H, W) float16
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -27,16 +26,10 @@ from torch import nn
 
 from .config import Config, pick_device
 from .constants import IGNORE_INDEX, NUM_CLASSES
+from .network import as_evaluated, precision
 from .transforms import normalisation, to_tensor
 
 _BATCH = 8  # same-sized images are scored together (batch norm is in eval mode: results do not change)
-
-
-def _net(model: nn.Module, cfg: Config, msc: bool) -> nn.Module:
-    from .train import unwrap, wrap_msc
-
-    base = unwrap(model)
-    return wrap_msc(base, cfg) if msc else base
 
 
 @torch.no_grad()
@@ -70,7 +63,7 @@ def predict(model: nn.Module, image: np.ndarray, cfg: Config, *, msc: bool | Non
     msc = cfg.eval.msc if msc is None else msc
     flip = cfg.eval.flip if flip is None else flip
     dev = torch.device(device or pick_device(cfg))
-    net = _net(model, cfg, msc).to(dev).eval()
+    net = as_evaluated(model, cfg, msc).to(dev).eval()
     mean, std, bgr = normalisation(cfg.data)
     x, _ = to_tensor(image, None, mean, std, bgr=bgr)
     scores = predict_logits(net, x[None].to(dev), image.shape[:2], flip=flip, pad=cfg.data.eval_pad)
@@ -121,7 +114,7 @@ def evaluate(cfg: Config, model: nn.Module, dataset: Any, *, msc: bool | None = 
     num_classes = cfg.model.num_classes
     dev = torch.device(device or pick_device(cfg))
     was_training = model.training
-    net = _net(model, cfg, msc).to(dev).eval()
+    net = as_evaluated(model, cfg, msc).to(dev).eval()
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
     if n == 0:
         raise ValueError("the evaluation data set is empty")
@@ -169,25 +162,6 @@ def eval_precision(cfg: Config, device: str | torch.device | None = None) -> str
         return "float32"
     dev = torch.device(device or pick_device(cfg))
     return "bf16" if dev.type == "cuda" and cfg.train.bf16 else "float32"
-
-
-PRECISION_NAMES = {"float32": "float32 (TF32 off)", "bf16": "bf16 autocast"}
-
-
-@contextlib.contextmanager
-def precision(name: str, device: torch.device) -> Iterator[None]:
-    """Run the block in ``name``: "bf16" (autocast on ``device``'s type) or "float32" with TF32 off (on Ampere and
-    later GPUs TF32 rounds convolution and matmul inputs to 10 mantissa bits; the flags are restored after)."""
-    if name == "bf16":
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            yield
-        return
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _batch_probs(net: nn.Module, cfg: Config, images: Sequence[np.ndarray], dev: torch.device, *,

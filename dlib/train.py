@@ -49,7 +49,6 @@ import math
 import random
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,106 +60,16 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from . import distributed, limits, lock
-from .config import Config, pick_device
+from .config import Config, available_cpus, pick_device
 from .io import atomic_write_text
 from .loss import as_outputs, segmentation_loss, valid_pixel_counts
-from .msc import MSC
+from .network import build, precision, to_device, unwrap, wrap_msc
 from .sampling import AugmentedView, MicroBatches, SampleStream
 from .schedule import base_lr_for, learning_rate, optimizer_groups, set_lr
 from .transforms import TrainTransform
 
 LOG_NAME = "train_log.csv"
 LOG_FIELDS = ("iteration", "loss", "lr", "images_per_s", "elapsed_s")
-
-
-# --------------------------------------------------------------------------------------------
-# Cores
-# --------------------------------------------------------------------------------------------
-
-def available_cpus() -> int:
-    """The number of cores this process may run on (its CPU affinity, else ``os.cpu_count()``)."""
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-# --------------------------------------------------------------------------------------------
-# Model
-# --------------------------------------------------------------------------------------------
-
-def build_model(cfg: Config) -> nn.Module:
-    """``dlib.models.build(cfg.model.name)``; a ``model.pretrained`` path to a dlib checkpoint or run
-    folder (e.g. the proxy "COCO" pretraining run) is loaded here, other values go to the builder.
-
-    Caffe (dlib.caffe): ``model.caffe_layout`` builds the released prototxt's layout; a ``model.pretrained``
-    ending in .caffemodel is an initial model (ImageNet / COCO: its classifier may be absent or of other
-    classes); ``model.caffemodel`` is a whole released model, loaded last. The load report is kept as
-    ``model.load_report``.
-    """
-    from . import caffe, models
-
-    pretrained = cfg.model.pretrained
-    ckpt = caffe_init = None
-    if caffe.is_caffemodel(pretrained):
-        caffe_init, pretrained = pretrained, None
-    elif isinstance(pretrained, str) and pretrained not in ("imagenet",) and Path(pretrained).exists():
-        ckpt, pretrained = pretrained, None
-    extra = {"width": cfg.model.width} if cfg.model.name.startswith("small_") else {}
-    if cfg.model.caffe_layout:
-        extra.update(caffe.layout_kwargs(cfg.model.name))
-    model = models.build(cfg.model.name, num_classes=cfg.model.num_classes, pretrained=pretrained, **extra)
-    if caffe_init is not None:
-        caffe.check_settings(cfg, caffe_init)
-        caffe.load_caffemodel(model, caffe_init, head="optional")
-    if cfg.model.caffemodel is not None:
-        caffe.check_settings(cfg, cfg.model.caffemodel)
-        caffe.load_caffemodel(model, cfg.model.caffemodel, head="require")
-    if ckpt is not None:
-        load_weights(model, ckpt)
-    elif caffe_init is None and cfg.model.caffemodel is None and pretrained is None and any(
-            getattr(m, "freeze_bn", False) for m in model.modules()):
-        # Frozen BN keeps its initial statistics (mean 0, var 1): from a random init nothing is normalised,
-        # activations grow through the 33 residual blocks and the loss overflows within a few iterations.
-        warnings.warn(f"{cfg.model.name} has frozen batch normalisation (DeepLab v2, Sec. 4.1) but no pretrained "
-                      "weights: expect the loss to diverge. Set model.pretrained='imagenet' (or a local weights "
-                      "file), or use a small_* model to train from scratch.", stacklevel=2)
-    return model
-
-
-def load_weights(model: nn.Module, source: str | Path) -> nn.Module:
-    """Load model weights from a checkpoint file or a run folder (its newest intact checkpoint)."""
-    path = Path(source)
-    if path.is_dir():
-        found = ckpt.load_latest_checkpoint(path)
-        if found is None:
-            raise FileNotFoundError(f"no checkpoint (checkpoints/ckpt_*.pt) in run folder {path}")
-        path, state = found
-    else:
-        state = ckpt.read_checkpoint(path)
-    state = state.get("model", state)
-    try:
-        missing, unexpected = unwrap(model).load_state_dict(state, strict=False)
-    except RuntimeError as err:  # tensor size mismatches
-        first = str(err).strip().splitlines()
-        raise ValueError(f"checkpoint {path} does not fit this model "
-                         f"({first[1].strip() if len(first) > 1 else first[0]}); "
-                         "was it trained with another model.name or model.width?") from None
-    if missing or unexpected:
-        raise ValueError(f"checkpoint {path} does not fit this model: missing {list(missing)[:5]}, "
-                         f"unexpected {list(unexpected)[:5]}; was it trained with another model.name?")
-    return model
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The network inside DistributedDataParallel and :class:`dlib.msc.MSC` wrappers."""
-    while isinstance(model, (nn.parallel.DistributedDataParallel, MSC)):
-        model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model.model
-    return model
-
-
-def wrap_msc(model: nn.Module, cfg: Config) -> nn.Module:
-    """MSC over ``model.msc_scales``; with ``model.caffe_layout`` resized as Caffe's Interp layers (dlib.msc)."""
-    return MSC(model, scales=tuple(cfg.model.msc_scales), interp="caffe" if cfg.model.caffe_layout else "pixel")
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,7 +122,7 @@ def _check_settings(cfg: Config, world_size: int) -> None:
 def train(cfg: Config, out_dir: str | Path, *, model: nn.Module | None = None, dataset: Any = None,
           resume: bool = True, stop_after: int | None = None, progress: bool | None = None,
           callback: Callable[[int, float], None] | None = None) -> TrainResult:
-    """Train ``model`` (default :func:`build_model`) on ``dataset`` (default the configured train set).
+    """Train ``model`` (default :func:`dlib.network.build`) on ``dataset`` (default the configured train set).
 
     ``out_dir`` receives ``checkpoints/`` and ``train_log.csv``; with ``resume`` (default) training
     continues from its latest checkpoint, after checking that the config matches. ``stop_after``
@@ -235,7 +144,7 @@ def train(cfg: Config, out_dir: str | Path, *, model: nn.Module | None = None, d
         np.random.seed(cfg.seed % 2**32)
         random.seed(cfg.seed)
         if model is None:
-            model = build_model(cfg)
+            model = build(cfg)
         limits.check_memory(cfg, model, device, info.world_size)  # before the data are built or a file written
         with lock.locked(out_dir, enabled=info.is_main):  # one training writes a run folder at a time
             if dataset is None:
@@ -289,17 +198,6 @@ def _train(s: _Session, dataset: Any, resume: bool, stop_after: int | None, prog
     return TrainResult(model=unwrap(model), out_dir=s.out_dir, iterations=stop, resumed_from=start,
                        log=s.log.rows, checkpoint=checkpoint, seconds=time.time() - s.start_time,
                        images_per_s=images / elapsed if images else float("nan"), complete=stop >= t.iterations)
-
-
-def to_device(model: nn.Module, device: torch.device, channels_last: bool = True) -> nn.Module:
-    """The model on ``device`` in the layout training uses (``train.channels_last``): NHWC took 11-25% less time
-    per 1-thread CPU training step of the small networks than NCHW (baseline 39.8 -> 30.9 ms, +MSC 74.6 -> 66.2,
-    VGG ASPP-L 88.9 -> 66.4; batch 4, 129 px) and is cuDNN's fast layout with bf16. :func:`train_step` gives
-    the inputs the layout of the network's first weight."""
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    return model
 
 
 def _resume(s: _Session, resume: bool) -> tuple[int, Path | None]:
@@ -426,12 +324,6 @@ def _layout_of(net: nn.Module) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if device.type == "cuda" and enabled:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def train_step(net: nn.Module, chunk: list, device: torch.device, info, use_bf16: bool, iter_size: int,
                msc_loss: str = "sum") -> float:
     """Forward/backward every micro-batch of one iteration (dlib.loss); returns the global-batch loss."""
@@ -445,7 +337,7 @@ def train_step(net: nn.Module, chunk: list, device: torch.device, info, use_bf16
         x = x.to(device, non_blocking=True).contiguous(memory_format=_layout_of(net))
         sync = k == len(chunk) - 1 or not info.distributed
         with contextlib.nullcontext() if sync else net.no_sync():
-            with _autocast(device, use_bf16):
+            with precision("bf16", device) if device.type == "cuda" and use_bf16 else contextlib.nullcontext():
                 outputs = as_outputs(net(x), image_size)
             if counts is None:
                 vec = valid_pixel_counts(labels, image_size, [(size, tuple(o.shape[-2:])) for o, size in outputs])

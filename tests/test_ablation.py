@@ -30,12 +30,12 @@ def test_split_holdout_keeps_the_last_images_out_of_training():
 
 
 def test_coco_rows_on_voc_without_a_checkpoint_are_not_run_and_nothing_is_built(tmp_path, monkeypatch):
-    from dlib import train
+    from dlib import network
 
     def no_build(*_a, **_k):
         raise AssertionError("must not build a model (nor download ImageNet weights)")
 
-    monkeypatch.setattr(train, "build_model", no_build)
+    monkeypatch.setattr(network, "build", no_build)
     cfg = config.resolve("gpu", overrides={"model.coco_checkpoint": str(tmp_path / "missing.pt")})
     out = ablation.run_training(cfg, TABLE4[2].training, 0, tmp_path)
     assert out["status"].startswith("not run: no COCO-pretrained init")

@@ -305,7 +305,7 @@ def test_caffemodel_needs_the_caffe_layout_and_input():
 def test_evaluate_a_released_largefov_caffemodel_from_the_command_line(tmp_path, monkeypatch, capsys):
     """The whole path: a V1-format LargeFOV caffemodel (legacy 4-d shapes), loaded by evaluate --caffemodel."""
     from dlib.__main__ import main
-    from dlib.train import build_model
+    from dlib.network import build as build_model
 
     torch.manual_seed(0)
     donor = models.build("deeplab_v1_largefov", avg_pool5=True)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from dlib import config, evaluate, results
+from dlib import config, evaluate, network, results
 from dlib.io import load_probs, read_json
 
 COLOURS = np.array([[20, 20, 20], [230, 30, 30], [30, 230, 30], [30, 30, 230]], np.float32)
@@ -202,10 +202,10 @@ def test_precision_contexts_turn_tf32_off_or_autocast():
     conv, x, cpu = nn.Conv2d(3, 2, 3), torch.randn(1, 3, 5, 5), torch.device("cpu")
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = True
-    with evaluate.precision("float32", cpu):
+    with network.precision("float32", cpu):
         assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
         assert conv(x).dtype == torch.float32
     assert torch.backends.cudnn.allow_tf32  # restored
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
-    with evaluate.precision("bf16", cpu):
+    with network.precision("bf16", cpu):
         assert conv(x).dtype == torch.bfloat16

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from dlib import config, models, pretrain, standins, train
+from dlib import config, models, network, pretrain, standins
 
 CARD_FIELDS = {"config", "data_seed", "iterations", "final_scores", "sha256", "commit"}
 SHIPPED = [standins.imagenet_path(f) for f in standins.FAMILIES] + [standins.coco_path(m) for m in standins.COCO_MODELS]
@@ -90,5 +90,5 @@ def test_coco_stand_in_holds_the_whole_model_classifier_included():
 def test_cpu_profile_loads_the_stand_ins_through_the_gpu_profiles_settings():
     cfg = config.resolve("cpu")
     assert (cfg.model.pretrained, cfg.model.coco_checkpoint) == ("imagenet", "coco")
-    model = train.build_model(cfg)
+    model = network.build(cfg)
     assert model.load_report is not None and "ImageNet stand-in" in model.load_report.source

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from dlib import checkpoint, config, data, loss, models, schedule, train
+from dlib import checkpoint, config, data, loss, models, network, schedule, train
+from dlib.msc import MSC
 
 
 class Tiny(nn.Module):
@@ -132,12 +133,20 @@ def test_weights_load_from_a_run_folder(tmp_path):
     cfg = _cfg(**{"train.iterations": 2, "model.name": "small_resnet_baseline"})
     result = train.train(cfg, tmp_path / "run", progress=False)
     # model.pretrained may name a run folder (the proxy "COCO" pretraining): its weights are the init.
-    model = train.build_model(config.resolve("smoke", overrides={"model.name": "small_resnet_baseline",
+    model = network.build(config.resolve("smoke", overrides={"model.name": "small_resnet_baseline",
                                                                  "model.pretrained": str(tmp_path / "run")}))
     for k, v in result.model.state_dict().items():
         assert torch.equal(model.state_dict()[k], v)
+    # load_run: the configured network, then the run's newest checkpoint (what evaluation and the ablation use)
+    loaded = network.load_run(cfg.replace({"model.pretrained": None}), tmp_path / "run")
+    for k, v in result.model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+    # evaluation's view: MSC around the bare network when asked, the bare network otherwise, whatever it was given
+    wrapped = network.as_evaluated(loaded, cfg, msc=True)
+    assert isinstance(wrapped, MSC) and wrapped.model is loaded
+    assert network.as_evaluated(wrapped, cfg, msc=False) is loaded
     with pytest.raises(ValueError, match="does not fit"):
-        train.load_weights(models.build("small_resnet_aspp"), tmp_path / "run")
+        network.load_weights(models.build("small_resnet_aspp"), tmp_path / "run")
 
 
 def test_out_of_memory_suggests_gradient_accumulation(tmp_path, monkeypatch):
@@ -206,13 +215,13 @@ def test_frozen_bn_without_pretrained_weights_warns_and_small_models_do_not():
     # iterations): building one must say so; the small from-scratch models must not warn.
     import warnings
 
-    from dlib import config, train
+    from dlib import config
 
     with pytest.warns(UserWarning, match="frozen batch normalisation"):
-        train.build_model(config.resolve("gpu", overrides={"model.pretrained": None}))
+        network.build(config.resolve("gpu", overrides={"model.pretrained": None}))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        train.build_model(config.resolve("cpu"))
+        network.build(config.resolve("cpu"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,9 +250,9 @@ def test_a_truncated_latest_checkpoint_is_named_and_training_resumes_from_the_in
     # evaluate/load_weights also take the newest intact checkpoint; an explicit damaged file is named
     _truncate(tmp_path / "cut" / "checkpoints" / "ckpt_0000006.pt")
     with pytest.warns(UserWarning, match=r"ckpt_0000006\.pt"):
-        train.load_weights(_tiny(), tmp_path / "cut")
+        network.load_weights(_tiny(), tmp_path / "cut")
     with pytest.raises(checkpoint.CheckpointError, match=r"ckpt_0000006\.pt"):
-        train.load_weights(_tiny(), tmp_path / "cut" / "checkpoints" / "ckpt_0000006.pt")
+        network.load_weights(_tiny(), tmp_path / "cut" / "checkpoints" / "ckpt_0000006.pt")
 
 
 def test_every_checkpoint_corrupt_names_them_and_the_way_out(tmp_path):
@@ -259,7 +268,7 @@ def test_a_size_mismatch_names_the_checkpoint(tmp_path):
                   "model.pretrained": None})
     train.train(cfg, tmp_path / "run", progress=False)
     with pytest.raises(ValueError, match=r"ckpt_0000002\.pt does not fit this model.*model\.width"):
-        train.load_weights(models.build("small_resnet_aspp"), tmp_path / "run")
+        network.load_weights(models.build("small_resnet_aspp"), tmp_path / "run")
 
 
 def test_checkpoints_follow_the_umask_and_loader_workers_follow_the_cores(tmp_path, monkeypatch):
@@ -275,4 +284,4 @@ def test_checkpoints_follow_the_umask_and_loader_workers_follow_the_cores(tmp_pa
         os.umask(old)
     assert os.stat(result.checkpoint).st_mode & 0o777 == 0o644
     assert os.stat(tmp_path / "run" / "train_log.csv").st_mode & 0o777 == 0o644
-    assert 1 <= train.available_cpus() <= (os.cpu_count() or 1)
+    assert 1 <= config.available_cpus() <= (os.cpu_count() or 1)
