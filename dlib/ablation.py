@@ -53,7 +53,7 @@ from .ablation_tables import REFERENCES, TABLES, Training, training_config, trai
 from .config import Config, available_cpus, identity_dict
 from .convergence import convergence_scores
 from .io import atomic_write_text, read_json
-from .results import jsonable
+from .results import ABLATION_FOLDER, jsonable
 from .stats import summarise
 
 
@@ -423,4 +423,4 @@ def default_run_root(cfg: Config) -> Path:
     """Where notebooks 05-07 keep the ablation's trainings (checkpoints, cached scores): under the cache."""
     from .io import cache_root
 
-    return cache_root() / "runs" / cfg.profile / "06_ablation"
+    return cache_root() / "runs" / cfg.profile / ABLATION_FOLDER

@@ -86,14 +86,17 @@ def _baseline_key(profile: str) -> str:
 
 
 def default_checks(profile: str, results_dir: Path | None = None) -> list[Check]:
+    from . import rederive
+
     key = _baseline_key(profile)
     folder = Path(results_dir) if results_dir else results_root() / profile
-    runs = folder / "06_ablation" / "runs.json"
+    runs = folder / rederive.FOLDER / rederive.RUNS_FILE
     threads = int(_data(runs)["runs"].get(key, {}).get("threads", 1)) if runs.is_file() else 1
     return [
         Check("05 all-background baseline mIoU", "05_training/summary.json",
               lambda d: d["trivial"]["mean_iou"], _trivial, TRIVIAL_TOLERANCE),
-        Check(f"06 Table 4 baseline mIoU ({key}, retrained on {threads} thread(s))", "06_ablation/runs.json",
+        Check(f"06 Table 4 baseline mIoU ({key}, retrained on {threads} thread(s))",
+              f"{rederive.FOLDER}/{rederive.RUNS_FILE}",
               lambda d: d["runs"][key]["mean_iou"], lambda p: _ablation_baseline(p, threads), RETRAIN_TOLERANCE),
     ]
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from .config_values import ConfigError, convert
-from .constants import NUM_CLASSES
+from .constants import MSC_SCALES, NUM_CLASSES
 from .profiles import PROFILE_OVERRIDES
 
 PROFILES = ("smoke", "cpu", "gpu")
@@ -70,7 +70,7 @@ class ModelConfig:
     name: str = "deeplab_v2_resnet101_aspp"
     num_classes: int = NUM_CLASSES  # PASCAL VOC: background + 20 classes
     pretrained: str | None = "imagenet"  # "imagenet", a local path, or None
-    msc_scales: tuple[float, ...] = (1.0, 0.75, 0.5)  # DeepLab v2, Sec. 3.1
+    msc_scales: tuple[float, ...] = MSC_SCALES  # DeepLab v2, Sec. 3.1
     coco_checkpoint: str | None = None  # local COCO-pretrained DeepLab checkpoint or released init.caffemodel
     # (Table 4 "+COCO" rows, gpu; a .caffemodel trains those rows with caffe_layout and the Caffe input)
     caffemodel: str | None = None  # a released DeepLab .caffemodel loaded whole (final VOC model; dlib.caffe)
@@ -162,6 +162,9 @@ class CRFConfig:
     # DeepLab's own densecrf code (Kraehenbuehl's 2011 code) computes, per pixel (pydensecrf's NORMALIZE_AFTER).
     normalization: str = "symmetric"
     device: str = "cpu"  # torch backend only: "cpu" or "cuda" (batched over images)
+
+
+CRF_DEFAULTS = CRFConfig()  # the one instance the CRF modules take their default parameters from
 
 
 @dataclass(frozen=True)

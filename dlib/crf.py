@@ -71,10 +71,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import Config, CRFConfig
+from .config import CRF_DEFAULTS, Config, CRFConfig
 from .constants import NORMALIZATIONS, kernel_normalization
 
-_DEFAULTS = CRFConfig()  # the single source of the default parameters (dlib/config.py)
 PROB_CLIP = 1e-5  # smallest probability before the log: unary at most -log(1e-5) = 11.5 (as pydensecrf.utils)
 BACKENDS = ("auto", "pydensecrf", "torch")
 PYDENSECRF_DISTRIBUTION = "pydensecrf2"  # the package that installs the module pydensecrf (extra [crf])
@@ -206,11 +205,11 @@ class DenseCRF:
     backend only ("cpu", "cuda").
     """
 
-    def __init__(self, *, w1: float = _DEFAULTS.w1, theta_alpha: float = _DEFAULTS.theta_alpha,
-                 theta_beta: float = _DEFAULTS.theta_beta, w2: float = _DEFAULTS.w2,
-                 theta_gamma: float = _DEFAULTS.theta_gamma, iterations: int = _DEFAULTS.iterations,
-                 backend: str = _DEFAULTS.backend, normalization: str = _DEFAULTS.normalization,
-                 device: str = _DEFAULTS.device):
+    def __init__(self, *, w1: float = CRF_DEFAULTS.w1, theta_alpha: float = CRF_DEFAULTS.theta_alpha,
+                 theta_beta: float = CRF_DEFAULTS.theta_beta, w2: float = CRF_DEFAULTS.w2,
+                 theta_gamma: float = CRF_DEFAULTS.theta_gamma, iterations: int = CRF_DEFAULTS.iterations,
+                 backend: str = CRF_DEFAULTS.backend, normalization: str = CRF_DEFAULTS.normalization,
+                 device: str = CRF_DEFAULTS.device):
         check_params(w1, theta_alpha, theta_beta, w2, theta_gamma, iterations)
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS} (pydensecrf's options), "

@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import CRFConfig
+from .config import CRF_DEFAULTS
 from .crf import check_inputs, check_params, unary_energy
 
-_DEFAULTS = CRFConfig()  # the single source of the default parameters (dlib/config.py)
 MAX_EXACT_PIXELS = 4096  # dense_crf_exact builds N x N kernels; 4096 px = 128 MiB per kernel
 
 def _features(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,10 +83,10 @@ def _softmax0(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=0, keepdims=True)
 
 
-def dense_crf_exact(image: np.ndarray, probs: np.ndarray, *, w1: float = _DEFAULTS.w1,
-                    theta_alpha: float = _DEFAULTS.theta_alpha, theta_beta: float = _DEFAULTS.theta_beta,
-                    w2: float = _DEFAULTS.w2, theta_gamma: float = _DEFAULTS.theta_gamma,
-                    iterations: int = _DEFAULTS.iterations, normalization: str = "symmetric",
+def dense_crf_exact(image: np.ndarray, probs: np.ndarray, *, w1: float = CRF_DEFAULTS.w1,
+                    theta_alpha: float = CRF_DEFAULTS.theta_alpha, theta_beta: float = CRF_DEFAULTS.theta_beta,
+                    w2: float = CRF_DEFAULTS.w2, theta_gamma: float = CRF_DEFAULTS.theta_gamma,
+                    iterations: int = CRF_DEFAULTS.iterations, normalization: str = "symmetric",
                     include_self: bool = True) -> np.ndarray:
     """Brute-force mean field with exact Gaussian kernels over all pairs: Q (C, H, W) float64.
 
@@ -112,9 +111,9 @@ def dense_crf_exact(image: np.ndarray, probs: np.ndarray, *, w1: float = _DEFAUL
     return q.reshape(probs.shape)
 
 
-def energy_terms(labels: np.ndarray, image: np.ndarray, probs: np.ndarray, *, w1: float = _DEFAULTS.w1,
-                 theta_alpha: float = _DEFAULTS.theta_alpha, theta_beta: float = _DEFAULTS.theta_beta,
-                 w2: float = _DEFAULTS.w2, theta_gamma: float = _DEFAULTS.theta_gamma,
+def energy_terms(labels: np.ndarray, image: np.ndarray, probs: np.ndarray, *, w1: float = CRF_DEFAULTS.w1,
+                 theta_alpha: float = CRF_DEFAULTS.theta_alpha, theta_beta: float = CRF_DEFAULTS.theta_beta,
+                 w2: float = CRF_DEFAULTS.w2, theta_gamma: float = CRF_DEFAULTS.theta_gamma,
                  normalization: str = "none") -> dict[str, float]:
     """E(x) of a labelling (H, W) split into its terms: ``unary``, ``appearance``, ``smoothness``, ``total``.
 
@@ -153,9 +152,9 @@ def crf_energy(labels: np.ndarray, image: np.ndarray, probs: np.ndarray, **param
     return energy_terms(labels, image, probs, **params)["total"]
 
 
-def kernel_maps(image: np.ndarray, pixel: tuple[int, int], *, theta_alpha: float = _DEFAULTS.theta_alpha,
-                theta_beta: float = _DEFAULTS.theta_beta,
-                theta_gamma: float = _DEFAULTS.theta_gamma) -> tuple[np.ndarray, np.ndarray]:
+def kernel_maps(image: np.ndarray, pixel: tuple[int, int], *, theta_alpha: float = CRF_DEFAULTS.theta_alpha,
+                theta_beta: float = CRF_DEFAULTS.theta_beta,
+                theta_gamma: float = CRF_DEFAULTS.theta_gamma) -> tuple[np.ndarray, np.ndarray]:
     """k1(i, .) and k2(i, .) for one pixel i = (row, col): the appearance and smoothness kernels, each (H, W)."""
     image = np.asarray(image, dtype=np.float64)
     row, col = pixel

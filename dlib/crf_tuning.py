@@ -21,13 +21,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .config import PAPER_TEXT, RELEASED_RESNET101, CRFConfig, available_cpus
+from .config import CRF_DEFAULTS, PAPER_TEXT, RELEASED_RESNET101, available_cpus
 from .constants import IGNORE_INDEX
 from .crf import DenseCRF, check_inputs, check_params, resolve_backend
 from .io import load_probs, probs_shape, read_image, read_label, write_label
 from .metrics import confusion_matrix, scores
 
-_DEFAULTS = CRFConfig()  # the single source of the default parameters (dlib/config.py)
 TORCH_BATCH = 16  # images per lattice when the torch backend refines a data set on a GPU
 
 # The papers' cross-validation ranges, MATLAB notation expanded ([30:10:100] = 30, 40, ..., 100).
@@ -329,11 +328,11 @@ def cross_validate(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], la
                    w1_grid: Sequence[float] = PAPER_SEARCH_RANGES["v2"]["w1"],
                    theta_alpha_grid: Sequence[float] = PAPER_SEARCH_RANGES["v2"]["theta_alpha"],
                    theta_beta_grid: Sequence[float] = PAPER_SEARCH_RANGES["v2"]["theta_beta"],
-                   w2: float = _DEFAULTS.w2, theta_gamma: float = _DEFAULTS.theta_gamma,
-                   iterations: int = _DEFAULTS.iterations, refine: bool = True,
+                   w2: float = CRF_DEFAULTS.w2, theta_gamma: float = CRF_DEFAULTS.theta_gamma,
+                   iterations: int = CRF_DEFAULTS.iterations, refine: bool = True,
                    ignore_index: int = IGNORE_INDEX, workers: int = 0, progress: bool = True,
-                   backend: str = _DEFAULTS.backend, normalization: str = _DEFAULTS.normalization,
-                   device: str = _DEFAULTS.device, widen: int = 0) -> CVResult:
+                   backend: str = CRF_DEFAULTS.backend, normalization: str = CRF_DEFAULTS.normalization,
+                   device: str = CRF_DEFAULTS.device, widen: int = 0) -> CVResult:
     """The papers' coarse-to-fine search of w1, theta_alpha, theta_beta by mIoU on held-out images.
 
     Stage 1 scores every point of the grid (default: DeepLab v2's ranges); with ``widen`` > 0, while the best

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .markdown import format_number, link, markdown_table, read_csv, to_float
-from .results import results_root
+from .results import ABLATION_FOLDER, results_root
 
-HEADLINE_FOLDER = "06_ablation"
+HEADLINE_FOLDER = ABLATION_FOLDER
 HEADLINE_TABLES = (
     ("table4", "DeepLab v2 Table 4", "ResNet-101, PASCAL VOC 2012 val; components cumulative, top to bottom"),
     ("table3", "DeepLab v2 Table 3", "VGG-16, PASCAL VOC 2012 val; each head before and after the CRF"),

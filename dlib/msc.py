@@ -38,8 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import output_size
-
-DEFAULT_SCALES = (1.0, 0.75, 0.5)  # DeepLab v2, Sec. 3.1
+from .constants import MSC_SCALES
 
 
 def scaled_size(n: int, scale: float) -> int:
@@ -103,7 +102,7 @@ class MSC(nn.Module):
     ``.backbone`` and ``.head`` are the wrapped model's, so dlib.models.parameter_roles works on it.
     """
 
-    def __init__(self, model: nn.Module, scales: Sequence[float] = DEFAULT_SCALES, *, interp: str = "pixel"):
+    def __init__(self, model: nn.Module, scales: Sequence[float] = MSC_SCALES, *, interp: str = "pixel"):
         super().__init__()
         scales = tuple(float(s) for s in scales)
         if not scales or any(not 0 < s <= 4 for s in scales):

@@ -18,6 +18,7 @@ from pathlib import Path
 from .headline import ablation_rows, headline_rows
 from .io import atomic_write_text
 from .markdown import markdown_table, read_csv
+from .results import ABLATION_FOLDER
 
 
 def readme_headline(results_dir: str | os.PathLike) -> str:
@@ -41,7 +42,7 @@ def readme_claims(results_dir: str | os.PathLike) -> str:
     from .claims import claim_sentences, coco_control_sentence
     from .convergence import CONVERGED_POINTS
 
-    folder = Path(results_dir) / "06_ablation"
+    folder = Path(results_dir) / ABLATION_FOLDER
     paths = [folder / f"{name}.csv" for name in ("paper_claims", "coco_control", "convergence_summary")]
     if not all(p.is_file() for p in paths):
         return ("_Not run yet_: run notebook 06 for `paper_claims.csv`, `coco_control.csv` and "

@@ -29,9 +29,10 @@ from .ablation_tables import REFERENCES, TABLES, table_file, trainings_of
 from .claims import coco_control, paper_claims
 from .convergence import convergence_summary, convergence_table
 from .io import read_json
+from .results import ABLATION_FOLDER
 from .stats import summarise
 
-FOLDER = "06_ablation"
+FOLDER = ABLATION_FOLDER
 RUNS_FILE = "runs.json"
 TOLERANCE = 1e-9  # relative and absolute, per number: the same computation on the same scores
 

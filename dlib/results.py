@@ -26,6 +26,7 @@ from .config import Config
 from .io import REPO_ROOT, atomic_write_text
 
 RESULTS_ENV = "DLIB_RESULTS_DIR"  # tests point this at a temporary folder
+ABLATION_FOLDER = "06_ablation"  # notebook 06's folder: results/<profile>/06_ablation and its trainings' cache
 
 
 def results_root() -> Path:
