@@ -75,7 +75,6 @@ from .config import CRF_DEFAULTS, Config, CRFConfig
 from .constants import NORMALIZATIONS, kernel_normalization
 
 PROB_CLIP = 1e-5  # smallest probability before the log: unary at most -log(1e-5) = 11.5 (as pydensecrf.utils)
-BACKENDS = ("auto", "pydensecrf", "torch")
 PYDENSECRF_DISTRIBUTION = "pydensecrf2"  # the package that installs the module pydensecrf (extra [crf])
 
 
@@ -146,18 +145,6 @@ def pydensecrf_available() -> bool:
     return importlib.util.find_spec("pydensecrf") is not None
 
 
-def resolve_backend(backend: str = "auto") -> str:
-    """"pydensecrf" or "torch": ``auto`` is pydensecrf when importable, torch otherwise."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        return "pydensecrf" if pydensecrf_available() else "torch"
-    if backend == "pydensecrf" and not pydensecrf_available():
-        raise ImportError("backend='pydensecrf' needs the optional extra: pip install -e '.[crf]' (a C++ compiler "
-                          "builds pydensecrf2); backend='torch' needs nothing more")
-    return backend
-
-
 def pydensecrf_version() -> str | None:
     """The installed pydensecrf's version, from its distribution's metadata (the module has no __version__)."""
     from importlib import metadata
@@ -168,20 +155,101 @@ def pydensecrf_version() -> str | None:
         return None
 
 
+_PYDENSECRF_NORMALIZATION = {"symmetric": "NORMALIZE_SYMMETRIC", "before": "NORMALIZE_BEFORE",
+                             "after": "NORMALIZE_AFTER", "none": "NO_NORMALIZATION"}
+
+
+class PydenseCRFBackend:
+    """Krähenbühl's C++ code through pydensecrf: one image at a time, on the CPU."""
+
+    name = "pydensecrf"
+    uses_device = False  # CPU only; crf.device must be "cpu"
+    missing = ("backend='pydensecrf' needs the optional extra: pip install -e '.[crf]' (a C++ compiler builds "
+               "pydensecrf2); backend='torch' needs nothing more")
+
+    def available(self) -> bool:
+        return pydensecrf_available()
+
+    def version(self) -> str:
+        version = pydensecrf_version()
+        return (f"{PYDENSECRF_DISTRIBUTION} {version}" if version
+                else "pydensecrf (not installed from the pydensecrf2 distribution; version unknown)")
+
+    def batch(self, crf: DenseCRF, images: list[np.ndarray], probs: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.array(crf.build(image, p).inference(crf.iterations)).reshape(p.shape)
+                for image, p in zip(images, probs)]
+
+    def steps(self, crf: DenseCRF, image: np.ndarray, probs: np.ndarray) -> Iterator[tuple[int, np.ndarray,
+                                                                                          np.ndarray]]:
+        import pydensecrf.eigen as eigen
+
+        model = crf.build(image, probs)
+        shape = probs.shape
+        q, _, tmp2 = model.startInference()
+        # pydensecrf's matrix wrapper fixes its numpy shape when created: pre-size the score buffer.
+        tmp1 = eigen.matrixXf(np.zeros((shape[0], shape[1] * shape[2]), dtype=np.float32))
+        yield 0, -unary_energy(probs).reshape(shape), np.array(q).reshape(shape)
+        for it in range(1, crf.iterations + 1):
+            model.stepInference(q, tmp1, tmp2)
+            yield it, np.array(tmp1).reshape(shape), np.array(q).reshape(shape)
+
+
+class TorchLatticeBackend:
+    """Our permutohedral lattice in PyTorch (dlib.lattice, dlib.crf_torch): batched, on CPU or GPU."""
+
+    name = "torch"
+    uses_device = True  # crf.device: "cpu" or "cuda"
+    missing = ""
+
+    def available(self) -> bool:
+        return True
+
+    def version(self) -> str:
+        import torch
+
+        return f"dlib.lattice on torch {torch.__version__}"
+
+    def batch(self, crf: DenseCRF, images: list[np.ndarray], probs: list[np.ndarray]) -> list[np.ndarray]:
+        if len({p.shape[0] for p in probs}) > 1:
+            raise ValueError("every probs of a batch needs the same number of classes")
+        from .crf_torch import mean_field
+
+        qs = mean_field(images, [unary_energy(p) for p in probs], **crf.torch_params())
+        return [q.reshape(p.shape) for q, p in zip(qs, probs)]
+
+    def steps(self, crf: DenseCRF, image: np.ndarray, probs: np.ndarray) -> Iterator[tuple[int, np.ndarray,
+                                                                                          np.ndarray]]:
+        from .crf_torch import mean_field_steps
+
+        for it, scores, q in mean_field_steps([image], [unary_energy(probs)], **crf.torch_params()):
+            yield it, scores.T.cpu().numpy().reshape(probs.shape), q.T.cpu().numpy().reshape(probs.shape)
+
+
+# The backends by name, in the order "auto" tries them: a new backend is one class (name, uses_device, missing,
+# available, version, batch, steps) and one entry here.
+BACKEND_REGISTRY: dict[str, Any] = {"pydensecrf": PydenseCRFBackend(), "torch": TorchLatticeBackend()}
+
+
+def backends() -> tuple[str, ...]:
+    """The values crf.backend accepts: "auto" and every registered backend."""
+    return ("auto", *BACKEND_REGISTRY)
+
+
+def resolve_backend(backend: str = "auto") -> str:
+    """The registered backend ``backend`` names; ``auto`` is the first one available (pydensecrf, then torch)."""
+    if backend not in backends():
+        raise ValueError(f"backend must be one of {backends()}, got {backend!r}")
+    if backend == "auto":
+        return next(name for name, impl in BACKEND_REGISTRY.items() if impl.available())
+    if not BACKEND_REGISTRY[backend].available():
+        raise ImportError(BACKEND_REGISTRY[backend].missing)
+    return backend
+
+
 def backend_version(backend: str = "auto") -> dict[str, str]:
     """{"backend": name, "version": ...} of the backend ``backend`` resolves to (for the provenance)."""
     name = resolve_backend(backend)
-    if name == "pydensecrf":
-        version = pydensecrf_version()
-        return {"backend": name, "version": f"{PYDENSECRF_DISTRIBUTION} {version}" if version
-                else "pydensecrf (not installed from the pydensecrf2 distribution; version unknown)"}
-    import torch
-
-    return {"backend": name, "version": f"dlib.lattice on torch {torch.__version__}"}
-
-
-_PYDENSECRF_NORMALIZATION = {"symmetric": "NORMALIZE_SYMMETRIC", "before": "NORMALIZE_BEFORE",
-                             "after": "NORMALIZE_AFTER", "none": "NO_NORMALIZATION"}
+    return {"backend": name, "version": BACKEND_REGISTRY[name].version()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,8 +286,8 @@ class DenseCRF:
         self.w2, self.theta_gamma, self.iterations = float(w2), float(theta_gamma), int(iterations)
         self.backend = resolve_backend(backend)
         self.normalization, self.device = normalization, str(device)
-        if self.backend == "pydensecrf" and self.device != "cpu":
-            raise ValueError(f"the pydensecrf backend runs on the CPU only, got device={device!r}; "
+        if not self.uses_device and self.device != "cpu":
+            raise ValueError(f"the {self.backend} backend runs on the CPU only, got device={device!r}; "
                              "use backend='torch' on a GPU")
 
     @classmethod
@@ -236,6 +304,11 @@ class DenseCRF:
         if unknown:
             raise TypeError(f"from_config got unknown settings {sorted(unknown)}; choose from {sorted(settings)}")
         return cls(**{**settings, **overrides})
+
+    @property
+    def uses_device(self) -> bool:
+        """Whether the backend runs on ``device`` (torch) rather than on the CPU only (pydensecrf)."""
+        return BACKEND_REGISTRY[self.backend].uses_device
 
     @property
     def params(self) -> dict[str, float]:
@@ -256,7 +329,7 @@ class DenseCRF:
     def __repr__(self) -> str:
         return ("DenseCRF(" + ", ".join(f"{k}={v:g}" for k, v in self.params.items())
                 + f", backend={self.backend!r}, normalization={self.normalization!r}"
-                + (f", device={self.device!r})" if self.backend == "torch" else ")"))
+                + (f", device={self.device!r})" if self.uses_device else ")"))
 
     def build(self, image: np.ndarray, probs: np.ndarray):
         """The checked pydensecrf.densecrf.DenseCRF2D for this image, ready for inference (pydensecrf only)."""
@@ -275,15 +348,13 @@ class DenseCRF:
                                  normalization=norm)
         return crf
 
-    def _torch_params(self) -> dict[str, Any]:
+    def torch_params(self) -> dict[str, Any]:
+        """The keywords of dlib.crf_torch's mean field: the parameters, normalisation and device."""
         return {**self.params, "normalization": self.normalization, "device": self.device}
 
     def __call__(self, image: np.ndarray, probs: np.ndarray) -> np.ndarray:
         """Mean-field marginals Q after ``iterations`` steps, (C, H, W) float32, summing to 1 per pixel."""
-        if self.backend == "torch":
-            return self.batch([image], [probs])[0]
-        crf = self.build(image, probs)
-        return np.array(crf.inference(self.iterations)).reshape(probs.shape)
+        return self.batch([image], [probs])[0]
 
     def batch(self, images: Sequence[np.ndarray], probs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Q (C, H_b, W_b) float32 for each (image, probs) pair; the torch backend shares one lattice per kernel.
@@ -295,14 +366,7 @@ class DenseCRF:
             raise ValueError(f"need as many images as probs, got {len(images)} and {len(probs)}")
         for image, p in zip(images, probs):
             check_inputs(image, p)
-        if self.backend == "pydensecrf":
-            return [self(image, p) for image, p in zip(images, probs)]
-        if len({p.shape[0] for p in probs}) > 1:
-            raise ValueError("every probs of a batch needs the same number of classes")
-        from .crf_torch import mean_field
-
-        qs = mean_field(images, [unary_energy(p) for p in probs], **self._torch_params())
-        return [q.reshape(p.shape) for q, p in zip(qs, probs)]
+        return BACKEND_REGISTRY[self.backend].batch(self, images, probs)
 
     def predict(self, image: np.ndarray, probs: np.ndarray) -> np.ndarray:
         """The refined labelling argmax_l Q(l), (H, W) uint8."""
@@ -318,21 +382,5 @@ class DenseCRF:
         Iteration 0 is the unary alone (scores = log P, clipped); step t adds the pairwise messages
         computed from Q of step t-1 (DeepLab v1, Fig. 2 / v2, Fig. 5: score map vs belief map).
         """
-        if self.backend == "torch":
-            from .crf_torch import mean_field_steps
-
-            check_inputs(image, probs)
-            for it, scores, q in mean_field_steps([image], [unary_energy(probs)], **self._torch_params()):
-                yield it, scores.T.cpu().numpy().reshape(probs.shape), q.T.cpu().numpy().reshape(probs.shape)
-            return
-        import pydensecrf.eigen as eigen
-
-        crf = self.build(image, probs)
-        shape = probs.shape
-        q, _, tmp2 = crf.startInference()
-        # pydensecrf's matrix wrapper fixes its numpy shape when created: pre-size the score buffer.
-        tmp1 = eigen.matrixXf(np.zeros((shape[0], shape[1] * shape[2]), dtype=np.float32))
-        yield 0, -unary_energy(probs).reshape(shape), np.array(q).reshape(shape)
-        for it in range(1, self.iterations + 1):
-            crf.stepInference(q, tmp1, tmp2)
-            yield it, np.array(tmp1).reshape(shape), np.array(q).reshape(shape)
+        check_inputs(image, probs)
+        yield from BACKEND_REGISTRY[self.backend].steps(self, image, probs)

@@ -150,7 +150,7 @@ def refine_dataset(prob_dir: str | os.PathLike, out_dir: str | os.PathLike, imag
 
 
 def _on_gpu(crf: DenseCRF) -> bool:
-    return crf.backend == "torch" and crf.device != "cpu"
+    return crf.uses_device and crf.device != "cpu"
 
 
 def _refine_batched(crf: DenseCRF, ids: list[str], prob_dir: Path, out_dir: Path, images: ImageSource,

@@ -211,6 +211,40 @@ def test_auto_backend_prefers_pydensecrf_and_falls_back_to_torch(monkeypatch):
     assert crf.resolve_backend("auto") == "pydensecrf"
 
 
+def test_a_new_backend_is_one_class_and_one_registry_entry(monkeypatch):
+    """A toy backend whose Q is the unary's own softmax (no pairwise term): registered, it is resolved, recorded,
+    run by DenseCRF, kept on the CPU, and listed among the accepted values, with no other code changed."""
+
+    class UnaryOnly:
+        name, uses_device, missing = "unary_only", False, "never missing"
+
+        def available(self):
+            return True
+
+        def version(self):
+            return "toy 1"
+
+        def batch(self, model, images, probs):
+            return [np.exp(-crf.unary_energy(p)).reshape(p.shape) for p in probs]
+
+        def steps(self, model, image, probs):
+            yield 0, -crf.unary_energy(probs).reshape(probs.shape), self.batch(model, [image], [probs])[0]
+
+    monkeypatch.setitem(crf.BACKEND_REGISTRY, "unary_only", UnaryOnly())
+    image, _, probs = _scene()
+    model = crf.DenseCRF(backend="unary_only")
+    clipped = np.clip(probs, crf.PROB_CLIP, 1.0)  # exp(-unary) computed here from its definition: clip, then log
+    assert "unary_only" in crf.backends() and model.backend == "unary_only"
+    assert np.allclose(model(image, probs), clipped, atol=1e-6)
+    assert (model.predict(image, probs) == probs.argmax(0)).all()
+    assert crf.backend_version("unary_only") == {"backend": "unary_only", "version": "toy 1"}
+    assert [it for it, _, _ in model.steps(image, probs)] == [0]
+    with pytest.raises(ValueError, match="CPU only"):
+        crf.DenseCRF(backend="unary_only", device="cuda")
+    with pytest.raises(ValueError, match="must be one of"):
+        crf.DenseCRF(backend="unregistered")
+
+
 def test_provenance_records_the_crf_backend_and_version():
     from dlib import results
 
