@@ -52,6 +52,7 @@ import numpy as np
 from .ablation_tables import REFERENCES, TABLES, Training, training_config, trainings_of
 from .config import Config, available_cpus, identity_dict
 from .convergence import convergence_scores
+from .datasets import dataset_info
 from .io import atomic_write_text, read_json
 from .results import ABLATION_FOLDER, jsonable
 from .stats import summarise
@@ -247,7 +248,7 @@ def tune_crf(cfg: Config, training: Training, seed: int, run_root: str | os.Path
     cache = run_dir_of(cfg, training, seed, run_root) / "crf_cv.json"
     wanted = _canonical({"config": identity_dict(tcfg), "grid": {k: list(map(float, v)) for k, v in grid.items()},
                          "holdout": cfg.ablation.crf_holdout, "crf": asdict(cfg.crf),
-                         "widen": 0 if cfg.data.dataset == "voc" else CRF_WIDEN})
+                         "widen": 0 if dataset_info(cfg.data.dataset).paper else CRF_WIDEN})
     cached = read_json(cache, default=None)
     if cached is not None and cached.get("key") == wanted:
         return CVResult(pd.DataFrame(cached["table"]), cached["best"], cached["baseline"])
@@ -263,7 +264,7 @@ def tune_crf(cfg: Config, training: Training, seed: int, run_root: str | os.Path
             probs.append(predict(model, image, tcfg, msc=training.msc))
     cv = cross_validate(images, probs, labels, w1_grid=grid["w1"], theta_alpha_grid=grid["theta_alpha"],
                         theta_beta_grid=grid["theta_beta"], w2=cfg.crf.w2, theta_gamma=cfg.crf.theta_gamma,
-                        iterations=cfg.crf.iterations, refine=cfg.data.dataset == "voc",
+                        iterations=cfg.crf.iterations, refine=dataset_info(cfg.data.dataset).paper,
                         widen=wanted["widen"],
                         workers=max(1, cfg.ablation.workers), progress=False, backend=cfg.crf.backend,
                         normalization=cfg.crf.normalization, device=cfg.crf.device)
@@ -280,7 +281,7 @@ def crf_grid(cfg: Config) -> dict[str, list[float]]:
     the paper did; on the proxy (cpu/smoke) one grid, widened past any edge optimum (:data:`CRF_WIDEN` steps) and
     without the fine stage, with theta_alpha (a distance in pixels) scaled from ~500-px images to the proxy's size
     (40, 80 and 160 px at 500 px)."""
-    if cfg.data.dataset == "voc":
+    if dataset_info(cfg.data.dataset).paper:
         return {"w1": [3, 4, 5, 6], "theta_alpha": list(range(30, 101, 10)), "theta_beta": [3, 4, 5, 6]}
     if cfg.profile == "smoke":
         return {"w1": [4], "theta_alpha": [8], "theta_beta": [3, 5]}

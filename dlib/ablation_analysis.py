@@ -20,6 +20,7 @@ import numpy as np
 from .ablation import run_dir_of
 from .ablation_tables import ONE_AT_A_TIME, TABLE3, TABLE4, Row, Training, training_config
 from .config import Config
+from .datasets import dataset_info
 from .stats import paired_stats, verdict
 
 
@@ -132,8 +133,8 @@ def convergence(cfg: Config, training: Training, seeds: Sequence[int], run_root:
     for seed in seeds:
         tcfg = training_config(cfg, training, seed)
         folder = run_dir_of(cfg, training, seed, run_root) / CHECKPOINT_DIR
-        val = dlib_data.build_dataset(tcfg.replace({"data.val_split": split}) if cfg.data.dataset == "proxy"
-                                      else tcfg, "val")
+        named_splits = dataset_info(cfg.data.dataset).dev_split is not None  # the proxy: data.val_split picks one
+        val = dlib_data.build_dataset(tcfg.replace({"data.val_split": split}) if named_splits else tcfg, "val")
         ckpts = sorted(folder.glob("ckpt_*.pt"))
         if fractions is not None:
             total = tcfg.train.iterations

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import Config
+from .datasets import dataset_info
 from .standins import CONTROL_KEYWORD
 
 
@@ -116,7 +117,7 @@ COCO_CONTROL = (
 
 
 def model_name(cfg: Config, training: Training) -> str:
-    table = _PAPER_MODELS if cfg.data.dataset == "voc" else _SMALL_MODELS
+    table = _PAPER_MODELS if dataset_info(cfg.data.dataset).paper else _SMALL_MODELS
     return table[(training.backbone, training.head)]
 
 

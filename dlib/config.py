@@ -32,6 +32,7 @@ from typing import Any
 
 from .config_values import ConfigError, convert
 from .constants import MSC_SCALES, NUM_CLASSES
+from .datasets import dataset_info
 from .profiles import PROFILE_OVERRIDES
 
 PROFILES = ("smoke", "cpu", "gpu")
@@ -365,19 +366,14 @@ def convert_value(dotted: str, value: Any, tp: Any | None = None, *, example: An
     return convert(dotted, value, field_type(dotted) if tp is None else tp, example=example)
 
 
-# background + 20 classes for the proxy set and VOC; "pretext" is the ImageNet stand-in's task (dlib.standins:
-# background + 7 shapes x 3 colour groups, each plain or textured), never evaluated as a segmentation benchmark.
-NUM_CLASSES_OF_DATASET = {"proxy": 21, "voc": 21, "pretext": 43}
-
-
 def check_config(cfg: Config) -> Config:
     """Checks that span several keys; raises :class:`ConfigError` naming them."""
     lo, hi = cfg.data.scale_range
     if lo > hi:
         raise ConfigError(f"config key 'data.scale_range' must be [low, high] with low <= high "
                           f"(e.g. data.scale_range=[0.5,1.5]), got {list(cfg.data.scale_range)}")
-    expected = NUM_CLASSES_OF_DATASET.get(cfg.data.dataset)
-    if expected is not None and cfg.model.num_classes != expected:
+    expected = dataset_info(cfg.data.dataset).num_classes
+    if cfg.model.num_classes != expected:
         raise ConfigError(f"config key 'model.num_classes' is {cfg.model.num_classes} but the {cfg.data.dataset!r} "
                           f"data set has {expected} classes; set model.num_classes={expected}")
     if cfg.model.caffemodel is not None and not (cfg.model.caffe_layout and cfg.data.input_convention == "caffe"):

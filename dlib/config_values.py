@@ -12,10 +12,12 @@ import json
 import math
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from .constants import NORMALIZATIONS
+from .datasets import DATASETS
 
 
 class ConfigError(ValueError, TypeError):
@@ -90,8 +92,8 @@ RANGES: dict[str, Range] = {
 }
 
 # Text fields with a fixed set of values.
-CHOICES: dict[str, tuple[str, ...]] = {
-    "data.dataset": ("proxy", "voc", "pretext"),
+CHOICES: dict[str, Collection[str]] = {
+    "data.dataset": DATASETS.keys(),  # the registry itself (dlib.datasets): a data set added there is accepted
     "data.input_convention": ("imagenet", "caffe"),
     "train.msc_loss": ("sum", "mean"),
     "train.lr_policy": ("poly", "step"),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
+from .datasets import dataset_info
 
 CONVERGENCE_FRACTIONS = (0.8, 1.0)  # the criterion compares the scores at 80% and 100% of a run
 CONVERGED_POINTS = 1.0  # a training has converged when its last fifth adds less than this (mean over seeds)
@@ -24,8 +25,8 @@ def development_set(tcfg: Config) -> Any:
     """The split a design (iterations, rates) is chosen on: the proxy's "val" split; VOC's val (it has no other)."""
     from . import data as dlib_data
 
-    return dlib_data.build_dataset(tcfg.replace({"data.val_split": "val"}) if tcfg.data.dataset == "proxy"
-                                   else tcfg, "val")
+    dev = dataset_info(tcfg.data.dataset).dev_split
+    return dlib_data.build_dataset(tcfg.replace({"data.val_split": dev}) if dev else tcfg, "val")
 
 
 def convergence_scores(tcfg: Config, model: Any, run_dir: Path) -> list[list[float]]:

@@ -26,6 +26,33 @@ from .voc import VOC_URL, VOCSegmentation
 # One entry point for the notebooks and the command line
 # --------------------------------------------------------------------------------------------
 
+def _proxy(cfg, split: str, large: bool, transform: Callable | None, cache_dir: str | os.PathLike | None):
+    # The proxy's evaluation split is data.val_split: "val" (the development split, for designing) or
+    # "test" (drawn from other seeds, the split the cpu profile reports on).
+    name = "train" if split == "train" else cfg.data.val_split
+    if name not in SPLIT_CODES:
+        raise ValueError(f"data.val_split={cfg.data.val_split!r} is not a proxy split; use 'val' (development) or "
+                         "'test' (the reported split)")
+    return ProxySegmentation.from_config(cfg, name, large=large, transform=transform, cache_dir=cache_dir)
+
+
+def _voc(cfg, split: str, large: bool, transform: Callable | None, cache_dir: str | os.PathLike | None):
+    d = cfg.data
+    if large:
+        raise ValueError("large=True exists only for the proxy data set; on VOC, COCO pretraining is a "
+                         "checkpoint given as model.pretrained")
+    if d.voc_root is None:
+        raise FileNotFoundError(f"data.voc_root is not set; point it at the VOCdevkit folder (download: {VOC_URL}) "
+                                "or use data.dataset=proxy")
+    name = d.train_split if split == "train" else d.val_split
+    return VOCSegmentation(d.voc_root, name, transform, sbd_root=d.sbd_root)
+
+
+# One builder per data set that build_dataset reads (the facts about each: dlib.datasets.DATASETS); the pretext
+# task's images are drawn by dlib.pretrain, never through here.
+BUILDERS: dict[str, Callable] = {"proxy": _proxy, "voc": _voc}
+
+
 def build_dataset(cfg, split: str = "train", *, large: bool = False, transform: Callable | None = None,
                   cache_dir: str | os.PathLike | None = None):
     """The configured data set for ``split`` ("train" or "val"): the proxy set or VOC (+SBD for train_aug).
@@ -34,25 +61,9 @@ def build_dataset(cfg, split: str = "train", *, large: bool = False, transform: 
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    d = cfg.data
-    if d.dataset == "proxy":
-        # The proxy's evaluation split is data.val_split: "val" (the development split, for designing) or
-        # "test" (drawn from other seeds, the split the cpu profile reports on).
-        name = "train" if split == "train" else d.val_split
-        if name not in SPLIT_CODES:
-            raise ValueError(f"data.val_split={d.val_split!r} is not a proxy split; use 'val' (development) or "
-                             "'test' (the reported split)")
-        return ProxySegmentation.from_config(cfg, name, large=large, transform=transform, cache_dir=cache_dir)
-    if d.dataset == "voc":
-        if large:
-            raise ValueError("large=True exists only for the proxy data set; on VOC, COCO pretraining is a "
-                             "checkpoint given as model.pretrained")
-        if d.voc_root is None:
-            raise FileNotFoundError(f"data.voc_root is not set; point it at the VOCdevkit folder (download: {VOC_URL}) "
-                                    "or use data.dataset=proxy")
-        name = d.train_split if split == "train" else d.val_split
-        return VOCSegmentation(d.voc_root, name, transform, sbd_root=d.sbd_root)
-    raise ValueError(f"unknown data.dataset {d.dataset!r}; use 'proxy' or 'voc'")
+    if cfg.data.dataset not in BUILDERS:
+        raise ValueError(f"unknown data.dataset {cfg.data.dataset!r}; use one of {', '.join(BUILDERS)}")
+    return BUILDERS[cfg.data.dataset](cfg, split, large, transform, cache_dir)
 
 
 @dataclass(frozen=True)

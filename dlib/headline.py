@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .datasets import dataset_info
 from .markdown import format_number, link, markdown_table, read_csv, to_float
 from .results import ABLATION_FOLDER, results_root
 
@@ -172,7 +173,7 @@ def plot_increments(profile: str, results_dir: str | os.PathLike | None = None):
 def headline_section(results_dir: Path, report_dir: Path, dataset: str | None) -> list[str]:
     """The report's *Paper vs measured* section: both tables, with their sources or "not run yet"."""
     lines = ["## Paper vs measured", ""]
-    if dataset == "proxy":
+    if dataset is not None and not dataset_info(dataset).paper:
         lines += ["> The measured numbers of this profile come from the small model variants trained on the "
                   "built-in proxy data set, not from the paper's networks on PASCAL VOC: compare the *pattern* "
                   "(which component helps, by how much relative to the others), not the absolute level.", ""]

@@ -19,6 +19,7 @@ from torch import nn
 
 from .config import Config
 from .config_values import ConfigError
+from .datasets import dataset_info
 
 _PROBE = 33  # side of the probe input (px): 8k+1 as the crops; activations scale with the pixel count
 _GIB = 2**30
@@ -96,7 +97,7 @@ def check_crop(cfg: Config) -> None:
     A crop larger than the image is padded with void; on the generated data sets, whose images all have one
     size, that is only wasted work (a 500-px crop of 64-px images trains about 15 times slower for nothing).
     """
-    if cfg.data.dataset not in ("proxy", "pretext"):
+    if not dataset_info(cfg.data.dataset).generated:
         return  # VOC's images vary in size; DeepLab pads the smaller ones to the crop, as Caffe did
     largest = int(cfg.data.proxy_image_size * (cfg.data.scale_range[1] if cfg.data.scale_aug else 1.0))
     if cfg.data.crop_size > largest:

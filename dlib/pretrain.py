@@ -24,7 +24,8 @@ import numpy as np
 
 from . import data as dlib_data
 from . import proxy as dlib_proxy
-from .config import NUM_CLASSES_OF_DATASET, Config, resolve
+from .config import Config, resolve
+from .datasets import DATASETS
 from .io import atomic_write_bytes, atomic_write_text, cache_root
 from .results import git_commit, jsonable
 from .standins import (
@@ -44,7 +45,7 @@ from .standins import (
 PRETEXT_SHAPES = ("disc", "ellipse", "rect", "triangle", "cross", "diamond", "trapezoid")
 PRETEXT_TEXTURES = ("flat", "hstripes", "vstripes", "checker", "dots", "rings")
 PRETEXT_COLOUR_GROUPS = ("red", "green", "blue")  # the strongest channel of the object's colour
-PRETEXT_CLASSES = NUM_CLASSES_OF_DATASET["pretext"]  # background + each shape x colour group x plain/textured
+PRETEXT_CLASSES = DATASETS["pretext"].num_classes  # background + each shape x colour group x plain/textured
 assert PRETEXT_CLASSES == 1 + 2 * len(PRETEXT_SHAPES) * len(PRETEXT_COLOUR_GROUPS)
 PRETEXT_SIZE = 96
 PRETEXT_SEED = 1000  # data seed of the pretext images (disjoint from the proxy set's seeds)
