@@ -134,6 +134,12 @@ class ASPP(nn.Module):
         """Per-branch class scores f_r(x), each (N, classes, h, w)."""
         return [branch(x) for branch in self.branches]
 
+    def classifier_parameters(self) -> list[nn.Parameter]:
+        """The layers the paper initialises at random and trains at 10x / 20x the base rate: each branch's
+        classifier (fc8, or the 3x3 classifier of a ResNet head). With ``branches`` and :meth:`branch_outputs`,
+        what every DeepLab head answers (dlib.models.parameter_roles, :func:`branch_gradient_maps`)."""
+        return [p for branch in self.branches for p in branch.classifier.parameters()]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # DeepLab v2, Sec. 3.1: sum fusion of the branch scores, (N, classes, h, w).
         out = self.branches[0](x)
@@ -153,9 +159,9 @@ def branch_gradient_maps(model: nn.Module, image: torch.Tensor,
     Run on a model in eval mode (dropout off) for a deterministic map.
     """
     head = getattr(model, "head", None)
-    if not isinstance(head, ASPP):
-        raise TypeError("branch_gradient_maps needs a DeepLab model whose head is an ASPP (model.head); "
-                        f"got head {type(head).__name__}")
+    if not callable(getattr(head, "branch_outputs", None)):
+        raise TypeError("branch_gradient_maps needs a DeepLab model whose head has branches (model.head, e.g. an "
+                        f"ASPP); got head {type(head).__name__}")
     x = image if image.dim() == 4 else image.unsqueeze(0)
     if x.shape[0] != 1 or x.shape[1] != 3:
         raise ValueError(f"image must be (3, H, W) or (1, 3, H, W), got {tuple(image.shape)}")

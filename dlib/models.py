@@ -350,9 +350,9 @@ def parameter_roles(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     left out. Works on a :class:`DeepLab` or a wrapper exposing ``.head`` (dlib.msc.MSC).
     """
     head = getattr(model, "head", None)
-    if not isinstance(head, ASPP):
-        raise TypeError(f"parameter_roles needs a DeepLab model (with an ASPP .head), got {type(model).__name__}")
-    classifier_ids = {id(p) for branch in head.branches for p in branch.classifier.parameters()}
+    if not callable(getattr(head, "classifier_parameters", None)):
+        raise TypeError(f"parameter_roles needs a DeepLab model (with a head such as ASPP), got {type(model).__name__}")
+    classifier_ids = {id(p) for p in head.classifier_parameters()}
     groups: dict[str, list[nn.Parameter]] = {"backbone_weight": [], "backbone_bias": [], "head_weight": [],
                                              "head_bias": []}
     seen: set[int] = set()

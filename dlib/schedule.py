@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from .aspp import ASPP
 from .config import Config
 
 
@@ -93,7 +92,7 @@ def optimizer_groups(model: nn.Module, cfg: Config) -> list[dict[str, Any]]:
 def parameter_roles_of(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     """dlib.models.parameter_roles for a DeepLab model (or a wrapper with its ASPP ``.head``); for any
     other network, parameters under a module named head/classifier/aspp are the head."""
-    if isinstance(getattr(model, "head", None), ASPP):
+    if callable(getattr(getattr(model, "head", None), "classifier_parameters", None)):
         from .models import parameter_roles
 
         return {k: list(v) for k, v in parameter_roles(model).items()}

@@ -210,3 +210,32 @@ def test_upsample_logits_crops_the_extra_logit_of_a_caffe_layout_network():
                                         + 2 / 8 * (logits[0, 0, 12, 10] - logits[0, 0, 12, 9])))
     with pytest.raises(ValueError, match="one more per side"):
         models.upsample_logits(torch.zeros(1, 1, 15, 11), (100, 75))
+
+
+def test_a_new_head_answers_the_head_questions_and_needs_no_other_change():
+    """A toy head (a 1x1 bottleneck, then a classifier: not an ASPP) in a DeepLab: the learning-rate roles put
+    exactly its classifier at the head's rates, from its own classifier_parameters(), and the ASPP branch maps
+    refuse it with a message (it has no branches)."""
+    from torch import nn
+
+    from dlib import aspp, schedule
+
+    class Bottleneck(nn.Module):
+        def __init__(self, channels, classes):
+            super().__init__()
+            self.reduce, self.classifier = nn.Conv2d(channels, 8, 1), nn.Conv2d(8, classes, 1)
+
+        def forward(self, x):
+            return self.classifier(torch.relu(self.reduce(x)))
+
+        def classifier_parameters(self):
+            return list(self.classifier.parameters())
+
+    base = models.build("small_resnet_baseline")
+    model = models.DeepLab(base.backbone, Bottleneck(base.backbone.out_channels, 21), name="toy")
+    roles = schedule.parameter_roles_of(model)
+    assert [p.shape for p in roles["head_weight"]] == [model.head.classifier.weight.shape]
+    assert roles["head_bias"][0] is model.head.classifier.bias
+    assert any(p is model.head.reduce.weight for p in roles["backbone_weight"])  # not the classifier: 1x
+    with pytest.raises(TypeError, match="has branches"):
+        aspp.branch_gradient_maps(model.eval(), torch.zeros(3, 33, 33))
