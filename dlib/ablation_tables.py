@@ -14,6 +14,7 @@ from typing import Any
 
 from .config import Config
 from .datasets import dataset_info
+from .models import TABLE as MODEL_TABLE
 from .standins import CONTROL_KEYWORD
 
 
@@ -79,21 +80,6 @@ TABLE3 = tuple(
     for crf, paper in ((False, before), (True, after))
 )
 
-# Model names per profile family. Paper networks for gpu, small variants for cpu/smoke.
-_PAPER_MODELS = {("resnet", "baseline"): "deeplab_v2_resnet101_baseline",
-                 ("resnet", "largefov"): "deeplab_v2_resnet101_largefov",
-                 ("resnet", "aspp_l"): "deeplab_v2_resnet101_aspp",
-                 ("vgg", "largefov"): "deeplab_v1_largefov",
-                 ("vgg", "aspp_s"): "deeplab_v2_vgg16_aspp_s",
-                 ("vgg", "aspp_l"): "deeplab_v2_vgg16_aspp_l"}
-# The small variants of the cpu/smoke profiles: Table 4 on the small ResNet, Table 3 on the small VGG-16 shape.
-_SMALL_MODELS = {("resnet", "baseline"): "small_resnet_baseline",
-                 ("resnet", "largefov"): "small_resnet_largefov",
-                 ("resnet", "aspp_l"): "small_resnet_aspp",
-                 ("vgg", "largefov"): "small_vgg_largefov",
-                 ("vgg", "aspp_s"): "small_vgg_aspp_s",
-                 ("vgg", "aspp_l"): "small_vgg_aspp_l"}
-
 # Each component added alone to the Table-4 baseline (not in the paper, which adds them cumulatively).
 ONE_AT_A_TIME = (
     Row("ofat", "baseline", _t4(), False, math.nan),
@@ -117,8 +103,15 @@ COCO_CONTROL = (
 
 
 def model_name(cfg: Config, training: Training) -> str:
-    table = _PAPER_MODELS if dataset_info(cfg.data.dataset).paper else _SMALL_MODELS
-    return table[(training.backbone, training.head)]
+    """The network of a training, from dlib.models.TABLE (each row names the (backbone, head) it runs): the paper's
+    networks on the paper's data, the small variants otherwise (Table 4 on the small ResNet, Table 3 on the small
+    VGG-16 shape)."""
+    small = not dataset_info(cfg.data.dataset).paper
+    for row in MODEL_TABLE:
+        if row.ablation == (training.backbone, training.head) and row.backbone.startswith("small_") == small:
+            return row.name
+    raise KeyError(f"no network in dlib.models.TABLE runs {training.backbone} with the {training.head} head "
+                   f"({'small variants' if small else 'the paper networks'}); give one row ablation=(backbone, head)")
 
 
 def training_config(cfg: Config, training: Training, seed: int) -> Config:

@@ -115,14 +115,16 @@ class ModelInfo:
     paper_params_m: float | None = None  # published parameter count, millions
     source: str = ""
     doc: str = ""
+    ablation: tuple[str, str] | None = None  # the (backbone, head) of the ablation trainings it runs (ablation_tables)
 
     @property
     def builder(self) -> Callable[..., DeepLab]:
         return _BUILDERS[self.name]
 
 
-def _row(name, backbone, head, kernel_size, rates, hidden, paper_params_m=None, source="", doc="") -> ModelInfo:
-    return ModelInfo(name, backbone, head, kernel_size, tuple(rates), hidden, paper_params_m, source, doc)
+def _row(name, backbone, head, kernel_size, rates, hidden, paper_params_m=None, source="", doc="",
+         ablation=None) -> ModelInfo:
+    return ModelInfo(name, backbone, head, kernel_size, tuple(rates), hidden, paper_params_m, source, doc, ablation)
 
 
 TABLE: tuple[ModelInfo, ...] = (
@@ -133,37 +135,42 @@ TABLE: tuple[ModelInfo, ...] = (
     _row("deeplab_v1_4x4_r8", "vgg16", "fov", 4, (8,), 4096, 65.1, "DeepLab v1, Table 2 (DeepLab-CRF-4x4)",
          "VGG-16 with fc6 decimated to 4x4 at rate 8 (receptive field 224 in the paper's count)."),
     _row("deeplab_v1_largefov", "vgg16", "largefov", 3, (12,), 1024, 20.5, "DeepLab v1, Table 2 (DeepLab-CRF-LargeFOV)",
-         "VGG-16 DeepLab-LargeFOV: fc6 3x3 at rate 12, fc6/fc7 reduced to 1024 channels."),
+         "VGG-16 DeepLab-LargeFOV: fc6 3x3 at rate 12, fc6/fc7 reduced to 1024 channels.",
+         ablation=("vgg", "largefov")),
     _row("deeplab_v2_vgg16_aspp_s", "vgg16", "aspp", 3, (2, 4, 8, 12), 1024, None, "DeepLab v2, Table 3 (ASPP-S)",
-         "VGG-16 ASPP-S: four fc6(3x3, rate r, 1024)-fc7-fc8 branches, r = 2, 4, 8, 12, summed."),
+         "VGG-16 ASPP-S: four fc6(3x3, rate r, 1024)-fc7-fc8 branches, r = 2, 4, 8, 12, summed.",
+         ablation=("vgg", "aspp_s")),
     _row("deeplab_v2_vgg16_aspp_l", "vgg16", "aspp", 3, (6, 12, 18, 24), 1024, None, "DeepLab v2, Table 3 (ASPP-L)",
-         "VGG-16 ASPP-L: four fc6(3x3, rate r, 1024)-fc7-fc8 branches, r = 6, 12, 18, 24, summed."),
+         "VGG-16 ASPP-L: four fc6(3x3, rate r, 1024)-fc7-fc8 branches, r = 6, 12, 18, 24, summed.",
+         ablation=("vgg", "aspp_l")),
     _row("deeplab_v2_resnet101_baseline", "resnet101", "baseline", 3, (1,), None, None,
          "DeepLab v2, Table 4 (first row)",
-         "ResNet-101 at output stride 8 with one 3x3 classifier at rate 1 (our reading of the baseline row)."),
+         "ResNet-101 at output stride 8 with one 3x3 classifier at rate 1 (our reading of the baseline row).",
+         ablation=("resnet", "baseline")),
     _row("deeplab_v2_resnet101_largefov", "resnet101", "largefov", 3, (12,), None, None,
          "DeepLab v2, Table 4 (LargeFOV)",
-         "ResNet-101 at output stride 8 with one 3x3 classifier at rate 12."),
+         "ResNet-101 at output stride 8 with one 3x3 classifier at rate 12.", ablation=("resnet", "largefov")),
     _row("deeplab_v2_resnet101_aspp", "resnet101", "aspp", 3, (6, 12, 18, 24), None, None, "DeepLab v2, Table 4 (ASPP)",
-         "ResNet-101 at output stride 8 with four 3x3 classifiers (2048 -> classes) at rates 6-24, summed."),
+         "ResNet-101 at output stride 8 with four 3x3 classifiers (2048 -> classes) at rates 6-24, summed.",
+         ablation=("resnet", "aspp_l")),
     # Small CPU variants (deviation from paper; see SMALL_RATES)
     _row("small_resnet_baseline", "small_resnet", "baseline", 3, SMALL_RATES["baseline"], None,
-         doc="Small dilated ResNet, one 3x3 classifier at rate 1."),
+         doc="Small dilated ResNet, one 3x3 classifier at rate 1.", ablation=("resnet", "baseline")),
     _row("small_resnet_largefov", "small_resnet", "largefov", 3, SMALL_RATES["largefov"], None,
-         doc="Small dilated ResNet, one 3x3 classifier at rate 6."),
+         doc="Small dilated ResNet, one 3x3 classifier at rate 6.", ablation=("resnet", "largefov")),
     _row("small_resnet_aspp", "small_resnet", "aspp", 3, SMALL_RATES["aspp_l"], None,
-         doc="Small dilated ResNet, 3x3 classifiers at 3, 6, 9, 12, summed."),
+         doc="Small dilated ResNet, 3x3 classifiers at 3, 6, 9, 12, summed.", ablation=("resnet", "aspp_l")),
     _row("small_resnet_aspp_s", "small_resnet", "aspp", 3, SMALL_RATES["aspp_s"], None,
          doc="Small dilated ResNet, 3x3 classifiers at 1, 2, 4, 6, summed."),
     _row("small_vgg_pretext", "small_vgg", "largefov", 3, (1,), SMALL_VGG_HIDDEN,
          doc="Narrow VGG-16 (BN) with fc6 3x3 at rate 1: the shape its ImageNet stand-in is trained in (as VGG-16's "
              "fc6 is dense on ImageNet; DeepLab then applies the same filter with holes)."),
     _row("small_vgg_largefov", "small_vgg", "largefov", 3, SMALL_RATES["largefov"], SMALL_VGG_HIDDEN,
-         doc="Narrow VGG-16 (BN), LargeFOV head: fc6 3x3 at rate 6."),
+         doc="Narrow VGG-16 (BN), LargeFOV head: fc6 3x3 at rate 6.", ablation=("vgg", "largefov")),
     _row("small_vgg_aspp_s", "small_vgg", "aspp", 3, SMALL_RATES["aspp_s"], SMALL_VGG_HIDDEN,
-         doc="Narrow VGG-16 (BN), ASPP-S: fc6-fc7-fc8 at 1, 2, 4, 6, summed."),
+         doc="Narrow VGG-16 (BN), ASPP-S: fc6-fc7-fc8 at 1, 2, 4, 6, summed.", ablation=("vgg", "aspp_s")),
     _row("small_vgg_aspp_l", "small_vgg", "aspp", 3, SMALL_RATES["aspp_l"], SMALL_VGG_HIDDEN,
-         doc="Narrow VGG-16 (BN), ASPP-L: fc6-fc7-fc8 at 3, 6, 9, 12, summed."),
+         doc="Narrow VGG-16 (BN), ASPP-L: fc6-fc7-fc8 at 3, 6, 9, 12, summed.", ablation=("vgg", "aspp_l")),
 )
 _REGISTRY: dict[str, ModelInfo] = {row.name: row for row in TABLE}
 
@@ -412,7 +419,7 @@ def _make_builder(row: ModelInfo) -> Callable[..., DeepLab]:
 
     K = inspect.Parameter.KEYWORD_ONLY
     builder.__signature__ = inspect.Signature(
-        [inspect.Parameter("num_classes", K, default=21), inspect.Parameter("pretrained", K, default=None),
+        [inspect.Parameter("num_classes", K, default=NUM_CLASSES), inspect.Parameter("pretrained", K, default=None),
          inspect.Parameter("rates", K, default=row.rates)] + options, return_annotation="DeepLab")
     builder.__name__ = builder.__qualname__ = row.name
     source = row.source or "Deviation from paper: a small CPU variant (see the module docstring)."
@@ -420,5 +427,4 @@ def _make_builder(row: ModelInfo) -> Callable[..., DeepLab]:
     return builder
 
 
-_BUILDERS: dict[str, Callable[..., DeepLab]] = {row.name: _make_builder(row) for row in TABLE}
-globals().update(_BUILDERS)  # models.deeplab_v1_largefov(...) etc., one per table row
+_BUILDERS: dict[str, Callable[..., DeepLab]] = {row.name: _make_builder(row) for row in TABLE}  # build(name) reads it
