@@ -117,6 +117,7 @@ def test_keys_added_at_their_neutral_value_keep_a_runs_name(tmp_path):
     assert ablation.run_dir_of(step, training, 0, tmp_path) != ablation.run_dir_of(cpu, training, 0, tmp_path)
 
 
+@pytest.mark.slow
 def test_run_tables_on_smoke_fills_every_row_and_resumes_without_retraining(tmp_path, monkeypatch):
     from dlib import train
 

@@ -4,7 +4,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from test_train import Tiny  # the training tests' tiny network (output stride 8)
+from training_helpers import Tiny  # the training tests' tiny network (output stride 8)
 
 from dlib import distributed, train
 from dlib import loss as dlib_loss

@@ -34,12 +34,8 @@ def test_notebook_is_committed_clean(path):
 
 
 def _version(text: str) -> tuple[int, ...]:
+    """"3.11" -> (3, 11): compared as numbers, not as strings (where "3.11" < "3.9")."""
     return tuple(int(part) for part in text.split("."))
-
-
-def test_version_comparison_is_numeric():
-    assert _version("3.11") > _version("3.9")  # as strings, "3.11" < "3.9"
-    assert _version("3.11.7") >= _version("3.11") and _version("3.10") < _version("3.11")
 
 
 def test_environment_yml_agrees_with_pyproject():

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from test_train import _cfg, _tiny  # the training tests' small config and tiny network
+from training_helpers import small_train_cfg, tiny_net  # the training tests' small config and tiny network
 
 from dlib import config, models, schedule
 
@@ -30,7 +30,7 @@ def test_base_lr_is_chosen_by_the_model_family():
         assert schedule.base_lr_for(gpu, name) == lr, name
         assert schedule.base_lr_for(gpu.replace({"model.name": name})) == lr, name
     # The small families follow the same rule; distinct numbers show which key was read.
-    cfg = _cfg(**{"train.base_lr": 0.3, "train.base_lr_vgg": 0.02, "model.name": "small_vgg_largefov"})
+    cfg = small_train_cfg(**{"train.base_lr": 0.3, "train.base_lr_vgg": 0.02, "model.name": "small_vgg_largefov"})
     assert schedule.base_lr_for(cfg) == 0.02 and schedule.base_lr_for(cfg, "small_resnet_aspp") == 0.3
     # ... and it is what the optimizer's groups and the schedule start from.
     groups = schedule.optimizer_groups(models.build("small_vgg_largefov", pretrained=None), cfg)
@@ -78,7 +78,7 @@ def test_lr_multipliers_follow_caffe_lr_mult():
 
 def test_one_sgd_step_moves_the_head_ten_times_faster():
     cfg = config.resolve("smoke", overrides={"train.weight_decay": 0.0})
-    model = _tiny()
+    model = tiny_net()
     opt = torch.optim.SGD(schedule.optimizer_groups(model, cfg), lr=1.0, momentum=0.0, weight_decay=0.0)
     schedule.set_lr(opt, cfg, 0)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -6,31 +6,10 @@ import socket
 
 import pytest
 import torch
-from torch import nn
+from training_helpers import small_train_cfg, tiny_net  # the training tests' small objects
 
 from dlib import checkpoint, config, data, loss, models, network, schedule, train
 from dlib.msc import MSC
-
-
-class Tiny(nn.Module):
-    """Three stride-2 convolutions (output stride 8) and a 3x3 classifier named ``head``."""
-
-    def __init__(self, dropout: float = 0.0):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 6, 3, 2, 1), nn.ReLU(), nn.Conv2d(6, 8, 3, 2, 1), nn.ReLU(),
-                                  nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU(), nn.Dropout(dropout))
-        self.head = nn.Conv2d(8, 21, 3, padding=1)
-
-    def forward(self, x):
-        return self.head(self.body(x))
-
-
-def _cfg(**extra):
-    overrides = {"train.iterations": 6, "train.batch_size": 4, "train.checkpoint_every": 2, "train.log_every": 1,
-                 "data.crop_size": 24, "data.proxy_image_size": 32, "data.proxy_train": 12,
-                 "train.base_lr": 0.05}
-    overrides.update(extra)
-    return config.resolve("smoke", seed=5, overrides=overrides)
 
 
 @pytest.fixture(autouse=True)
@@ -38,33 +17,28 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DLIB_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def _tiny(seed=0, dropout=0.0):
-    torch.manual_seed(seed)
-    return Tiny(dropout)
-
-
 # --------------------------------------------------------------------------------------------
 # Learning rate in training (the schedule's values: test_schedule)
 # --------------------------------------------------------------------------------------------
 
 def test_training_follows_the_step_schedule(tmp_path):
-    cfg = _cfg(**{"train.lr_policy": "step", "train.step_size": 2, "train.gamma": 0.5})
-    train.train(cfg, tmp_path / "run", model=_tiny(), progress=False)
+    cfg = small_train_cfg(**{"train.lr_policy": "step", "train.step_size": 2, "train.gamma": 0.5})
+    train.train(cfg, tmp_path / "run", model=tiny_net(), progress=False)
     assert [r["lr"] for r in train.read_log(tmp_path / "run")] == pytest.approx(
         [0.05, 0.05, 0.025, 0.025, 0.0125, 0.0125])
 
 
 def test_a_run_saved_before_the_schedule_keys_existed_still_resumes(tmp_path):
-    cfg = _cfg(**{"train.iterations": 4})
-    train.train(cfg, tmp_path / "run", model=_tiny(), stop_after=2, progress=False)
+    cfg = small_train_cfg(**{"train.iterations": 4})
+    train.train(cfg, tmp_path / "run", model=tiny_net(), stop_after=2, progress=False)
     path = checkpoint.latest_checkpoint(tmp_path / "run")
     state = torch.load(path, weights_only=True)
     for key in ("lr_policy", "step_size", "gamma"):  # as a checkpoint written before these keys existed
         del state["config"]["train"][key]
     torch.save(state, path)
-    assert train.train(cfg, tmp_path / "run", model=_tiny(), progress=False).resumed_from == 2
+    assert train.train(cfg, tmp_path / "run", model=tiny_net(), progress=False).resumed_from == 2
     with pytest.raises(ValueError, match="train.lr_policy"):  # but a run of the other schedule is refused
-        train.train(cfg.replace({"train.lr_policy": "step"}), tmp_path / "run", model=_tiny(), progress=False)
+        train.train(cfg.replace({"train.lr_policy": "step"}), tmp_path / "run", model=tiny_net(), progress=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -74,13 +48,12 @@ def test_a_run_saved_before_the_schedule_keys_existed_still_resumes(tmp_path):
 
 def test_msc_training_puts_a_loss_on_every_scale_and_the_fusion(tmp_path):
     for how, outputs in (("sum", 4), ("mean", 1)):
-        cfg = _cfg(**{"train.msc": True, "train.iterations": 1, "model.name": "small_resnet_baseline",
+        cfg = small_train_cfg(**{"train.msc": True, "train.iterations": 1, "model.name": "small_resnet_baseline",
                       "train.msc_loss": how})
         result = train.train(cfg, tmp_path / how, progress=False)
         # At initialisation the classifiers output ~0, so each of the 3 scales + fusion costs log(21):
         # DeepLab v2 sums the four losses; "mean" averages them.
         assert result.log[0]["loss"] == pytest.approx(outputs * math.log(21), rel=0.1)
-    from dlib.msc import MSC
 
     model = models.build("small_resnet_baseline").train()
     outputs = loss.as_outputs(MSC(model)(torch.randn(1, 3, 33, 33)), (33, 33))
@@ -93,18 +66,18 @@ def test_msc_training_puts_a_loss_on_every_scale_and_the_fusion(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path):
-    cfg = _cfg()
+    cfg = small_train_cfg()
     ds = data.build_dataset(cfg, "train")
-    full = train.train(cfg, tmp_path / "full", model=_tiny(dropout=0.3), dataset=ds, progress=False)
+    full = train.train(cfg, tmp_path / "full", model=tiny_net(dropout=0.3), dataset=ds, progress=False)
     assert full.complete and full.iterations == 6
     assert sorted(p.name for p in (tmp_path / "full/checkpoints").iterdir()) == ["ckpt_0000004.pt", "ckpt_0000006.pt"]
 
     # "Killed" after iteration 3: the last checkpoint is iteration 2, iteration 3 is lost.
-    part = train.train(cfg, tmp_path / "cut", model=_tiny(dropout=0.3), dataset=ds, stop_after=3, progress=False)
+    part = train.train(cfg, tmp_path / "cut", model=tiny_net(dropout=0.3), dataset=ds, stop_after=3, progress=False)
     assert part.iterations == 3 and not part.complete
     assert checkpoint.latest_checkpoint(tmp_path / "cut").name == "ckpt_0000002.pt"
     # A new process: a differently initialised model, the same folder.
-    resumed = train.train(cfg, tmp_path / "cut", model=_tiny(seed=99, dropout=0.3), dataset=ds, progress=False)
+    resumed = train.train(cfg, tmp_path / "cut", model=tiny_net(seed=99, dropout=0.3), dataset=ds, progress=False)
     assert resumed.resumed_from == 2 and resumed.complete
     a, b = full.model.state_dict(), resumed.model.state_dict()
     for k in a:
@@ -114,23 +87,23 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path):
     assert [r["loss"] for r in log_resumed] == pytest.approx([r["loss"] for r in log_full], rel=1e-6)
     assert [r["lr"] for r in log_resumed] == pytest.approx([schedule.poly_lr(0.05, i, 6) for i in range(6)])
     # A finished run resumes to "done" immediately with the same weights.
-    again = train.train(cfg, tmp_path / "cut", model=_tiny(seed=7, dropout=0.3), dataset=ds, progress=False)
+    again = train.train(cfg, tmp_path / "cut", model=tiny_net(seed=7, dropout=0.3), dataset=ds, progress=False)
     assert again.resumed_from == 6 and torch.equal(again.model.head.weight, full.model.head.weight)
 
 
 def test_resume_refuses_a_different_config(tmp_path):
-    cfg = _cfg(**{"train.iterations": 2})
-    train.train(cfg, tmp_path / "run", model=_tiny(), progress=False)
+    cfg = small_train_cfg(**{"train.iterations": 2})
+    train.train(cfg, tmp_path / "run", model=tiny_net(), progress=False)
     with pytest.raises(ValueError, match="train.base_lr"):
-        train.train(_cfg(**{"train.iterations": 2, "train.base_lr": 0.1}), tmp_path / "run", model=_tiny(),
-                    progress=False)
-    fresh = train.train(_cfg(**{"train.iterations": 2, "train.base_lr": 0.1}), tmp_path / "run", model=_tiny(),
-                        resume=False, progress=False)
+        train.train(small_train_cfg(**{"train.iterations": 2, "train.base_lr": 0.1}), tmp_path / "run",
+                    model=tiny_net(), progress=False)
+    fresh = train.train(small_train_cfg(**{"train.iterations": 2, "train.base_lr": 0.1}), tmp_path / "run",
+                        model=tiny_net(), resume=False, progress=False)
     assert fresh.resumed_from == 0
 
 
 def test_weights_load_from_a_run_folder(tmp_path):
-    cfg = _cfg(**{"train.iterations": 2, "model.name": "small_resnet_baseline"})
+    cfg = small_train_cfg(**{"train.iterations": 2, "model.name": "small_resnet_baseline"})
     result = train.train(cfg, tmp_path / "run", progress=False)
     # model.pretrained may name a run folder (the proxy "COCO" pretraining): its weights are the init.
     model = network.build(config.resolve("smoke", overrides={"model.name": "small_resnet_baseline",
@@ -155,12 +128,12 @@ def test_out_of_memory_suggests_gradient_accumulation(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train, "train_step", oom)
     with pytest.raises(RuntimeError, match="gradient accumulation.*iter_size=2"):
-        train.train(_cfg(), tmp_path / "run", model=_tiny(), progress=False)
+        train.train(small_train_cfg(), tmp_path / "run", model=tiny_net(), progress=False)
 
 
 def test_batch_must_split_evenly(tmp_path):
     with pytest.raises(ValueError, match="divisible"):
-        train.train(_cfg(**{"train.iter_size": 3}), tmp_path / "run", model=_tiny(), progress=False)
+        train.train(small_train_cfg(**{"train.iter_size": 3}), tmp_path / "run", model=tiny_net(), progress=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,7 +150,7 @@ def _ddp_worker(rank, world, port, cfg, out_dir, state_path, cache):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank), DLIB_CACHE_DIR=cache)
     torch.set_num_threads(1)
-    result = train.train(cfg, out_dir, model=_tiny(), progress=False)
+    result = train.train(cfg, out_dir, model=tiny_net(), progress=False)
     if rank == 0:
         torch.save(result.model.state_dict(), state_path)
 
@@ -186,11 +159,11 @@ def _ddp_worker(rank, world, port, cfg, out_dir, state_path, cache):
 def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     import torch.multiprocessing as mp
 
-    cfg = _cfg(**{"train.iterations": 4})
+    cfg = small_train_cfg(**{"train.iterations": 4})
     ds = data.build_dataset(cfg, "train")
-    single = train.train(cfg, tmp_path / "single", model=_tiny(), dataset=ds, progress=False)
+    single = train.train(cfg, tmp_path / "single", model=tiny_net(), dataset=ds, progress=False)
     accumulated = train.train(config.resolve("smoke", seed=5, overrides={**_overrides(cfg), "train.iter_size": 2}),
-                              tmp_path / "accum", model=_tiny(), dataset=ds, progress=False)
+                              tmp_path / "accum", model=tiny_net(), dataset=ds, progress=False)
     state_path = tmp_path / "ddp.pt"
     mp.spawn(_ddp_worker, args=(2, _free_port(), cfg, str(tmp_path / "ddp"), str(state_path),
                                 os.environ["DLIB_CACHE_DIR"]), nprocs=2, join=True)
@@ -198,7 +171,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     for k, v in single.model.state_dict().items():
         assert torch.allclose(ddp[k], v, atol=1e-5, rtol=1e-4), k
         assert torch.allclose(accumulated.model.state_dict()[k], v, atol=1e-5, rtol=1e-4), k
-    assert not torch.equal(single.model.head.weight, _tiny().head.weight)  # it did train
+    assert not torch.equal(single.model.head.weight, tiny_net().head.weight)  # it did train
     log = train.read_log(tmp_path / "ddp")
     assert [r["loss"] for r in log] == pytest.approx([r["loss"] for r in single.log], rel=1e-4)
 
@@ -234,37 +207,37 @@ def _truncate(path):
 
 
 def test_a_truncated_latest_checkpoint_is_named_and_training_resumes_from_the_intact_one(tmp_path):
-    cfg = _cfg()
+    cfg = small_train_cfg()
     ds = data.build_dataset(cfg, "train")
-    full = train.train(cfg, tmp_path / "full", model=_tiny(), dataset=ds, progress=False)
-    train.train(cfg, tmp_path / "cut", model=_tiny(), dataset=ds, stop_after=4, progress=False)
+    full = train.train(cfg, tmp_path / "full", model=tiny_net(), dataset=ds, progress=False)
+    train.train(cfg, tmp_path / "cut", model=tiny_net(), dataset=ds, stop_after=4, progress=False)
     latest = tmp_path / "cut" / "checkpoints" / "ckpt_0000004.pt"
     _truncate(latest)
     with pytest.raises(checkpoint.CheckpointError, match=r"ckpt_0000004\.pt cannot be read"):
         checkpoint.read_checkpoint(latest)
     with pytest.warns(UserWarning, match=r"ckpt_0000004\.pt cannot be read.*ckpt_0000002\.pt"):
-        resumed = train.train(cfg, tmp_path / "cut", model=_tiny(seed=3), dataset=ds, progress=False)
+        resumed = train.train(cfg, tmp_path / "cut", model=tiny_net(seed=3), dataset=ds, progress=False)
     assert resumed.resumed_from == 2 and resumed.complete  # resume goes on from the intact checkpoint
     for k, v in full.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[k], v), k
     # evaluate/load_weights also take the newest intact checkpoint; an explicit damaged file is named
     _truncate(tmp_path / "cut" / "checkpoints" / "ckpt_0000006.pt")
     with pytest.warns(UserWarning, match=r"ckpt_0000006\.pt"):
-        network.load_weights(_tiny(), tmp_path / "cut")
+        network.load_weights(tiny_net(), tmp_path / "cut")
     with pytest.raises(checkpoint.CheckpointError, match=r"ckpt_0000006\.pt"):
-        network.load_weights(_tiny(), tmp_path / "cut" / "checkpoints" / "ckpt_0000006.pt")
+        network.load_weights(tiny_net(), tmp_path / "cut" / "checkpoints" / "ckpt_0000006.pt")
 
 
 def test_every_checkpoint_corrupt_names_them_and_the_way_out(tmp_path):
-    cfg = _cfg(**{"train.iterations": 2})
-    train.train(cfg, tmp_path / "run", model=_tiny(), progress=False)
+    cfg = small_train_cfg(**{"train.iterations": 2})
+    train.train(cfg, tmp_path / "run", model=tiny_net(), progress=False)
     _truncate(tmp_path / "run" / "checkpoints" / "ckpt_0000002.pt")
     with pytest.raises(checkpoint.CheckpointError, match=r"no intact checkpoint.*ckpt_0000002\.pt.*--fresh"):
-        train.train(cfg, tmp_path / "run", model=_tiny(), progress=False)
+        train.train(cfg, tmp_path / "run", model=tiny_net(), progress=False)
 
 
 def test_a_size_mismatch_names_the_checkpoint(tmp_path):
-    cfg = _cfg(**{"train.iterations": 2, "model.name": "small_resnet_aspp", "model.width": 0.5,
+    cfg = small_train_cfg(**{"train.iterations": 2, "model.name": "small_resnet_aspp", "model.width": 0.5,
                   "model.pretrained": None})
     train.train(cfg, tmp_path / "run", progress=False)
     with pytest.raises(ValueError, match=r"ckpt_0000002\.pt does not fit this model.*model\.width"):
@@ -278,8 +251,8 @@ def test_checkpoints_follow_the_umask_and_loader_workers_follow_the_cores(tmp_pa
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no "excessive worker creation" warning: at most one worker per core
-            result = train.train(_cfg(**{"train.iterations": 2, "data.loader_workers": 64}), tmp_path / "run",
-                                 model=_tiny(), progress=False)
+            result = train.train(small_train_cfg(**{"train.iterations": 2, "data.loader_workers": 64}),
+                                 tmp_path / "run", model=tiny_net(), progress=False)
     finally:
         os.umask(old)
     assert os.stat(result.checkpoint).st_mode & 0o777 == 0o644
