@@ -7,8 +7,8 @@ A run folder keeps ``checkpoints/ckpt_<iteration>.pt`` (written atomically, the 
      "rng": {"torch": ByteTensor, "numpy": {...}, "python": [...], "cuda": [ByteTensor, ...]}, "format": 2}
 
 Format 2 stores the numpy and Python RNG states as tensors, lists and numbers, so a checkpoint reads with
-``torch.load(path, weights_only=True)``, which unpickles no code. Format 1 (written before) kept numpy's
-RNG state as a numpy array; :func:`load_file` still reads those, allowing numpy's array types and nothing else.
+``torch.load(path, weights_only=True)``, which unpickles no code. Format 1 (written before it) kept numpy's
+RNG state as a numpy array and is refused like any other file that holds Python objects.
 
     >>> state = read_checkpoint("runs/aspp/checkpoints/ckpt_0000100.pt")     # doctest: +SKIP
     >>> start = resume("runs/aspp", cfg, model, optimizer)                  # doctest: +SKIP
@@ -34,7 +34,7 @@ from .config import NEUTRAL_ADDED_KEYS, Config
 from .io import atomic_write_bytes
 
 CHECKPOINT_DIR = "checkpoints"
-FORMAT = 2  # 1: numpy RNG state as a numpy array; 2: every RNG state as tensors, lists and numbers
+FORMAT = 2  # every RNG state as tensors, lists and numbers (format 1, with numpy's own arrays, is no longer read)
 _CKPT = re.compile(r"^ckpt_(\d{7})\.pt$")
 
 # Config keys that may change between an interrupted run and its resumption.
@@ -58,15 +58,6 @@ class UnsafeFileError(CheckpointError):
 # The one reader
 # --------------------------------------------------------------------------------------------
 
-def _numpy_globals() -> list[Any]:
-    """What a numpy array unpickles through (its rebuild function, ndarray, dtype): data, no code.
-
-    Only format-1 checkpoints need them (numpy's RNG state); every other Python object stays refused.
-    """
-    rebuild = np.zeros(1).__reduce__()[0]  # numpy._core.multiarray._reconstruct (numpy.core in numpy 1.x)
-    return [rebuild, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
-
-
 def _check_torch_file(path: Path) -> None:
     """Refuse, by its first bytes, a file that is no PyTorch file at all (neither torch.save's zip nor a pickle)."""
     with open(path, "rb") as fh:
@@ -81,24 +72,22 @@ def load_file(path: str | os.PathLike) -> Any:
 
     Every PyTorch file of the project (checkpoints, pretrained weights, the shipped stand-ins) is read
     here. Unpickling an arbitrary file can run any code it names, so nothing is read with
-    ``weights_only=False``; numpy arrays are allowed too, for checkpoints of format 1. Raises
+    ``weights_only=False``. Raises
     :class:`UnsafeFileError` naming other Python objects, :class:`CheckpointError` for an unreadable file.
     """
     path = Path(path)
     _check_torch_file(path)
     try:
-        with torch.serialization.safe_globals(_numpy_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         try:
             found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         except Exception:  # noqa: BLE001 - only used to name the objects in the message
             found = []
-        allowed = {f"{g.__module__}.{g.__qualname__}" for g in _numpy_globals()}
-        names = sorted(n for n in found if n not in allowed)  # torch finds them in no fixed order
+        names = sorted(found)  # torch finds them in no fixed order
         shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
         raise UnsafeFileError(
-            f"{path} holds Python objects other than tensors, numbers, text and numpy arrays"
+            f"{path} holds Python objects other than tensors, numbers and text"
             f"{' (' + shown + ')' if names else ''}; they are refused because unpickling them could "
             "run code (torch.load(weights_only=True)). Save only the state dict, e.g. in a Python session you "
             "trust: torch.save(torch.load(PATH, weights_only=False)['model'], 'weights.pt')", names) from None
@@ -126,14 +115,11 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore :func:`rng_state`'s states; also reads format 1 (numpy's own state tuple)."""
+    """Restore :func:`rng_state`'s states."""
     torch.set_rng_state(state["torch"])
     np_state = state["numpy"]
-    if isinstance(np_state, dict):
-        np.random.set_state((np_state["key"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                             np_state["has_gauss"], np_state["cached_gaussian"]))
-    else:  # format 1
-        np.random.set_state(np_state)
+    np.random.set_state((np_state["key"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():

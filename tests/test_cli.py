@@ -80,7 +80,7 @@ def test_evaluate_without_a_run_is_a_clear_error(tmp_path, capsys):
     assert "no checkpoint" in capsys.readouterr().err
 
 
-# ---- issue 10: typed --set values, evaluations that never overwrite, the model from the checkpoint -------
+# ---- typed --set values, evaluations that never overwrite, the model from the checkpoint ----------------
 
 @pytest.mark.parametrize("setting, key", [
     ("train.iterations=abc", "train.iterations"), ("train.iterations=3.7", "train.iterations"),

@@ -58,7 +58,7 @@ def test_replace_and_dict_roundtrip():
     assert "train.base_lr" in config.valid_keys()
 
 
-# ---- typed, validated overrides (issue 10, defects 1 and 7) --------------------------------------------
+# ---- typed, validated overrides --------------------------------------------------------------------------
 
 
 def test_num_classes_must_match_the_data_set():

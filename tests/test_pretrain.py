@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import torch
-from test_standins import CARD_FIELDS  # what every card records (issue 9)
+from test_standins import CARD_FIELDS  # what every card records
 
 from dlib import models, pretrain, standins
 

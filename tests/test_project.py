@@ -164,7 +164,7 @@ def test_every_notebook_takes_config_overrides():
         assert any("config.resolve(" in c.source and "CONFIG" in c.source for c in nb.cells), path.name
 
 
-# ---- issue 10, defect 6: a dead kernel is reported; an interrupted run marks its results incomplete --------
+# ---- a dead kernel is reported; an interrupted run marks its results incomplete --------------------------
 
 def _notebook(path, *cells):
     import nbformat

@@ -198,7 +198,7 @@ def test_frozen_bn_without_pretrained_weights_warns_and_small_models_do_not():
 
 
 # --------------------------------------------------------------------------------------------
-# Damaged checkpoints, file modes, loader workers (issue 10, defects 4 and 8)
+# Damaged checkpoints, file modes, loader workers
 # --------------------------------------------------------------------------------------------
 
 def _truncate(path):

@@ -122,7 +122,7 @@ def test_shared_voc_subset():
 
 
 # --------------------------------------------------------------------------------------------
-# Pre-flight: every file opened before a run starts; a damaged one is named (issue 10, defect 5)
+# Pre-flight: every file opened before a run starts; a damaged one is named
 # --------------------------------------------------------------------------------------------
 
 def _truncate(path, keep=0.5):
