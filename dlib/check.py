@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .config import DEFAULT_PROFILE, PROFILES, resolve
 from .io import REPO_ROOT, read_json
-from .results import results_root
+from .results import ABLATION_FOLDER, results_root
 
 TRIVIAL_TOLERANCE = 1e-9  # mIoU fraction: the same images, the same counts
 RETRAIN_TOLERANCE = 0.01  # mIoU fraction (1 point): the same seed on another CPU/BLAS may round differently
@@ -90,13 +90,13 @@ def default_checks(profile: str, results_dir: Path | None = None) -> list[Check]
 
     key = _baseline_key(profile)
     folder = Path(results_dir) if results_dir else results_root() / profile
-    runs = folder / rederive.FOLDER / rederive.RUNS_FILE
+    runs = folder / ABLATION_FOLDER / rederive.RUNS_FILE
     threads = int(_data(runs)["runs"].get(key, {}).get("threads", 1)) if runs.is_file() else 1
     return [
         Check("05 all-background baseline mIoU", "05_training/summary.json",
               lambda d: d["trivial"]["mean_iou"], _trivial, TRIVIAL_TOLERANCE),
         Check(f"06 Table 4 baseline mIoU ({key}, retrained on {threads} thread(s))",
-              f"{rederive.FOLDER}/{rederive.RUNS_FILE}",
+              f"{ABLATION_FOLDER}/{rederive.RUNS_FILE}",
               lambda d: d["runs"][key]["mean_iou"], lambda p: _ablation_baseline(p, threads), RETRAIN_TOLERANCE),
     ]
 
@@ -142,10 +142,10 @@ def _check_derived(folder: Path, with_readme: bool) -> int:
     """Print one line per re-derived file (dlib.rederive); returns how many differ."""
     from . import rederive
 
-    _data(folder / rederive.FOLDER / rederive.RUNS_FILE)  # present, or MissingResults
+    _data(folder / ABLATION_FOLDER / rederive.RUNS_FILE)  # present, or MissingResults
     rows = rederive.check_derived(folder, REPO_ROOT / "README.md" if with_readme else None)
     for what, diff in rows:
-        print(f"ok   {what} re-derived from {rederive.FOLDER}/{rederive.RUNS_FILE}" if diff is None else f"FAIL {diff}")
+        print(f"ok   {what} re-derived from {ABLATION_FOLDER}/{rederive.RUNS_FILE}" if diff is None else f"FAIL {diff}")
     failed = sum(diff is not None for _, diff in rows)
     print(f"{len(rows) - failed} of {len(rows)} derived files agree with the committed scores")
     return failed

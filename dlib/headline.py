@@ -18,7 +18,6 @@ from .datasets import dataset_info
 from .markdown import format_number, link, markdown_table, read_csv, to_float
 from .results import ABLATION_FOLDER, results_root
 
-HEADLINE_FOLDER = ABLATION_FOLDER
 HEADLINE_TABLES = (
     ("table4", "DeepLab v2 Table 4", "ResNet-101, PASCAL VOC 2012 val; components cumulative, top to bottom"),
     ("table3", "DeepLab v2 Table 3", "VGG-16, PASCAL VOC 2012 val; each head before and after the CRF"),
@@ -45,7 +44,7 @@ def ablation_rows(results_dir: str | os.PathLike, table: str) -> tuple[list[dict
 
     Without the file, the paper's rows with the measured columns empty and status "not run yet".
     """
-    path = Path(results_dir) / HEADLINE_FOLDER / f"{table}.csv"
+    path = Path(results_dir) / ABLATION_FOLDER / f"{table}.csv"
     if not path.is_file():
         return [{k: str(v) for k, v in r.items()} for r in _paper_rows(table)], False
     header, rows = read_csv(path)
@@ -122,7 +121,7 @@ def increments(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
         out.append({"table": "Table 4", "row": row.get("row", ""), "paper": to_float(row.get("paper_increment")),
                     "measured": to_float(row.get("measured_increment")),
                     "ci_low": to_float(row.get("increment_ci_low")), "ci_high": to_float(row.get("increment_ci_high"))})
-    header, lines = read_csv(Path(results_dir) / HEADLINE_FOLDER / f"{TABLE3_COMPARISONS}.csv")
+    header, lines = read_csv(Path(results_dir) / ABLATION_FOLDER / f"{TABLE3_COMPARISONS}.csv")
     for line in (dict(zip(header, values)) for values in lines):
         out.append({"table": "Table 3", "row": line.get("comparison", ""),
                     "paper": to_float(line.get("paper_difference")),
@@ -181,11 +180,11 @@ def headline_section(results_dir: Path, report_dir: Path, dataset: str | None) -
         header, rows, exists = headline_rows(results_dir, table)
         lines += [f"### {label}: {caption}", ""]
         if exists:
-            source = link(f"{HEADLINE_FOLDER}/{table}.csv", results_dir / HEADLINE_FOLDER / f"{table}.csv", report_dir)
+            source = link(f"{ABLATION_FOLDER}/{table}.csv", results_dir / ABLATION_FOLDER / f"{table}.csv", report_dir)
             lines += [f"Source: {source}"
                       " (mIoU in percent; std over seeds, ddof = 1).", ""]
         else:
-            lines += [f"_Not run yet_: no `{HEADLINE_FOLDER}/{table}.csv` for this profile (notebook 06). "
+            lines += [f"_Not run yet_: no `{ABLATION_FOLDER}/{table}.csv` for this profile (notebook 06). "
                       "The paper's numbers alone:", ""]
         lines += [markdown_table(header, rows, numbers=False), ""]
     return lines

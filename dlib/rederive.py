@@ -32,7 +32,6 @@ from .io import read_json
 from .results import ABLATION_FOLDER
 from .stats import summarise
 
-FOLDER = ABLATION_FOLDER
 RUNS_FILE = "runs.json"
 TOLERANCE = 1e-9  # relative and absolute, per number: the same computation on the same scores
 
@@ -116,20 +115,20 @@ def _json_difference(path: Path, data: dict[str, Any]) -> str | None:
 
 def compare_tables(results_dir: Path, scratch: Path | None = None) -> list[tuple[str, str | None]]:
     """(file, difference or None) for every derived file; with ``scratch`` the derived CSVs are written there."""
-    folder = Path(results_dir) / FOLDER
+    folder = Path(results_dir) / ABLATION_FOLDER
     scores = load_scores(folder)
     rows = []
     for name, derive in derived().items():
         value = derive(scores)
         path = folder / name
         if not path.is_file():
-            rows.append((f"{FOLDER}/{name}", f"{path} is missing: notebook 06 writes it"))
+            rows.append((f"{ABLATION_FOLDER}/{name}", f"{path} is missing: notebook 06 writes it"))
             continue
         diff = _csv_difference(path, value) if name.endswith(".csv") else _json_difference(path, value)
-        rows.append((f"{FOLDER}/{name}", diff))
+        rows.append((f"{ABLATION_FOLDER}/{name}", diff))
         if scratch is not None and name.endswith(".csv"):
-            (scratch / FOLDER).mkdir(parents=True, exist_ok=True)
-            value.to_csv(scratch / FOLDER / name, index=False)
+            (scratch / ABLATION_FOLDER).mkdir(parents=True, exist_ok=True)
+            value.to_csv(scratch / ABLATION_FOLDER / name, index=False)
     return rows
 
 
@@ -152,7 +151,7 @@ def compare_headlines(results_dir: Path, scratch: Path, readme: Path | None) -> 
                          "rewrite it with python -m dlib.report --profile cpu --readme README.md"))
     report = Path(results_dir) / "report" / "README.md"
     if report.is_file():
-        dataset = read_json(Path(results_dir) / FOLDER / RUNS_FILE)["provenance"]["config"]["data"]["dataset"]
+        dataset = read_json(Path(results_dir) / ABLATION_FOLDER / RUNS_FILE)["provenance"]["config"]["data"]["dataset"]
         text = report.read_text(encoding="utf-8")
         missing = [line for line in headline_section(scratch, scratch / "report", dataset) if line and line not in text]
         rows.append(("report/README.md headline", None if not missing else

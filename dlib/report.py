@@ -26,10 +26,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .headline import HEADLINE_FOLDER, HEADLINE_TABLES, headline_section
+from .headline import HEADLINE_TABLES, headline_section
 from .io import atomic_write_text, read_json
 from .markdown import format_number, github_slug, link, markdown_table, read_csv, rel
-from .results import results_root
+from .results import ABLATION_FOLDER, results_root
 from .results_tree import REPORT_DIR, Folder, IncompleteResults, folders, provenances, refuse_incomplete  # noqa: F401
 
 LEGACY_FIGURE_DIR = "figures"  # report/figures/: copies older versions made; removed when the report is built
@@ -137,7 +137,7 @@ def _links_line(folder: Folder, results_dir: Path, report_dir: Path) -> list[str
 def _csv_blocks(folder: Folder, report_dir: Path) -> list[str]:
     lines = []
     csvs = sorted(folder.path.glob("*.csv"))
-    if folder.name == HEADLINE_FOLDER:
+    if folder.name == ABLATION_FOLDER:
         shown_above = [p for p in csvs if p.stem in {t for t, _, _ in HEADLINE_TABLES}]
         if shown_above:
             lines += ["Tables " + ", ".join(link(p.name, p, report_dir) for p in shown_above)
