@@ -133,9 +133,9 @@ main() {
       echo "== tests (unit tests, then every notebook on the smoke profile) =="
       exec "$venv/bin/python" -m pytest ${pytest_args[@]+"${pytest_args[@]}"} ;;
     check)
-      exec "$venv/bin/python" -m dlib.check --profile "$profile" ;;
+      exec "$venv/bin/python" -m dlib.tools.check --profile "$profile" ;;
     *)
-      exec "$venv/bin/python" -m dlib.notebooks --profile "$profile" ${only[@]+--only "${only[@]}"} \
+      exec "$venv/bin/python" -m dlib.tools.notebooks --profile "$profile" ${only[@]+--only "${only[@]}"} \
         ${sets[@]+"${sets[@]}"} ;;
   esac
 }

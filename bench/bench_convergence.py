@@ -5,7 +5,7 @@ and compare, on the development split, the score at 80% and 100% of the longer r
         --trainings resnet_baseline_msc resnet_aspp_l_msc_coco_aug vgg_aspp_s --seeds 0 1 2 --workers 2
 
 Prints one line per (training, seed) and a mean per training: the last fifth's gain of the longer run (the
-plateau criterion of dlib.convergence, under 1 point means converged) and what the longer run adds to the
+plateau criterion of dlib.experiments.convergence, under 1 point means converged) and what the longer run adds to the
 profile's own run at its end (from the committed ``results/<profile>/06_ablation/convergence.csv``).
 The trainings go under ``.cache/bench_convergence/<iterations>``: a second call re-reads them.
 """
@@ -20,9 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dlib import ablation, ablation_tables, config, io, results  # noqa: E402
-from dlib.convergence import CONVERGED_POINTS  # noqa: E402
-from dlib.results import ABLATION_FOLDER  # noqa: E402
+from dlib.core import config, io
+from dlib.experiments import ablation, ablation_tables, results
+from dlib.experiments.convergence import CONVERGED_POINTS
+from dlib.experiments.results import ABLATION_FOLDER
 
 
 def main() -> None:

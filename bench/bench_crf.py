@@ -7,7 +7,7 @@ Seconds per 500x375 image (21 labels, 10 mean-field iterations, DeepLab v2's par
 * torch on a GPU when one is present, one image and per image in a batch of 16 (``DenseCRF.batch``);
   goal: >= 20x faster than pydensecrf on one core, per image in the batch;
 * ``dlib.crf.DenseCRF`` (input checks included) against the same pydensecrf calls made directly;
-  goal: ratio <= 1.05. Then images per second of ``dlib.crf_tuning.refine_dataset`` over 20+ cached
+  goal: ratio <= 1.05. Then images per second of ``dlib.crf.tuning.refine_dataset`` over 20+ cached
   softmaxes with 1 worker and with every core; goal: >= 1.8x on 2 cores.
 
 ``--agreement`` instead refines every shared VOC image with both backends and reports the share of
@@ -33,9 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dlib import crf, crf_tuning, metrics, scenes
-from dlib import io as dlib_io
-from dlib.io import read_image, read_label, save_probs
+from dlib import crf
+from dlib.core import io as dlib_io
+from dlib.core.io import read_image, read_label, save_probs
+from dlib.crf import scenes, tuning
+from dlib.evaluation import metrics
 
 H, W, C = 375, 500, 21
 
@@ -155,7 +157,7 @@ def time_batch(ids, images, probs, workers: int) -> float:
         for image_id in ids:
             save_probs(Path(tmp) / "probs" / f"{image_id}.npz", probs[image_id])
         t = time.perf_counter()
-        crf_tuning.refine_dataset(Path(tmp) / "probs", Path(tmp) / "out", images.__getitem__, ids=ids,
+        tuning.refine_dataset(Path(tmp) / "probs", Path(tmp) / "out", images.__getitem__, ids=ids,
                                   crf=crf.DenseCRF(backend="pydensecrf"), workers=workers, progress=False)
         return len(ids) / (time.perf_counter() - t)
 
@@ -179,7 +181,7 @@ def main() -> None:
         return
     repeats, n = (3, 20) if args.quick else (10, 24)
     ids, images, probs, source = inputs(n)
-    cores = crf_tuning.resolve_workers(0)
+    cores = tuning.resolve_workers(0)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     print(f"dense CRF, {H}x{W}, {C} labels, {crf.DenseCRF(backend='torch').params}; {source}; {cores} cores; {gpu}")
 

@@ -37,7 +37,7 @@ def _build(name: str, num_classes: int):
     import torch
     import torchvision
 
-    from dlib import models
+    from dlib.nets import models
 
     if name == REFERENCE:
         net = torchvision.models.segmentation.deeplabv3_resnet101(weights=None, weights_backbone=None,
@@ -131,7 +131,7 @@ def gpu_throughput(name: str = "deeplab_v2_resnet101_aspp", *, bf16: bool = True
     import torch
     import torch.nn.functional as F
 
-    from dlib.msc import MSC, MSCOutput
+    from dlib.nets.msc import MSC, MSCOutput
 
     cuda = device == "cuda"
     if cuda and not torch.cuda.is_available():
@@ -241,13 +241,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(name, int(size), int(batch), int(repeats), int(threads))))
         return 0
 
-    from dlib import config, models
+    from dlib.core import config
+    from dlib.nets import models
 
     cfg = config.resolve("cpu")
     if args.gpu_only:
         gpu = run_gpu()
         if gpu and not args.no_save:
-            from dlib import results
+            from dlib.experiments import results
 
             path = results.Results(config.resolve("gpu"), "bench_models").json("bench_models_gpu", {"gpu": gpu})
             print(f"saved to {path}")
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     print(_table(rows))
     gpu = run_gpu()
     if not args.no_save:
-        from dlib import results
+        from dlib.experiments import results
 
         out = results.Results(cfg, "bench_models")
         out.json("bench_models", {"rows": rows, "gpu": gpu, "threads": args.threads, "repeats": repeats,

@@ -10,7 +10,8 @@ No released DeepLab caffemodel is available offline, so two stand-ins are measur
   path, but random weights, whose small margins and unstructured features make bf16 look worse than for a trained
   network.
 
-Each network scores the images as ``python -m dlib evaluate`` does (whole images padded to 513, dlib.evaluate), once
+Each network scores the images as ``python -m dlib evaluate`` does (whole images padded to 513,
+dlib.evaluation.evaluate), once
 with ``eval.precision=float32`` and once with ``bf16`` (autocast on the CPU with native bf16 where the CPU has it,
 else emulated), and the two predictions are compared pixel by pixel.
 
@@ -29,7 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from dlib import config, evaluate, io, models, network, standins, voc  # noqa: E402
+from dlib.core import config, io  # noqa: E402
+from dlib.data import voc  # noqa: E402
+from dlib.evaluation import evaluate  # noqa: E402
+from dlib.nets import models, network, standins  # noqa: E402
 
 
 def standin(model: str = "small_resnet_aspp"):

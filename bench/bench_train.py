@@ -7,7 +7,8 @@
 Prints one line per measurement and writes results/<profile>/bench_train/bench_train.json.
 The data loader must deliver at least twice the training rate, or training waits for data.
 
-``--budget`` is the compute budget of notebook 06: for every network the cpu ablation trains (dlib.ablation_tables),
+``--budget`` is the compute budget of notebook 06: for every network the cpu ablation trains
+(dlib.experiments.ablation_tables),
 with and without MSC, ms per step and images/s with 1 and 2 threads alone, and with 1 thread while a second,
 identical training runs beside it (two processes, as ``ablation.workers=2`` runs them); then trainings x
 iterations x seconds per step = minutes for the whole ablation. Run it on a quiet machine.
@@ -30,8 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bn_init import calibrate_bn  # noqa: E402
 
-from dlib import budget, config, data, distributed, models, network, results, sampling, schedule, train  # noqa: E402
-from dlib.transforms import TrainTransform  # noqa: E402
+from dlib import data
+from dlib.core import config
+from dlib.data import sampling
+from dlib.data.transforms import TrainTransform
+from dlib.experiments import budget, results
+from dlib.nets import models, network
+from dlib.training import distributed, schedule, train
 
 
 def step_rate(cfg, model_name: str, *, batch: int, crop: int, steps: int, warmup: int, device: str,
@@ -83,7 +89,8 @@ def loader_rate(cfg, *, batches: int) -> float:
 
 
 def _one(argv) -> int:
-    """``--one MODEL MSC THREADS STEPS``: one dlib.budget.step_seconds measurement, printed as a JSON line."""
+    """``--one MODEL MSC THREADS STEPS``: one dlib.experiments.budget.step_seconds measurement, printed as a JSON
+    line."""
     name, msc, threads, steps = argv[0], argv[1] == "1", int(argv[2]), int(argv[3])
     torch.set_num_threads(threads)
     cfg = config.resolve("cpu")

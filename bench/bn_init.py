@@ -40,7 +40,7 @@ def calibrate_bn(model: nn.Module, batches) -> nn.Module:
 
 
 def main(argv=None) -> int:
-    from dlib import models
+    from dlib.nets import models
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")

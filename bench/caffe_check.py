@@ -3,7 +3,7 @@
 Writes a random-weight network of the released layout (DeepLab's layer names and order, with the tests' own
 protobuf writer, tests/caffemodel_writer.py; batch-norm statistics measured on random batches, bench/bn_init.py,
 so the ResNet's activations stay normalised), loads it as ``python -m dlib evaluate --caffemodel`` does
-(dlib.network.build with model.caffemodel, model.caffe_layout, data.input_convention=caffe), checks every
+(dlib.nets.network.build with model.caffemodel, model.caffe_layout, data.input_convention=caffe), checks every
 tensor arrived, then scores one input at ``--size`` (513: the gpu profile's padded evaluation; MSC for the
 ResNet, as its test.prototxt) in float32 with TF32 off (what evaluate runs for a released model) and under bf16
 autocast, and reports each one's time and their agreement (argmax pixels that change, logit difference).
@@ -33,9 +33,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 from bn_init import calibrate_bn  # noqa: E402
 from caffemodel_writer import write_net  # noqa: E402  (the tests' independent .caffemodel writer)
 
-from dlib import caffe, config, evaluate, models, network  # noqa: E402
+from dlib.core import config  # noqa: E402
+from dlib.evaluation import evaluate  # noqa: E402
+from dlib.nets import caffe, models, network  # noqa: E402
 
-LEGACY = {"deeplab_v1_largefov"}  # released in Caffe's V1 "layers" format (dlib.caffe_proto)
+LEGACY = {"deeplab_v1_largefov"}  # released in Caffe's V1 "layers" format (dlib.nets.caffe_proto)
 
 
 def write_random_release(name: str, path: Path, *, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -23,7 +23,7 @@ if [ -z "${SKIP_BENCH:-}" ]; then
     $PY bench/bench_crf.py --quick --json "$OUTDIR/bench_crf.json" 2>&1 | tee "$OUTDIR/bench_crf_gpu.txt"
 fi
 
-echo "== released Caffe model path (dlib.caffe): random weights of the released layout written by the tests' writer,"
+echo "== released Caffe model path (dlib.nets.caffe): random weights of the released layout written by the tests' writer,"
 echo "   loaded as evaluate --caffemodel does; float32 (TF32 off, evaluate's default for it) against bf16: time, agreement"
 $PY bench/caffe_check.py --json "$OUTDIR/caffe_check.json" 2>&1 | tee "$OUTDIR/caffe_check.txt"
 $PY bench/caffe_check.py --model deeplab_v1_largefov --json "$OUTDIR/caffe_check_largefov.json" 2>&1 \
@@ -38,7 +38,7 @@ rm -rf "$RUN"
 $PY bench/bn_init.py deeplab_v2_resnet101_aspp /tmp/bn_init.pt
 SETS=(--set data.dataset='"proxy"' --set model.pretrained='"/tmp/bn_init.pt"'  --set train.iterations=40
       --set train.base_lr=1e-6       --set train.checkpoint_every=20 --set train.log_every=10 --set data.loader_workers=4
-      --set data.proxy_image_size=224)  # 321-px crops fit 224-px proxy images scaled by up to 1.5 (dlib.limits)
+      --set data.proxy_image_size=224)  # 321-px crops fit 224-px proxy images scaled by up to 1.5 (dlib.training.limits)
 TR=($PY -m torch.distributed.run --standalone --nproc_per_node=1 -m dlib)
 "${TR[@]}" train --profile gpu "${SETS[@]}" --out "$RUN" --no-progress --stop-after 20 2>&1 | tee "$OUTDIR/train_gpu.txt"
 "${TR[@]}" train --profile gpu "${SETS[@]}" --out "$RUN" --no-progress 2>&1 | tee -a "$OUTDIR/train_gpu.txt"

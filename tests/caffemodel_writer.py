@@ -1,6 +1,6 @@
 """An independent .caffemodel writer for the tests (test_caffe_proto, test_caffe) and the benchmarks
 (bench/caffe_check.py): a message description taken from Caffe's caffe.proto and a generic protobuf encoder,
-sharing no code with dlib.caffe_proto. Plain numpy and struct, so it imports where pytest is not installed."""
+sharing no code with dlib.nets.caffe_proto. Plain numpy and struct, so it imports where pytest is not installed."""
 
 import struct
 from pathlib import Path

@@ -17,7 +17,7 @@ def _results_in_tmp(tmp_path, monkeypatch):
 
 @pytest.fixture
 def two_halves():
-    """A hand-made CRF case (tests of dlib.crf and dlib.crf_tuning): left half red = class 0, right half
+    """A hand-made CRF case (tests of dlib.crf and dlib.crf.tuning): left half red = class 0, right half
     blue = class 1; the unary gives the true class 0.7, but 0.4 at four 'salt' pixels. (image, probs, truth)."""
     import numpy as np
 
@@ -36,15 +36,16 @@ def two_halves():
 
 @pytest.fixture(scope="module")
 def model():
-    """A small ResNet-ASPP of 3 classes in eval mode (tests of dlib.msc and dlib.loss)."""
+    """A small ResNet-ASPP of 3 classes in eval mode (tests of dlib.nets.msc and dlib.training.loss)."""
     import torch
 
-    from dlib import models
+    from dlib.nets import models
 
     torch.manual_seed(0)
     return models.build("small_resnet_aspp", num_classes=3).eval()
 
-# ---- a local HTTP server (tests of dlib.download and dlib.fetch): Range requests, and a connection that drops
+# ---- a local HTTP server (tests of dlib.tools.download and dlib.tools.fetch): Range requests, and a connection that
+# drops
 # after N bytes the first time. Never the internet.
 
 class _Server:

@@ -1,4 +1,4 @@
-"""The ablation tables (dlib.ablation): the paper's rows, the per-row configs, the runs, CRF tuning data."""
+"""The ablation tables (dlib.experiments.ablation): the paper's rows, the per-row configs, the runs, CRF tuning data."""
 
 import os
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from dlib import ablation, ablation_tables, checkpoint, config
-from dlib.ablation_tables import ONE_AT_A_TIME, TABLE3, TABLE4
+from dlib.core import checkpoint, config
+from dlib.experiments import ablation, ablation_tables
+from dlib.experiments.ablation_tables import ONE_AT_A_TIME, TABLE3, TABLE4
 
 
 def test_split_holdout_keeps_the_last_images_out_of_training():
@@ -30,7 +31,7 @@ def test_split_holdout_keeps_the_last_images_out_of_training():
 
 
 def test_coco_rows_on_voc_without_a_checkpoint_are_not_run_and_nothing_is_built(tmp_path, monkeypatch):
-    from dlib import network
+    from dlib.nets import network
 
     def no_build(*_a, **_k):
         raise AssertionError("must not build a model (nor download ImageNet weights)")
@@ -42,17 +43,18 @@ def test_coco_rows_on_voc_without_a_checkpoint_are_not_run_and_nothing_is_built(
 
 
 def test_crf_is_tuned_on_held_out_training_images_never_on_val(tmp_path, monkeypatch):
-    from dlib import crf_tuning, data
+    from dlib import data
+    from dlib.crf import tuning
 
     cfg = config.resolve("smoke")
     seen = {}
-    real = crf_tuning.cross_validate
+    real = tuning.cross_validate
 
     def spy(images, probs, labels, **kw):
         seen["images"] = [np.asarray(i) for i in images]
         return real(images, probs, labels, **kw)
 
-    monkeypatch.setattr(crf_tuning, "cross_validate", spy)
+    monkeypatch.setattr(tuning, "cross_validate", spy)
     training = TABLE4[0].training
     cv = ablation.tune_crf(cfg, training, 0, tmp_path)
     train_set = data.build_dataset(ablation_tables.training_config(cfg, training, 0), "train")
@@ -64,7 +66,7 @@ def test_crf_is_tuned_on_held_out_training_images_never_on_val(tmp_path, monkeyp
     grid = ablation.crf_grid(cfg)
     assert cv.best["w1"] in grid["w1"] and cv.best["theta_beta"] in grid["theta_beta"]
     # Cached: a second call reads the JSON instead of running the search again.
-    monkeypatch.setattr(crf_tuning, "cross_validate", lambda *a, **k: pytest.fail("search ran twice"))
+    monkeypatch.setattr(tuning, "cross_validate", lambda *a, **k: pytest.fail("search ran twice"))
     again = ablation.tune_crf(cfg, training, 0, tmp_path)
     assert again.best == cv.best
 
@@ -119,7 +121,7 @@ def test_keys_added_at_their_neutral_value_keep_a_runs_name(tmp_path):
 
 @pytest.mark.slow
 def test_run_tables_on_smoke_fills_every_row_and_resumes_without_retraining(tmp_path, monkeypatch):
-    from dlib import train
+    from dlib.training import train
 
     cfg = config.resolve("smoke")
     res = ablation.run_tables(cfg, tmp_path)
@@ -135,7 +137,7 @@ def test_run_tables_on_smoke_fills_every_row_and_resumes_without_retraining(tmp_
     assert all(r["crf_params"] == {k: float(best[k]) for k in ("w1", "theta_alpha", "theta_beta")} for r in crf_runs)
     assert 0 <= t4["measured_mean"].min() and t4["measured_mean"].max() <= 100
     # Everything is cached: a second call trains and evaluates nothing.
-    from dlib import evaluate
+    from dlib.evaluation import evaluate
 
     monkeypatch.setattr(train, "train_step", lambda *a, **k: pytest.fail("retrained a finished run"))
     monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: pytest.fail("re-evaluated a cached run"))
@@ -196,7 +198,7 @@ def test_progress_line_names_the_row_seed_score_and_time():
 
 
 def test_the_coco_control_starts_from_the_control_stand_in():
-    from dlib import standins
+    from dlib.nets import standins
 
     cfg = config.resolve("cpu")
     ref, coco, ctrl = ablation_tables.COCO_CONTROL

@@ -1,9 +1,11 @@
-"""dlib.ablation_analysis: the diagnoses of the ablation (MSC at train vs test time, look-alike classes, plateau)."""
+"""dlib.experiments.ablation_analysis: the diagnoses of the ablation (MSC at train vs test time, look-alike classes,
+plateau)."""
 
 import numpy as np
 import pytest
 
-from dlib import ablation, ablation_analysis, ablation_tables, config
+from dlib.core import config
+from dlib.experiments import ablation, ablation_analysis, ablation_tables
 
 
 def test_msc_diagnosis_scores_both_networks_both_ways(tmp_path):

@@ -1,9 +1,13 @@
-"""The paper's ablation rows (dlib.ablation_tables): Tables 3 and 4, one component at a time, per-row configs."""
+"""The paper's ablation rows (dlib.experiments.ablation_tables): Tables 3 and 4, one component at a time, per-row
+configs."""
 
 import pytest
 
-from dlib import ablation_tables, config, models, schedule
-from dlib.ablation_tables import ONE_AT_A_TIME, TABLE3, TABLE4
+from dlib.core import config
+from dlib.experiments import ablation_tables
+from dlib.experiments.ablation_tables import ONE_AT_A_TIME, TABLE3, TABLE4
+from dlib.nets import models
+from dlib.training import schedule
 
 
 def test_table4_rows_are_the_papers_numbers_and_add_one_component_each():

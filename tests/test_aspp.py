@@ -1,4 +1,4 @@
-"""dlib.aspp: the branches compute DeepLab v2's Eq. (1), their scores are summed, the registered
+"""dlib.nets.aspp: the branches compute DeepLab v2's Eq. (1), their scores are summed, the registered
 models carry the paper's rates, and the gradient maps stay inside the theoretical receptive field."""
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from dlib import aspp, atrous, models
-from dlib.models import DeepLab
+from dlib.nets import aspp, atrous, models
+from dlib.nets.models import DeepLab
 
 
 def test_classifier_branch_is_the_atrous_sum_of_eq1():

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlib import atrous
-from dlib.atrous import Layer, receptive_field
+from dlib.nets import atrous
+from dlib.nets.atrous import Layer, receptive_field
 
 
 def brute_force(x, w, r):

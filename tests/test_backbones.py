@@ -1,11 +1,11 @@
-"""dlib.backbones: output stride 8 by shape, and parameter counts against torchvision's published ones."""
+"""dlib.nets.backbones: output stride 8 by shape, and parameter counts against torchvision's published ones."""
 
 import pytest
 import torch
 from torch import nn
 
-from dlib import backbones
-from dlib.backbones import ResNet101Dense, SmallDilatedResNet, VGG16Dense
+from dlib.nets import backbones
+from dlib.nets.backbones import ResNet101Dense, SmallDilatedResNet, VGG16Dense
 
 # torchvision's model cards: ResNet-101 has 44,549,160 parameters and VGG-16 138,357,544, each with its
 # ImageNet classifier. The dense backbones drop the classifier:

@@ -1,8 +1,9 @@
-"""dlib.budget: seconds per step of each network and the ablation's minutes."""
+"""dlib.experiments.budget: seconds per step of each network and the ablation's minutes."""
 
 import pytest
 
-from dlib import ablation_tables, budget, config
+from dlib.core import config
+from dlib.experiments import ablation_tables, budget
 
 
 def test_ablation_budget_is_seeds_times_iterations_times_seconds_per_step(monkeypatch):

@@ -1,4 +1,5 @@
-"""dlib.caffe: the layer-name mapping against DeepLab's prototxts, and Caffe-layout blocks loaded from files written by
+"""dlib.nets.caffe: the layer-name mapping against DeepLab's prototxts, and Caffe-layout blocks loaded from files
+written by
 an independent writer (test_caffe_proto) against outputs computed by hand."""
 
 import functools
@@ -12,9 +13,11 @@ import torch
 import torch.nn.functional as F
 from caffemodel_writer import rand, write_net  # the independent .caffemodel writer
 
-from dlib import caffe, config, models, transforms
-from dlib.aspp import ASPP
-from dlib.backbones import ResNet101Dense, VGG16Dense
+from dlib.core import config
+from dlib.data import transforms
+from dlib.nets import caffe, models
+from dlib.nets.aspp import ASPP
+from dlib.nets.backbones import ResNet101Dense, VGG16Dense
 
 PROTOTXT = Path(__file__).resolve().parents[2] / "shared" / "reference" / "deeplab_prototxt"
 if not PROTOTXT.is_dir():
@@ -246,7 +249,7 @@ def test_the_mapping_lists_the_weight_layers_in_the_prototxts_order(name, protot
 
 
 def test_a_truncated_caffemodel_is_one_line_naming_the_file_from_the_command_line(tmp_path, capsys):
-    from dlib.__main__ import main
+    from dlib.tools.cli import main
 
     rng = np.random.default_rng(7)
     whole = write_net(tmp_path / "w.caffemodel", [("conv1_1", "Convolution", [rand(rng, 64, 3, 3, 3)])]).read_bytes()
@@ -304,8 +307,8 @@ def test_caffemodel_needs_the_caffe_layout_and_input():
 
 def test_evaluate_a_released_largefov_caffemodel_from_the_command_line(tmp_path, monkeypatch, capsys):
     """The whole path: a V1-format LargeFOV caffemodel (legacy 4-d shapes), loaded by evaluate --caffemodel."""
-    from dlib.__main__ import main
-    from dlib.network import build as build_model
+    from dlib.nets.network import build as build_model
+    from dlib.tools.cli import main
 
     torch.manual_seed(0)
     donor = models.build("deeplab_v1_largefov", avg_pool5=True)
@@ -335,7 +338,7 @@ def test_evaluate_a_released_largefov_caffemodel_from_the_command_line(tmp_path,
 
 
 def test_coco_rows_from_a_released_init_caffemodel_use_the_caffe_settings():
-    from dlib.ablation_tables import Training, training_config
+    from dlib.experiments.ablation_tables import Training, training_config
 
     cfg = config.resolve("gpu", overrides={"model.coco_checkpoint": "/models/init.caffemodel"})
     coco = training_config(cfg, Training("resnet", "aspp_l", msc=True, coco=True), seed=0)

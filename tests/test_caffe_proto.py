@@ -1,11 +1,11 @@
-"""dlib.caffe_proto: the .caffemodel reader against files written by an independent protobuf writer
+"""dlib.nets.caffe_proto: the .caffemodel reader against files written by an independent protobuf writer
 (tests/caffemodel_writer.py, also used by test_caffe and bench/caffe_check.py)."""
 
 import numpy as np
 import pytest
 from caffemodel_writer import encode, rand, write_net  # the independent writer
 
-from dlib import caffe_proto
+from dlib.nets import caffe_proto
 
 # ------------------------------------------------------------------------------------------------
 # Reader

@@ -1,11 +1,13 @@
-"""dlib.check: committed numbers against re-measured ones."""
+"""dlib.tools.check: committed numbers against re-measured ones."""
 
 import json
 
 import numpy as np
 import pytest
 
-from dlib import check, config, data
+from dlib import data
+from dlib.core import config
+from dlib.tools import check
 
 
 def _write(folder, rel, content):

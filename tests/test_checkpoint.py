@@ -1,4 +1,4 @@
-"""dlib.checkpoint: files that load with torch.load(weights_only=True), RNG states restored, format 1 refused."""
+"""dlib.core.checkpoint: files that load with torch.load(weights_only=True), RNG states restored, format 1 refused."""
 
 import random
 
@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from dlib import checkpoint, config, data, train
+from dlib import data
+from dlib.core import checkpoint, config
+from dlib.training import train
 
 
 def _tiny(seed=0):

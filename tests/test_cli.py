@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
-from dlib import results
-from dlib.__main__ import main, parse_overrides, parse_value
-from dlib.io import read_json
+from dlib.core.config import parse_overrides, parse_value
+from dlib.core.io import read_json
+from dlib.experiments import results
+from dlib.tools.cli import main
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "crf"])
@@ -191,8 +192,8 @@ def test_crf_refuses_probabilities_of_another_class_count_before_refining(tmp_pa
     import numpy as np
 
     from dlib import data
-    from dlib.config import resolve
-    from dlib.io import save_probs
+    from dlib.core.config import resolve
+    from dlib.core.io import save_probs
 
     monkeypatch.setenv("DLIB_CACHE_DIR", str(tmp_path / "cache"))
     dataset = data.build_dataset(resolve("smoke"), "val")

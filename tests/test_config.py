@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from dlib import config
+from dlib.core import config
 
 
 def test_profiles_resolve_and_are_frozen():

@@ -1,9 +1,10 @@
-"""Typed, validated config values (dlib.config_values): text, JSON and Python values converted to each key's type and
+"""Typed, validated config values (dlib.core.config_values): text, JSON and Python values converted to each key's type
+and
 range-checked, with one-line errors naming the key, what it expects and an example."""
 
 import pytest
 
-from dlib import config
+from dlib.core import config
 
 
 def test_boolean_words_are_booleans_for_every_boolean_key():

@@ -1,4 +1,4 @@
-"""dlib.constants against published PASCAL VOC facts (VOCdevkit's class list and colour map)."""
+"""dlib.core.constants against published PASCAL VOC facts (VOCdevkit's class list and colour map)."""
 
 import os
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlib import constants
+from dlib.core import constants
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,8 +1,10 @@
-"""dlib.convergence: the scores at 80% and 100% of a run on the development split, and the plateau criterion."""
+"""dlib.experiments.convergence: the scores at 80% and 100% of a run on the development split, and the plateau
+criterion."""
 
 import pytest
 
-from dlib import ablation, ablation_analysis, ablation_tables, config, convergence
+from dlib.core import config
+from dlib.experiments import ablation, ablation_analysis, ablation_tables, convergence
 
 
 def test_last_fifth_gain_is_taken_on_the_mean_over_seeds_at_80_percent():

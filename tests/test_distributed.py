@@ -1,11 +1,11 @@
-"""dlib.distributed: a no-op for one process; a real two-process gloo group sums across processes."""
+"""dlib.training.distributed: a no-op for one process; a real two-process gloo group sums across processes."""
 
 import multiprocessing as mp
 import socket
 
 import torch
 
-from dlib import distributed
+from dlib.training import distributed
 
 
 def test_one_process_without_torchrun_is_a_no_op(monkeypatch):

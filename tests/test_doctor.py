@@ -7,10 +7,10 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from dlib import doctor
-from dlib import io as dlib_io
-from dlib.__main__ import main
-from dlib.config import resolve
+from dlib.core import io as dlib_io
+from dlib.core.config import resolve
+from dlib.tools import doctor
+from dlib.tools.cli import main
 
 TRAIN, VAL, SBD_ONLY = 4, 2, 1  # ids in the miniature train_aug (plus one labelled by SBD only) and val
 

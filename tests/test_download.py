@@ -1,7 +1,7 @@
 """python -m dlib download: against a local HTTP server (tests/conftest.py), with miniature archives made here.
 
 Never the internet. The server speaks HTTP Range and can drop the connection part-way (an interrupted
-transfer); checksums are computed here with hashlib, independently of dlib.download.
+transfer); checksums are computed here with hashlib, independently of dlib.tools.download.
 """
 
 import dataclasses
@@ -9,79 +9,20 @@ import hashlib
 import io
 import json
 import socket
-import tarfile
 import zipfile
 
 import numpy as np
 import pytest
-import scipy.io
+from archives import SBD_LABELS, SBD_TRAIN, SBD_VAL, VOC_TRAIN, VOC_VAL, jpeg, sbd_tgz, voc_tar
 from PIL import Image
 
-from dlib import download, fetch
-from dlib import voc as dlib_voc
-from dlib.__main__ import main
-
-# ---- miniature archives -------------------------------------------------------------------------------
-
-def _jpeg(h=6, w=8):
-    buf = io.BytesIO()
-    Image.fromarray(np.full((h, w, 3), 128, np.uint8)).save(buf, "JPEG")
-    return buf.getvalue()
-
-
-def _palette_png(label):
-    buf = io.BytesIO()
-    im = Image.fromarray(label, mode="P")
-    im.putpalette([0, 0, 0, 128, 0, 0] + [0] * (254 * 3))
-    im.save(buf, "PNG")
-    return buf.getvalue()
-
-
-def _mat(label):
-    buf = io.BytesIO()
-    scipy.io.savemat(buf, {"GTcls": {"Segmentation": label, "CategoriesPresent": np.unique(label)}})
-    return buf.getvalue()
-
-
-def _tar(members: dict[str, bytes], mode="w") -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode=mode) as tf:
-        for name, content in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            tf.addfile(info, io.BytesIO(content))
-    return buf.getvalue()
-
-
-VOC_TRAIN, VOC_VAL = ["2007_000001", "2007_000002"], ["2007_000003"]
-SBD_TRAIN, SBD_VAL = ["2008_000010", "2007_000003"], ["2008_000011"]  # 2007_000003 is VOC val: left out
-SBD_LABELS = {"2008_000010": np.array([[0, 1], [15, 20]], np.uint8), "2007_000003": np.ones((2, 2), np.uint8),
-              "2008_000011": np.array([[7, 7], [0, 3]], np.uint8)}
-
-
-def voc_tar() -> bytes:
-    root = "VOCdevkit/VOC2012/"
-    members = {f"{root}ImageSets/Segmentation/train.txt": "\n".join(VOC_TRAIN).encode() + b"\n",
-               f"{root}ImageSets/Segmentation/val.txt": "\n".join(VOC_VAL).encode() + b"\n"}
-    for i in VOC_TRAIN + VOC_VAL + ["2008_000010", "2008_000011"]:
-        members[f"{root}JPEGImages/{i}.jpg"] = _jpeg(2, 2)
-    for i in VOC_TRAIN + VOC_VAL:
-        members[f"{root}SegmentationClass/{i}.png"] = _palette_png(np.array([[0, 255], [1, 1]], np.uint8))
-    return _tar(members)
-
-
-def sbd_tgz() -> bytes:
-    root = "benchmark_RELEASE/dataset/"
-    members = {f"{root}train.txt": "\n".join(SBD_TRAIN).encode() + b"\n",
-               f"{root}val.txt": "\n".join(SBD_VAL).encode() + b"\n"}
-    for i, label in SBD_LABELS.items():
-        members[f"{root}cls/{i}.mat"] = _mat(label)
-        members[f"{root}img/{i}.jpg"] = _jpeg(2, 2)
-    return _tar(members, "w:gz")
+from dlib.data import voc as dlib_voc
+from dlib.tools import download, fetch
+from dlib.tools.cli import main
 
 
 def _serve(server, monkeypatch, attr, path, body, **checksums):
-    """Serve ``body`` at ``path`` and point dlib.download.<attr> at it, with the given (or the right) md5."""
+    """Serve ``body`` at ``path`` and point dlib.tools.download.<attr> at it, with the given (or the right) md5."""
     server.files[path] = body
     resource = dataclasses.replace(getattr(download, attr), url=server.url(path),
                                    md5=checksums.get("md5", hashlib.md5(body).hexdigest()))
@@ -99,7 +40,7 @@ def test_voc_and_sbd_download_verify_extract_and_build_train_aug(server, monkeyp
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["voc_root"] == str(root / "VOCdevkit") and out["sbd_root"] is None and "download sbd" in out["next"]
     voc = root / "VOCdevkit" / "VOC2012"
-    assert (voc / "JPEGImages" / "2007_000001.jpg").read_bytes() == _jpeg(2, 2)
+    assert (voc / "JPEGImages" / "2007_000001.jpg").read_bytes() == jpeg(2, 2)
     assert not (voc / "ImageSets" / "Segmentation" / "train_aug.txt").exists()  # needs SBD
 
     assert main(["download", "sbd", "--root", str(root), "--no-progress"]) == 0
@@ -172,7 +113,7 @@ def test_from_file_verifies_and_extracts_a_hand_fetched_archive(monkeypatch, tmp
 # ---- weights -----------------------------------------------------------------------------------------
 
 def test_caffe_model_is_fetched_extracted_and_its_sha256_recorded(server, monkeypatch, tmp_path):
-    from dlib import doctor
+    from dlib.tools import doctor
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:

@@ -1,4 +1,4 @@
-"""dlib.errors: every error a user can meet on the command line is one line naming the key or the file and the fix,
+"""dlib.core.errors: every error a user can meet on the command line is one line naming the key or the file and the fix,
 and nothing is lost to report it."""
 
 import errno
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from dlib import errors, standins
-from dlib.__main__ import main
+from dlib.core import errors
+from dlib.nets import standins
+from dlib.tools.cli import main
 
 SMOKE = ["--profile", "smoke", "--no-progress"]
 TINY = ["--set", "train.iterations=1", "--set", "train.msc=off", "--set", "model.pretrained=null"]
@@ -67,8 +68,8 @@ def test_an_existing_file_as_the_cache_folder(run, tmp_path, capsys):
 
 def test_an_existing_file_as_the_crf_output_folder(tmp_path, cache, capsys):
     from dlib import data
-    from dlib.config import resolve
-    from dlib.io import save_probs
+    from dlib.core.config import resolve
+    from dlib.core.io import save_probs
 
     dataset = data.build_dataset(resolve("smoke"), "val")
     h, w = np.asarray(dataset[0][0]).shape[:2]
@@ -83,8 +84,8 @@ def test_an_existing_file_as_the_crf_output_folder(tmp_path, cache, capsys):
                                          (errno.EROFS, "read-only")])
 def test_a_full_disk_or_read_only_folder_while_training(code, words, tmp_path, cache, capsys, monkeypatch):
     from dlib import data
-    from dlib import io as dlib_io
-    from dlib.config import resolve
+    from dlib.core import io as dlib_io
+    from dlib.core.config import resolve
 
     data.build_dataset(resolve("smoke"), "train")  # the proxy data cached first: the training's own writes fail
 

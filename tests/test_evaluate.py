@@ -1,4 +1,5 @@
-"""dlib.evaluate: whole-image scoring against independent counts, flip, MSC, padding, the probability cache, images
+"""dlib.evaluation.evaluate: whole-image scoring against independent counts, flip, MSC, padding, the probability
+cache, images
 of two sizes."""
 
 import numpy as np
@@ -6,8 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from dlib import config, evaluate, network, results
-from dlib.io import load_probs, read_json
+from dlib.core import config
+from dlib.core.io import load_probs, read_json
+from dlib.evaluation import evaluate
+from dlib.experiments import results
+from dlib.nets import network
 
 COLOURS = np.array([[20, 20, 20], [230, 30, 30], [30, 230, 30], [30, 30, 230]], np.float32)
 

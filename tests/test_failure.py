@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from dlib import failure
+from dlib.evaluation import failure
 
 # ----------------------------------------------------------------------------------------------
 # Thinning
@@ -263,7 +263,7 @@ def test_image_grid_lays_out_the_gallery():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dlib import viz
+    from dlib.core import viz
 
     label = np.zeros((6, 6), np.uint8)
     label[2:4, 2:4] = 15

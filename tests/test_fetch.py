@@ -1,4 +1,4 @@
-"""dlib.fetch: resumable HTTP transfers against a local server (tests/conftest.py), and archive extraction that
+"""dlib.tools.fetch: resumable HTTP transfers against a local server (tests/conftest.py), and archive extraction that
 refuses members pointing outside the target."""
 
 import hashlib
@@ -7,9 +7,9 @@ import tarfile
 import zipfile
 
 import pytest
-from test_download import sbd_tgz  # a miniature SBD archive
+from archives import sbd_tgz  # a miniature SBD archive
 
-from dlib import fetch
+from dlib.tools import fetch
 
 
 def test_an_interrupted_transfer_resumes_with_a_range_request(server, monkeypatch, tmp_path):

@@ -1,4 +1,4 @@
-"""Paper beside measured (dlib.headline): the headline table and the increments figure."""
+"""Paper beside measured (dlib.tools.headline): the headline table and the increments figure."""
 
 import csv
 
@@ -7,9 +7,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
-from test_report import PROFILE, TABLE4_HEADER, make_tree  # noqa: E402  (the fake results tree)
+from results_helpers import PROFILE, TABLE4_HEADER, make_tree  # noqa: E402  (the fake results tree)
 
-from dlib import headline  # noqa: E402
+from dlib.tools import headline
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""File formats (dlib.io): round trips of images, labels, probability maps and JSON, named errors, and atomic writes
+"""File formats (dlib.core.io): round trips of images, labels, probability maps and JSON, named errors, and atomic
+writes
 that survive an interruption or a killed process."""
 
 import json
@@ -10,9 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from dlib import io as dlib_io
-from dlib.constants import voc_palette
-from dlib.io import load_probs, read_image, read_json, read_label, save_probs, write_label
+from dlib.core import io as dlib_io
+from dlib.core.constants import voc_palette
+from dlib.core.io import load_probs, read_image, read_json, read_label, save_probs, write_label
 
 
 def _softmax(seed, c=4, h=5, w=6):
@@ -94,7 +95,7 @@ def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(dlib_io.os, "replace", boom)  # the os module dlib.io writes with
+    monkeypatch.setattr(dlib_io.os, "replace", boom)  # the os module dlib.core.io writes with
     with pytest.raises(OSError):
         dlib_io.atomic_write_text(target, "new")
     assert target.read_text() == "old"
@@ -120,7 +121,7 @@ def test_a_killed_write_leaves_the_old_file_and_its_temporary_is_removed_by_the_
     target = tmp_path / "scores.json"
     dlib_io.atomic_write_text(target, "old")
     # A writer killed between writing its temporary and renaming it (SIGKILL: no clean-up runs).
-    code = ("import os, sys; from dlib import io as dlib_io; os.fsync = lambda fd: os._exit(9); "
+    code = ("import os, sys; from dlib.core import io as dlib_io; os.fsync = lambda fd: os._exit(9); "
             f"dlib_io.atomic_write_text({str(target)!r}, 'new')")
     done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(dlib_io.REPO_ROOT)},
                           timeout=60)
@@ -133,7 +134,7 @@ def test_a_killed_write_leaves_the_old_file_and_its_temporary_is_removed_by_the_
 
 def test_repo_relative_paths_name_no_machine_folder(tmp_path, monkeypatch):
     root = dlib_io.REPO_ROOT
-    assert dlib_io.repo_relative(root / "dlib" / "io.py") == "dlib/io.py"
+    assert dlib_io.repo_relative(root / "dlib" / "core" / "io.py") == "dlib/core/io.py"
     assert dlib_io.repo_relative(root) == "."
     # Outside the repository: climb out of it, as many levels as the repository is deep below the common folder.
     assert dlib_io.repo_relative(root.parent / "shared" / "data") == "../shared/data"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dlib import lattice
+from dlib.crf import lattice
 
 
 @pytest.mark.parametrize("d", [1, 2, 5])

@@ -1,12 +1,12 @@
-"""dlib.limits: the activation count against a hand count, the memory and crop refusals naming their keys."""
+"""dlib.training.limits: the activation count against a hand count, the memory and crop refusals naming their keys."""
 
 import pytest
 import torch
 from torch import nn
 
-from dlib import limits
-from dlib.config import resolve
-from dlib.config_values import ConfigError
+from dlib.core.config import resolve
+from dlib.core.config_values import ConfigError
+from dlib.training import limits
 
 
 def test_activations_per_pixel_is_the_hand_count():

@@ -1,4 +1,4 @@
-"""dlib.lock: a second training on a locked run folder stops naming the holder; a stale lock is taken over."""
+"""dlib.training.lock: a second training on a locked run folder stops naming the holder; a stale lock is taken over."""
 
 import json
 import socket
@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from dlib import lock
-from dlib.__main__ import main
+from dlib.tools.cli import main
+from dlib.training import lock
 
 DEAD_PID = 2**22 + 12345  # above the default pid_max: no process has it
 

@@ -1,4 +1,5 @@
-"""The training loss (dlib.loss): a loss on every MSC output, normalised by the valid pixels of the global batch."""
+"""The training loss (dlib.training.loss): a loss on every MSC output, normalised by the valid pixels of the global
+batch."""
 
 import math
 
@@ -6,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from training_helpers import Tiny  # the training tests' tiny network (output stride 8)
 
-from dlib import distributed, train
-from dlib import loss as dlib_loss
-from dlib.msc import MSC, labels_at_logits
+from dlib.nets.msc import MSC, labels_at_logits
+from dlib.training import distributed, train
+from dlib.training import loss as dlib_loss
 
 
 def test_loss_is_the_mean_over_valid_pixels_of_the_global_batch_however_it_is_split():

@@ -1,8 +1,8 @@
-"""Markdown helpers of the report (dlib.markdown): numbers, tables, GitHub anchors."""
+"""Markdown helpers of the report (dlib.tools.markdown): numbers, tables, GitHub anchors."""
 
 import pytest
 
-from dlib import markdown
+from dlib.tools import markdown
 
 
 @pytest.mark.parametrize("value, text", [("0.7625468", "0.7625"), ("56.5017", "56.5"), ("134.347", "134.3"),

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dlib import metrics
+from dlib.evaluation import metrics
 
 
 def test_confusion_matrix_by_hand():

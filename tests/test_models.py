@@ -1,4 +1,4 @@
-"""dlib.models: registry, parameter counts against closed forms and the papers, output stride,
+"""dlib.nets.models: registry, parameter counts against closed forms and the papers, output stride,
 pixel-aligned upsampling, learning-rate groups, frozen BN and pretrained loading (no network)."""
 
 import math
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlib import atrous, models
+from dlib.nets import atrous, models
 
 # The issue's and the lead's list of networks (DeepLab v1 Table 2, v2 Tables 3-4, CPU variants).
 PAPER_MODELS = ["deeplab_v1_7x7", "deeplab_v1_4x4", "deeplab_v1_4x4_r8", "deeplab_v1_largefov",
@@ -218,7 +218,8 @@ def test_a_new_head_answers_the_head_questions_and_needs_no_other_change():
     refuse it with a message (it has no branches)."""
     from torch import nn
 
-    from dlib import aspp, schedule
+    from dlib.nets import aspp
+    from dlib.training import schedule
 
     class Bottleneck(nn.Module):
         def __init__(self, channels, classes):

@@ -1,4 +1,4 @@
-"""dlib.msc: per-scale shapes, max fusion against an elementwise max computed here, train/eval
+"""dlib.nets.msc: per-scale shapes, max fusion against an elementwise max computed here, train/eval
 outputs and label subsampling (the summed loss: test_loss; the `model` fixture: conftest)."""
 
 import math
@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlib import models
-from dlib.msc import MSC, MSCOutput, labels_at_logits, scaled_size
+from dlib.nets import models
+from dlib.nets.msc import MSC, MSCOutput, labels_at_logits, scaled_size
 
 
 def test_scaled_sizes_follow_caffe_interp():
@@ -72,8 +72,8 @@ def test_bad_scales_are_rejected(model):
 
 
 def test_msc_finds_with_a_smaller_scale_what_a_fixed_scale_detector_misses():
-    from dlib.msc import CentreSurroundDetector
-    from dlib.scenes import disc_scene
+    from dlib.crf.scenes import disc_scene
+    from dlib.nets.msc import CentreSurroundDetector
 
     image, label = disc_scene(97, [(24, 24, 6), (64, 64, 12)])
     x = torch.from_numpy(image).permute(2, 0, 1)[None]
@@ -122,7 +122,7 @@ PROTOTXT_SHRINK = {0.75: {"shrink": 4, "zoom": 3}, 0.5: {"shrink": 2}}
 
 @pytest.mark.parametrize("n", [65, 66, 75, 97, 100, 513])
 def test_caffe_scaled_sizes_follow_the_prototxts_interp_params(n):
-    from dlib.msc import caffe_scaled_size
+    from dlib.nets.msc import caffe_scaled_size
 
     for s, params in PROTOTXT_SHRINK.items():
         assert caffe_scaled_size(n, s) == interp_side(n, **params)

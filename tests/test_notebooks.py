@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from dlib import notebooks
+from dlib.tools import notebooks
 
 
 @pytest.mark.notebook
@@ -18,7 +18,7 @@ def test_notebook_executes_on_smoke(number, tmp_path):
 
 
 def test_an_unknown_model_name_stops_before_any_notebook_runs(capsys):
-    from dlib import results
+    from dlib.experiments import results
 
     code = notebooks.main(["--profile", "smoke", "--only", "03", "--set", "model.name=nonexistent"])
     captured = capsys.readouterr()
@@ -42,7 +42,7 @@ def _broken_notebook(folder, source):
 
 def test_a_failing_notebook_is_one_failed_line_with_the_library_message_and_no_kernel_warning(
         tmp_path, monkeypatch, capfd):
-    source = "from dlib import config\nconfig.resolve(PROFILE, overrides={'train.iterations': 0})"
+    source = "from dlib.core import config\nconfig.resolve(PROFILE, overrides={'train.iterations': 0})"
     path = _broken_notebook(tmp_path, source)
     monkeypatch.setattr(notebooks, "discover", lambda folder=None: {"98": path})
     assert notebooks.main(["--profile", "smoke", "--only", "98"]) == 1
@@ -56,4 +56,4 @@ def test_a_failing_notebook_is_one_failed_line_with_the_library_message_and_no_k
 def test_the_incomplete_marker_says_how_to_re_run_with_the_profile(tmp_path):
     marker = tmp_path / "INCOMPLETE"
     notebooks._mark_incomplete([marker], tmp_path / "06_ablation.ipynb", tmp_path / "out.ipynb", "smoke")
-    assert "python -m dlib.notebooks --profile smoke --only 06" in marker.read_text()
+    assert "python -m dlib.tools.notebooks --profile smoke --only 06" in marker.read_text()

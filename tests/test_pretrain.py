@@ -1,13 +1,15 @@
-"""The stand-ins' pretraining (dlib.pretrain): the pretext task, and weights written with a matching card."""
+"""The stand-ins' pretraining (dlib.experiments.pretrain): the pretext task, and weights written with a matching
+card."""
 
 import hashlib
 import json
 
 import numpy as np
 import torch
-from test_standins import CARD_FIELDS  # what every card records
 
-from dlib import models, pretrain, standins
+from dlib.experiments import pretrain
+from dlib.nets import models, standins
+from dlib.nets.standins import CARD_FIELDS
 
 
 def test_pretext_labels_follow_shape_colour_group_and_texture():
@@ -44,7 +46,7 @@ def test_a_build_that_rewrites_the_shipped_weights_is_not_dirty(tmp_path):
     # The shipped weights are tracked files that each build rewrites: an output, not a code change.
     import subprocess
 
-    from dlib import results
+    from dlib.experiments import results
 
     def git(*args):
         return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout

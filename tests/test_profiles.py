@@ -1,6 +1,6 @@
-"""What each profile changes from the paper (dlib.profiles)."""
+"""What each profile changes from the paper (dlib.core.profiles)."""
 
-from dlib import config
+from dlib.core import config
 
 
 def test_cpu_profile_runs_at_least_three_seeds():
@@ -14,7 +14,7 @@ def test_the_cpu_profile_trains_two_at_a_time():
 
 def test_the_cpu_profile_is_what_the_readme_states():
     # README, "Deviations from the papers", states the cpu profile's training in one sentence: held against the config.
-    from dlib.io import REPO_ROOT
+    from dlib.core.io import REPO_ROOT
 
     cpu = config.resolve("cpu")
     text = " ".join((REPO_ROOT / "README.md").read_text().split())
@@ -33,7 +33,7 @@ def test_the_cpu_profile_is_what_the_readme_states():
 
 
 def test_profiles_change_only_keys_that_exist_and_gpu_changes_none():
-    from dlib.profiles import PROFILE_OVERRIDES
+    from dlib.core.profiles import PROFILE_OVERRIDES
 
     assert set(PROFILE_OVERRIDES) == set(config.PROFILES)
     assert PROFILE_OVERRIDES["gpu"] == {}  # the gpu profile is the papers' defaults

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dlib import notebooks
+from dlib.tools import notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -178,7 +178,7 @@ def _notebook(path, *cells):
 
 
 def test_a_dead_kernel_is_reported_with_notebook_and_cell_and_the_results_stay_marked(tmp_path, monkeypatch, capsys):
-    from dlib import report
+    from dlib.tools import report
 
     monkeypatch.setenv("DLIB_RESULTS_DIR", str(tmp_path / "results"))
     folder = tmp_path / "results" / "smoke" / "97_dies"
@@ -206,7 +206,7 @@ def test_a_dead_kernel_is_reported_with_notebook_and_cell_and_the_results_stay_m
 
 
 def test_the_report_notebook_may_read_its_own_marked_folder(tmp_path, monkeypatch):
-    from dlib import report
+    from dlib.tools import report
 
     monkeypatch.setenv("DLIB_RESULTS_DIR", str(tmp_path))
     (tmp_path / "smoke" / "08_report").mkdir(parents=True)

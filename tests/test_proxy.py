@@ -1,10 +1,12 @@
-"""dlib.proxy: the built-in proxy data set as designed (determinism, cache, scales, thin classes, context pairs)."""
+"""dlib.data.proxy: the built-in proxy data set as designed (determinism, cache, scales, thin classes, context
+pairs)."""
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from dlib import constants, proxy
+from dlib.core import constants
+from dlib.data import proxy
 
 ONE_OBJECT = proxy.ProxyRecipe(min_objects=1, max_objects=1, noise=0.0)
 

@@ -1,8 +1,8 @@
-"""The README's generated blocks (dlib.readme): the headline and timing tables rewritten between their markers."""
+"""The README's generated blocks (dlib.tools.readme): the headline and timing tables rewritten between their markers."""
 
 import pytest
 
-from dlib import readme
+from dlib.tools import readme
 
 
 def test_update_readme_rewrites_only_the_generated_blocks(tmp_path):
@@ -57,7 +57,7 @@ def test_the_claims_block_is_made_from_notebook_06s_csvs(tmp_path):
 def test_the_stand_ins_table_is_read_from_the_cards():
     import json
 
-    from dlib import standins
+    from dlib.nets import standins
 
     text = readme.readme_standins()
     for card in standins.cards():

@@ -1,12 +1,12 @@
-"""dlib.rederive: notebook 06's committed tables and the headlines, re-derived from its committed scores."""
+"""dlib.tools.rederive: notebook 06's committed tables and the headlines, re-derived from its committed scores."""
 
 import shutil
 
 import pandas as pd
 import pytest
 
-from dlib import check, rederive
-from dlib.io import REPO_ROOT
+from dlib.core.io import REPO_ROOT
+from dlib.tools import check, rederive
 
 COMMITTED = REPO_ROOT / "results" / "cpu"
 

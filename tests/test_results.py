@@ -9,7 +9,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from dlib import config, results  # noqa: E402
+from dlib.core import config
+from dlib.experiments import results
 
 
 def test_json_carries_provenance(tmp_path):

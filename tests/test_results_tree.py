@@ -1,11 +1,11 @@
-"""The results tree of a profile (dlib.results_tree): folders matched to notebooks, titles, incomplete runs."""
+"""The results tree of a profile (dlib.tools.results_tree): folders matched to notebooks, titles, incomplete runs."""
 
 import json
 
 import pytest
 
-from dlib import results_tree
-from dlib.notebooks import RUNNING_ENV, incomplete_marker
+from dlib.tools import results_tree
+from dlib.tools.notebooks import RUNNING_ENV, incomplete_marker
 
 
 def _write_notebook(path, *cells):

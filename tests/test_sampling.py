@@ -1,6 +1,6 @@
-"""The training sample stream (dlib.sampling): epoch permutations and the split of the global batch."""
+"""The training sample stream (dlib.data.sampling): epoch permutations and the split of the global batch."""
 
-from dlib import sampling
+from dlib.data import sampling
 
 
 def test_sample_stream_is_a_permutation_per_epoch_and_splits_the_global_batch():

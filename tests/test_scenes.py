@@ -1,11 +1,11 @@
-"""Scenes and simulated unaries (dlib.scenes), against hand-drawn shapes and the label they come from."""
+"""Scenes and simulated unaries (dlib.crf.scenes), against hand-drawn shapes and the label they come from."""
 
 import numpy as np
 import pytest
 import torch
 
-from dlib import io as dlib_io
-from dlib import scenes
+from dlib.core import io as dlib_io
+from dlib.crf import scenes
 
 
 def test_draw_ellipses_paints_in_order_with_exact_boundaries():

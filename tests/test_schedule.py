@@ -1,4 +1,5 @@
-"""The learning-rate schedule and Caffe's lr multipliers (dlib.schedule): poly and step values by hand, the base lr
+"""The learning-rate schedule and Caffe's lr multipliers (dlib.training.schedule): poly and step values by hand, the
+base lr
 of each model family, the optimizer's parameter groups."""
 
 import math
@@ -7,7 +8,9 @@ import pytest
 import torch
 from training_helpers import small_train_cfg, tiny_net  # the training tests' small config and tiny network
 
-from dlib import config, models, schedule
+from dlib.core import config
+from dlib.nets import models
+from dlib.training import schedule
 
 
 def test_poly_lr_values():

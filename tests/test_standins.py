@@ -1,4 +1,4 @@
-"""The shipped pretrained stand-ins (dlib.standins): cards, checksums, loading, the pretext task."""
+"""The shipped pretrained stand-ins (dlib.nets.standins): cards, checksums, loading, the pretext task."""
 
 import hashlib
 import json
@@ -7,9 +7,11 @@ import shutil
 import pytest
 import torch
 
-from dlib import config, models, network, pretrain, standins
+from dlib.core import config
+from dlib.experiments import pretrain
+from dlib.nets import models, network, standins
+from dlib.nets.standins import CARD_FIELDS
 
-CARD_FIELDS = {"config", "data_seed", "iterations", "final_scores", "sha256", "commit"}
 SHIPPED = [standins.imagenet_path(f) for f in standins.FAMILIES] + [standins.coco_path(m) for m in standins.COCO_MODELS]
 
 
@@ -78,7 +80,7 @@ def test_coco_setting_names_the_stand_in_of_the_model_being_trained_or_a_path():
 
 
 def test_coco_stand_in_holds_the_whole_model_classifier_included():
-    from dlib import ablation
+    from dlib.experiments import ablation
 
     model = models.build("small_resnet_aspp", pretrained="imagenet")
     ablation.load_coco_checkpoint(model, str(standins.coco_path("small_resnet_aspp")))

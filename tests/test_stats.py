@@ -1,11 +1,12 @@
-"""dlib.stats: the paired per-seed increments of the ablation tables, their t-interval, verdicts and summary."""
+"""dlib.experiments.stats: the paired per-seed increments of the ablation tables, their t-interval, verdicts and
+summary."""
 
 import statistics
 
 import numpy as np
 import pytest
 
-from dlib import ablation_tables, stats
+from dlib.experiments import ablation_tables, stats
 
 
 def _fake_results(values):

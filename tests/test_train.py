@@ -1,4 +1,4 @@
-"""dlib.train: the schedule and the loss in training, resume == uninterrupted, DDP (gloo) == one process."""
+"""dlib.training.train: the schedule and the loss in training, resume == uninterrupted, DDP (gloo) == one process."""
 
 import math
 import os
@@ -8,8 +8,11 @@ import pytest
 import torch
 from training_helpers import small_train_cfg, tiny_net  # the training tests' small objects
 
-from dlib import checkpoint, config, data, loss, models, network, schedule, train
-from dlib.msc import MSC
+from dlib import data
+from dlib.core import checkpoint, config
+from dlib.nets import models, network
+from dlib.nets.msc import MSC
+from dlib.training import loss, schedule, train
 
 
 @pytest.fixture(autouse=True)
@@ -188,7 +191,7 @@ def test_frozen_bn_without_pretrained_weights_warns_and_small_models_do_not():
     # iterations): building one must say so; the small from-scratch models must not warn.
     import warnings
 
-    from dlib import config
+    from dlib.core import config
 
     with pytest.warns(UserWarning, match="frozen batch normalisation"):
         network.build(config.resolve("gpu", overrides={"model.pretrained": None}))

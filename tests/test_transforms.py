@@ -1,10 +1,11 @@
-"""dlib.transforms: image and label stay aligned, labels keep their values, padding and normalisation."""
+"""dlib.data.transforms: image and label stay aligned, labels keep their values, padding and normalisation."""
 
 import numpy as np
 import pytest
 import torch
 
-from dlib import config, transforms
+from dlib.core import config
+from dlib.data import transforms
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

@@ -1,10 +1,11 @@
-"""dlib.viz: figures saved as PNG + PDF atomically, the class legend, the palette colouring, the drawings."""
+"""dlib.core.viz: figures saved as PNG + PDF atomically, the class legend, the palette colouring, the drawings."""
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from dlib import config, results, viz
+from dlib.core import config, viz
+from dlib.experiments import results
 
 
 @pytest.fixture

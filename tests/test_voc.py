@@ -1,4 +1,4 @@
-"""dlib.voc: VOC / SBD readers on tiny data sets written here, the train_aug list, pre-flight and its errors."""
+"""dlib.data.voc: VOC / SBD readers on tiny data sets written here, the train_aug list, pre-flight and its errors."""
 
 import numpy as np
 import pytest
@@ -6,10 +6,11 @@ import scipy.io
 import torch
 from PIL import Image
 
-from dlib import config, proxy
-from dlib import io as dlib_io
-from dlib import voc as dlib_voc
-from dlib.constants import voc_palette
+from dlib.core import config
+from dlib.core import io as dlib_io
+from dlib.core.constants import voc_palette
+from dlib.data import proxy
+from dlib.data import voc as dlib_voc
 
 
 def _palette_png(path, label):
@@ -184,7 +185,7 @@ def test_a_damaged_file_is_named_from_inside_loader_workers(tmp_path):
 
 
 def test_training_fails_before_the_first_step_on_a_damaged_file(tmp_path, monkeypatch):
-    from dlib import train
+    from dlib.training import train
 
     monkeypatch.setenv("DLIB_CACHE_DIR", str(tmp_path / "cache"))
     voc = _voc_of_three(tmp_path)

@@ -1,4 +1,5 @@
-"""dlib.weights: ImageNet -> DeepLab conversion (fc6/fc7 decimation), loading with a report, unsafe files refused."""
+"""dlib.nets.weights: ImageNet -> DeepLab conversion (fc6/fc7 decimation), loading with a report, unsafe files
+refused."""
 
 import urllib.error
 
@@ -6,8 +7,8 @@ import pytest
 import torch
 import torchvision
 
-from dlib import models, weights
-from dlib.backbones import VGG16Dense
+from dlib.nets import models, weights
+from dlib.nets.backbones import VGG16Dense
 
 
 def meta_build(name, **kw):
@@ -178,10 +179,10 @@ def test_vgg_backbone_keys_follow_torchvision_layout():
 
 
 def test_training_checkpoint_with_extra_objects_loads(tmp_path):
-    from dlib import config
+    from dlib.core import config
 
     sd = models.build("small_vgg_largefov").state_dict()
-    # What dlib.train saves beside the weights: RNG states as tensors, lists and numbers, the config as a dict.
+    # What dlib.training.train saves beside the weights: RNG states as tensors, lists and numbers, the config as a dict.
     torch.save({"model": sd, "rng": {"torch": torch.get_rng_state(), "python": [3, [1, 2], None]},
                 "config": config.resolve("smoke").to_dict(), "iteration": 7}, tmp_path / "ckpt.pt")
     model = models.build("small_vgg_largefov", pretrained=tmp_path / "ckpt.pt")
@@ -208,7 +209,7 @@ def test_a_user_file_that_pickles_code_is_refused_without_running_it(tmp_path):
         models.build("small_vgg_largefov", pretrained=tmp_path / "evil.pt")
     assert not marker.exists()  # the callable was never called
     # A dataclass instance (not data) is refused too, naming its class.
-    from dlib import config
+    from dlib.core import config
     torch.save({"model": sd, "config": config.resolve("smoke")}, tmp_path / "cfg.pt")
-    with pytest.raises(weights.PretrainedWeightsError, match="dlib.config.Config"):
+    with pytest.raises(weights.PretrainedWeightsError, match="dlib.core.config.Config"):
         weights.read_state_dict(tmp_path / "cfg.pt")

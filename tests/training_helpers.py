@@ -4,7 +4,7 @@ config that runs in a second. Not a test module (pytest collects test_*.py only)
 import torch
 from torch import nn
 
-from dlib import config
+from dlib.core import config
 
 
 class Tiny(nn.Module):

@@ -1,0 +1,250 @@
+"""Atrous (dilated) convolution and the field of view it buys.
+
+DeepLab v2, Sec. 3.1, Eq. (1): for a 1-D input x and a filter w of length K, atrous
+convolution with rate r is
+
+    y[i] = sum_{k=0}^{K-1} x[i + r*k] * w[k]
+
+r = 1 is standard convolution. The filter's span (its field of view) is r*(K-1) + 1 inputs
+with only K parameters: "holes" of r-1 zeros lie between the taps (DeepLab v1, Sec. 3.1, the
+"hole algorithm"). As in Caffe and PyTorch, the operation is a correlation (no filter flip).
+
+Notebooks 01 (1-D) and 02 (2-D, field of view) explain this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from dlib.core.constants import IGNORE_INDEX, NUM_CLASSES
+
+
+def _check_rate(rate: int) -> int:
+    if isinstance(rate, bool) or int(rate) != rate or rate < 1:
+        raise ValueError(f"rate must be an integer >= 1 (rate=1 is standard convolution), got {rate!r}")
+    return int(rate)
+
+
+def kernel_span(kernel_size: int, rate: int) -> int:
+    """Inputs one output sees: r*(K-1) + 1 (the field of view of a single atrous filter)."""
+    if kernel_size < 1:
+        raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
+    return _check_rate(rate) * (kernel_size - 1) + 1
+
+
+def atrous_conv1d(x: Sequence[float] | np.ndarray, w: Sequence[float] | np.ndarray, rate: int = 1) -> np.ndarray:
+    """DeepLab v2, Eq. (1): y[i] = sum_k x[i + rate*k] * w[k], "valid" output.
+
+    The output has length len(x) - rate*(K-1). Written as the plain sum, so it reads like the paper.
+    """
+    rate = _check_rate(rate)
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    if x.ndim != 1 or w.ndim != 1:
+        raise ValueError(f"x and w must be 1-D, got shapes {x.shape} and {w.shape}")
+    K = len(w)
+    if K == 0:
+        raise ValueError("the kernel w is empty: give at least one tap")
+    span = kernel_span(K, rate)
+    if len(x) < span:
+        raise ValueError(
+            f"input of length {len(x)} is shorter than the kernel's span rate*(K-1)+1 = {span}; "
+            "use a longer input or a smaller rate")
+    n_out = len(x) - rate * (K - 1)
+    y = np.zeros(n_out)
+    for i in range(n_out):
+        for k in range(K):
+            y[i] += x[i + rate * k] * w[k]
+    return y
+
+
+def dilate_kernel(w: np.ndarray, rate: int) -> np.ndarray:
+    """The "kernel with holes": insert rate-1 zeros between taps along every axis.
+
+    A rate-r kernel of size K becomes a dense kernel of size r*(K-1)+1 per axis whose standard
+    (rate 1) convolution equals the atrous one. Works for 1-D (K,) and 2-D (..., K, K) kernels:
+    the last ``min(ndim, 2)`` axes are dilated.
+    """
+    rate = _check_rate(rate)
+    w = np.asarray(w)
+    axes = list(range(w.ndim))[-2:] if w.ndim >= 2 else [0]
+    shape = list(w.shape)
+    index = [slice(None)] * w.ndim
+    for ax in axes:
+        shape[ax] = kernel_span(w.shape[ax], rate)
+        index[ax] = slice(None, None, rate)
+    out = np.zeros(shape, dtype=w.dtype)
+    out[tuple(index)] = w
+    return out
+
+
+def atrous_conv1d_torch(x: np.ndarray, w: np.ndarray, rate: int = 1) -> np.ndarray:
+    """The same operation as :func:`atrous_conv1d` through ``torch.nn.functional.conv1d(dilation=rate)``."""
+    import torch
+    import torch.nn.functional as F
+
+    rate = _check_rate(rate)
+    xt = torch.as_tensor(np.asarray(x, dtype=np.float64)).view(1, 1, -1)
+    wt = torch.as_tensor(np.asarray(w, dtype=np.float64)).view(1, 1, -1)
+    return F.conv1d(xt, wt, dilation=rate).view(-1).numpy()
+
+
+def atrous_conv2d_torch(x: np.ndarray, w: np.ndarray, rate: int = 1) -> np.ndarray:
+    """2-D atrous convolution, "valid": y[i, j] = sum_{k,l} x[i + r*k, j + r*l] * w[k, l]."""
+    import torch
+    import torch.nn.functional as F
+
+    rate = _check_rate(rate)
+    xt = torch.as_tensor(np.asarray(x, dtype=np.float64))[None, None]
+    wt = torch.as_tensor(np.asarray(w, dtype=np.float64))[None, None]
+    return F.conv2d(xt, wt, dilation=rate)[0, 0].numpy()
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer of a stack, for receptive-field arithmetic."""
+
+    kernel: int
+    stride: int = 1
+    dilation: int = 1
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class FieldOfView:
+    size: int  # receptive field of one output unit, in input pixels (per axis)
+    stride: int  # cumulative stride (output stride) of the stack
+
+
+def receptive_field(layers: Iterable[Layer | tuple[int, int, int]]) -> FieldOfView:
+    """Theoretical receptive field and cumulative stride of a stack of (kernel, stride, dilation) layers.
+
+    The standard recurrence, one layer l after another (r_0 = 1, j_0 = 1):
+        effective kernel  k'_l = d_l * (k_l - 1) + 1
+        r_l = r_{l-1} + (k'_l - 1) * j_{l-1}
+        j_l = j_{l-1} * s_l
+    """
+    size, jump = 1, 1
+    for layer in layers:
+        if not isinstance(layer, Layer):
+            layer = Layer(*layer)
+        if layer.kernel < 1 or layer.stride < 1:
+            raise ValueError(f"kernel and stride must be >= 1, got {layer}")
+        effective = kernel_span(layer.kernel, layer.dilation)
+        size += (effective - 1) * jump
+        jump *= layer.stride
+    return FieldOfView(size=size, stride=jump)
+
+
+def receptive_field_table(layers: Sequence[Layer]) -> list[dict]:
+    """Row per layer: name, kernel, stride, dilation and the cumulative receptive field and stride."""
+    rows = []
+    for i, layer in enumerate(layers):
+        fov = receptive_field(layers[: i + 1])
+        rows.append({"layer": layer.name or f"layer{i + 1}", "kernel": layer.kernel, "stride": layer.stride,
+                     "dilation": layer.dilation, "receptive_field": fov.size, "output_stride": fov.stride})
+    return rows
+
+
+def vgg16_layers(*, output_stride: int = 8, fc6_kernel: int = 3, fc6_rate: int = 12) -> list[Layer]:
+    """VGG-16 as DeepLab uses it, as a list of layers for :func:`receptive_field`.
+
+    output_stride 32 is the original VGG-16/FCN (2x2 stride-2 pooling, fc6 7x7 as in FCN).
+    output_stride 8 is DeepLab: pool4 and pool5 are 3x3, stride 1, padding 1 (DeepLab v1, Sec. 3.1),
+    conv5 at rate 2, fc6 at ``fc6_kernel``/``fc6_rate`` (LargeFOV: 3x3, rate 12).
+    DeepLab's pool1-3 are 3x3 stride 2 (released prototxt), a small deviation from VGG's 2x2.
+    """
+    if output_stride not in (8, 32):
+        raise ValueError(f"output_stride must be 8 (DeepLab) or 32 (VGG/FCN), got {output_stride}")
+    layers: list[Layer] = []
+    blocks = [(1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512)]
+    for block, n, _ in blocks:
+        dilation = 2 if (output_stride == 8 and block == 5) else 1
+        layers += [Layer(3, 1, dilation, f"conv{block}_{i + 1}") for i in range(n)]
+        if output_stride == 32:
+            layers.append(Layer(2, 2, 1, f"pool{block}"))
+        else:
+            layers.append(Layer(3, 2 if block <= 3 else 1, 1, f"pool{block}"))
+    if output_stride == 32:
+        layers += [Layer(7, 1, 1, "fc6"), Layer(1, 1, 1, "fc7")]
+    else:
+        layers += [Layer(fc6_kernel, 1, fc6_rate, "fc6"), Layer(1, 1, 1, "fc7")]
+    return layers
+
+
+def sparse_vs_dense(x: np.ndarray, w: np.ndarray, rate: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """DeepLab v2, Fig. 2: sparse extraction (subsample by ``rate``, then a standard conv) vs dense
+    extraction (an atrous conv at ``rate`` on the full-resolution input).
+
+    Returns ``(sparse, dense)``; the dense responses at every ``rate``-th position equal the sparse ones
+    (``dense[::rate] == sparse``), and the positions in between are the extra responses atrous
+    convolution computes at no extra parameter cost.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    sparse = atrous_conv1d(x[::rate], w, 1)
+    dense = atrous_conv1d(x, w, rate)
+    return sparse, dense
+
+
+def effective_receptive_field(net, input_size: int, *, channels: int = 1, samples: int = 1,
+                              seed: int = 0) -> np.ndarray:
+    """|d y_center / d x| of the centre output unit, averaged over ``samples`` random inputs (H, W).
+
+    The empirical ("effective") receptive field: the input pixels whose change moves one output unit.
+    ``net`` maps (N, channels, S, S) to (N, C', S', S'); the gradient of the sum over C' of the centre
+    unit is taken with respect to the input.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    total = torch.zeros(input_size, input_size, dtype=torch.float64)
+    for _ in range(samples):
+        x = torch.randn(1, channels, input_size, input_size, generator=gen, dtype=torch.float64,
+                        requires_grad=True)
+        y = net(x)
+        cy, cx = y.shape[-2] // 2, y.shape[-1] // 2
+        y[0, :, cy, cx].sum().backward()
+        total += x.grad[0].abs().sum(0)
+    return (total / samples).numpy()
+
+
+def atrous_stack(*, depth: int, rate: int, channels: int = 1, seed: int = 0, relu: bool = False):
+    """``depth`` 3x3 convolutions at ``rate`` ('same' padding), random weights, float64 (for ERF demos)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers.append(nn.Conv2d(channels, channels, 3, padding=rate, dilation=rate, bias=False))
+        if relu:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers).double()
+
+
+def label_at_output_stride(label: np.ndarray, stride: int, *, num_classes: int = NUM_CLASSES,
+                           ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """What a perfect network with output stride ``stride`` could give back after bilinear upsampling.
+
+    The one-hot label (C, H, W) is average-pooled over ``stride`` x ``stride`` cells (an ideal score map at
+    that stride), upsampled bilinearly to H x W (as DeepLab does, x8) and arg-maxed. Void pixels
+    (``ignore_index``) do not vote. Used to show why DeepLab keeps output stride 8 instead of FCN's 32.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    lab = torch.as_tensor(np.asarray(label, dtype=np.int64))
+    valid = lab != ignore_index
+    if ((lab[valid] < 0) | (lab[valid] >= num_classes)).any():
+        raise ValueError(f"label values must be in 0..{num_classes - 1} or {ignore_index}")
+    onehot = F.one_hot(torch.where(valid, lab, 0), num_classes).permute(2, 0, 1).float()  # (C, H, W)
+    onehot = onehot * valid.float()
+    h, w = lab.shape
+    coarse = F.avg_pool2d(onehot[None], stride, stride, ceil_mode=True)  # (1, C, ceil(H/s), ceil(W/s))
+    fine = F.interpolate(coarse, scale_factor=stride, mode="bilinear", align_corners=False)[..., :h, :w]
+    return fine[0].argmax(0).numpy().astype(np.uint8)
