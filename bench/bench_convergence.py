@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dlib.core import config, io
-from dlib.experiments import ablation, ablation_tables, results
+from dlib.experiments import ablation_runs, ablation_tables, results
 from dlib.experiments.convergence import CONVERGED_POINTS
 from dlib.experiments.results import ABLATION_FOLDER
 
@@ -44,7 +44,7 @@ def main() -> None:
                                                   "ablation.workers": args.workers})
     by_key = {t.key: t for t in ablation_tables.trainings_of()}
     jobs = [(by_key[k], seed, None) for k in args.trainings for seed in args.seeds]
-    out = ablation.run_trainings(cfg, jobs, io.cache_root() / "bench_convergence" / str(args.iterations),
+    out = ablation_runs.run_trainings(cfg, jobs, io.cache_root() / "bench_convergence" / str(args.iterations),
                                  progress=lambda line: print(line, flush=True))
     profile_end = _profile_scores(args.profile_runs or results.results_root() / args.profile / ABLATION_FOLDER
                                   / "convergence.csv")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dlib.core import checkpoint, config
-from dlib.experiments import ablation, ablation_tables
+from dlib.experiments import ablation, ablation_runs, ablation_tables, convergence
 from dlib.experiments.ablation_tables import ONE_AT_A_TIME, TABLE3, TABLE4
 
 
@@ -44,17 +44,17 @@ def test_coco_rows_on_voc_without_a_checkpoint_are_not_run_and_nothing_is_built(
 
 def test_crf_is_tuned_on_held_out_training_images_never_on_val(tmp_path, monkeypatch):
     from dlib import data
-    from dlib.crf import tuning
+    from dlib.crf import crossval
 
     cfg = config.resolve("smoke")
     seen = {}
-    real = tuning.cross_validate
+    real = crossval.cross_validate
 
     def spy(images, probs, labels, **kw):
         seen["images"] = [np.asarray(i) for i in images]
         return real(images, probs, labels, **kw)
 
-    monkeypatch.setattr(tuning, "cross_validate", spy)
+    monkeypatch.setattr(ablation, "cross_validate", spy)
     training = TABLE4[0].training
     cv = ablation.tune_crf(cfg, training, 0, tmp_path)
     train_set = data.build_dataset(ablation_tables.training_config(cfg, training, 0), "train")
@@ -66,7 +66,7 @@ def test_crf_is_tuned_on_held_out_training_images_never_on_val(tmp_path, monkeyp
     grid = ablation.crf_grid(cfg)
     assert cv.best["w1"] in grid["w1"] and cv.best["theta_beta"] in grid["theta_beta"]
     # Cached: a second call reads the JSON instead of running the search again.
-    monkeypatch.setattr(tuning, "cross_validate", lambda *a, **k: pytest.fail("search ran twice"))
+    monkeypatch.setattr(ablation, "cross_validate", lambda *a, **k: pytest.fail("search ran twice"))
     again = ablation.tune_crf(cfg, training, 0, tmp_path)
     assert again.best == cv.best
 
@@ -74,15 +74,15 @@ def test_crf_is_tuned_on_held_out_training_images_never_on_val(tmp_path, monkeyp
 def test_each_table3_crf_row_gets_its_own_crf_search(tmp_path, monkeypatch):
     cfg = config.resolve("smoke")
     tuned = []
-    monkeypatch.setattr(ablation, "run_trainings", lambda c, jobs, root, **k: {
+    monkeypatch.setattr(ablation_runs, "run_trainings", lambda c, jobs, root, **k: {
         (t.key, s): {"status": "ok", "mean_iou": 0.5, "mean_iou_crf": 0.6} for t, s, _ in jobs})
 
     def fake_tune(c, training, seed, root, **k):
         tuned.append((training, seed))
         return type("CV", (), {"best": {"w1": 4.0, "theta_alpha": 8.0, "theta_beta": 3.0}})()
 
-    monkeypatch.setattr(ablation, "tune_crf", fake_tune)
-    res = ablation.run_tables(cfg, tmp_path, tables=("table3",))
+    monkeypatch.setattr(ablation_runs, "tune_crf", fake_tune)
+    res = ablation_runs.run_tables(cfg, tmp_path, tables=("table3",))
     crf_heads = [r.training for r in TABLE3 if r.crf]
     assert [t for t, _ in tuned] == crf_heads and len(set(crf_heads)) == 3  # LargeFOV, ASPP-S, ASPP-L: one each
     assert all(seed == cfg.ablation.seeds[0] for _, seed in tuned)
@@ -108,15 +108,48 @@ def test_crf_tuning_images_follow_the_protocol(tmp_path):
         smoke, TABLE4[0].training, 0, tmp_path)
 
 
-def test_keys_added_at_their_neutral_value_keep_a_runs_name(tmp_path):
+def test_the_cache_computes_once_per_key_and_a_version_bump_retires_old_records(tmp_path, monkeypatch):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"score": np.float64(0.25), "pair": (1, 2)}
+
+    path = tmp_path / "scores.json"
+    first = ablation.cached(path, {"config": {"a": 1}}, compute)
+    again = ablation.cached(path, {"config": {"a": 1}}, compute)
+    assert len(calls) == 1 and first == again == {"score": 0.25, "pair": [1, 2]}  # as it reads back from JSON
+    ablation.cached(path, {"config": {"a": 2}}, compute)  # another key: computed again
+    assert len(calls) == 2
+    monkeypatch.setattr(ablation, "CACHE_VERSION", ablation.CACHE_VERSION + 1)
+    ablation.cached(path, {"config": {"a": 2}}, compute)  # same key, newer version: the old record is not read
+    assert len(calls) == 3
+
+
+def test_the_cache_version_names_the_run_folder(tmp_path, monkeypatch):
     cpu = config.resolve("cpu")
-    d = config.identity_dict(cpu)
-    assert "lr_policy" not in d["train"] and "crf_tune_on" not in d["ablation"]  # as before the keys existed
     training = TABLE4[0].training
-    same = cpu.replace({"train.lr_policy": "poly", "ablation.crf_tune_on": "heldout_train"})
-    assert ablation.run_dir_of(same, training, 0, tmp_path) == ablation.run_dir_of(cpu, training, 0, tmp_path)
-    step = cpu.replace({"train.lr_policy": "step"})
-    assert ablation.run_dir_of(step, training, 0, tmp_path) != ablation.run_dir_of(cpu, training, 0, tmp_path)
+    before = ablation.run_dir_of(cpu, training, 0, tmp_path)
+    assert ablation.run_dir_of(cpu.replace({"crf.w1": 7.0}), training, 0, tmp_path) == before  # CRF: no retraining
+    assert ablation.run_dir_of(cpu.replace({"train.lr_policy": "step"}), training, 0, tmp_path) != before
+    monkeypatch.setattr(ablation, "CACHE_VERSION", ablation.CACHE_VERSION + 1)
+    assert ablation.run_dir_of(cpu, training, 0, tmp_path) != before
+
+
+def test_a_crf_row_refines_the_probabilities_its_evaluation_cached(tmp_path, monkeypatch):
+
+    cfg = config.resolve("smoke", overrides={"eval.max_images": 3})
+    training = ONE_AT_A_TIME[4].training  # +LargeFOV alone: no table refines it with the CRF
+    assert not ablation.has_crf_row(training) and ablation.has_crf_row(TABLE4[6].training)
+    plain = ablation.run_training(cfg, training, 0, tmp_path)
+    probs = ablation.run_dir_of(cfg, training, 0, tmp_path) / ablation.VAL_PROBS
+    assert plain["status"] == "ok" and not probs.exists()
+    params = {"w1": 4.0, "theta_alpha": 8.0, "theta_beta": 3.0}
+    with_crf = ablation.run_training(cfg, training, 0, tmp_path, crf_params=params)  # evaluates again, keeping them
+    assert len(list(probs.glob("*.npz"))) == 3 and with_crf["mean_iou"] == plain["mean_iou"]
+    monkeypatch.setattr(ablation, "evaluate", lambda *a, **k: pytest.fail("re-evaluated for another CRF setting"))
+    other = ablation.run_training(cfg, training, 0, tmp_path, crf_params={**params, "w1": 6.0})
+    assert other["mean_iou"] == plain["mean_iou"] and other["crf_params"]["w1"] == 6.0
 
 
 @pytest.mark.slow
@@ -124,7 +157,7 @@ def test_run_tables_on_smoke_fills_every_row_and_resumes_without_retraining(tmp_
     from dlib.training import train
 
     cfg = config.resolve("smoke")
-    res = ablation.run_tables(cfg, tmp_path)
+    res = ablation_runs.run_tables(cfg, tmp_path)
     t4, t3 = res.tables["table4"], res.tables["table3"]
     assert list(t4["row"]) == [r.name for r in TABLE4] and list(t3["row"]) == [r.name for r in TABLE3]
     assert (t4["status"] == "ok").all() and (t3["status"] == "ok").all()
@@ -137,11 +170,11 @@ def test_run_tables_on_smoke_fills_every_row_and_resumes_without_retraining(tmp_
     assert all(r["crf_params"] == {k: float(best[k]) for k in ("w1", "theta_alpha", "theta_beta")} for r in crf_runs)
     assert 0 <= t4["measured_mean"].min() and t4["measured_mean"].max() <= 100
     # Everything is cached: a second call trains and evaluates nothing.
-    from dlib.evaluation import evaluate
 
     monkeypatch.setattr(train, "train_step", lambda *a, **k: pytest.fail("retrained a finished run"))
-    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: pytest.fail("re-evaluated a cached run"))
-    again = ablation.run_tables(cfg, tmp_path)
+    for module in (ablation, convergence):
+        monkeypatch.setattr(module, "evaluate", lambda *a, **k: pytest.fail("re-evaluated a cached run"))
+    again = ablation_runs.run_tables(cfg, tmp_path)
     assert again.tables["table4"]["measured_mean"].tolist() == t4["measured_mean"].tolist()
 
 
@@ -171,7 +204,7 @@ def test_two_workers_give_what_one_after_another_gives(tmp_path):
                                              "eval.max_images": 4})
     baseline = ablation_tables.TABLE4[0].training
     jobs = [(baseline, 0, None), (baseline, 1, None)]
-    pooled = ablation.run_trainings(cfg, jobs, tmp_path / "pool")  # workers from the config: 2
+    pooled = ablation_runs.run_trainings(cfg, jobs, tmp_path / "pool")  # workers from the config: 2
     assert set(pooled) == {(baseline.key, 0), (baseline.key, 1)}
     assert all(r["status"] == "ok" for r in pooled.values())
     assert pooled[(baseline.key, 0)]["run_dir"] != pooled[(baseline.key, 1)]["run_dir"]
@@ -179,7 +212,7 @@ def test_two_workers_give_what_one_after_another_gives(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))  # as each pool worker runs
     try:
-        serial = ablation.run_trainings(cfg, jobs, tmp_path / "serial", workers=1)
+        serial = ablation_runs.run_trainings(cfg, jobs, tmp_path / "serial", workers=1)
     finally:
         torch.set_num_threads(threads)
     for key in pooled:
@@ -190,11 +223,11 @@ def test_two_workers_give_what_one_after_another_gives(tmp_path):
 
 def test_progress_line_names_the_row_seed_score_and_time():
     baseline, msc = TABLE4[0].training, TABLE4[1].training
-    line = ablation.progress_line(12, 33, msc, 1, {"status": "ok", "mean_iou": 0.5114}, 61.2)
+    line = ablation_runs.progress_line(12, 33, msc, 1, {"status": "ok", "mean_iou": 0.5114}, 61.2)
     assert line == "[12/33] +MSC (table4) seed 1: 51.1% (61 s)"
-    crf = ablation.progress_line(3, 9, baseline, 0, {"status": "ok", "mean_iou": 0.4, "mean_iou_crf": 0.45}, 5)
+    crf = ablation_runs.progress_line(3, 9, baseline, 0, {"status": "ok", "mean_iou": 0.4, "mean_iou_crf": 0.45}, 5)
     assert crf == "[3/9] baseline (table4) seed 0: 40.0%, 45.0% with the CRF (5 s)"
-    assert "not run: x" in ablation.progress_line(1, 2, baseline, 0, {"status": "not run: x"}, 0)
+    assert "not run: x" in ablation_runs.progress_line(1, 2, baseline, 0, {"status": "not run: x"}, 0)
 
 
 def test_the_coco_control_starts_from_the_control_stand_in():

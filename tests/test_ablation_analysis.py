@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from dlib.core import config
-from dlib.experiments import ablation, ablation_analysis, ablation_tables
+from dlib.experiments import ablation, ablation_analysis, ablation_runs, ablation_tables
 
 
 def test_msc_diagnosis_scores_both_networks_both_ways(tmp_path):
     cfg = config.resolve("smoke", overrides={"ablation.seeds": [0]})
-    ablation.run_trainings(cfg, [(r.training, 0, None) for r in ablation_tables.TABLE4[:2]], tmp_path)
+    ablation_runs.run_trainings(cfg, [(r.training, 0, None) for r in ablation_tables.TABLE4[:2]], tmp_path)
     df = ablation_analysis.msc_diagnosis(cfg, tmp_path)
     assert df.shape == (2, 2) and ((df.to_numpy() >= 0) & (df.to_numpy() <= 100)).all()
     # The +MSC network scored with MSC at test time is the +MSC row of the table (the same evaluation).

@@ -164,3 +164,89 @@ def test_label_at_output_stride_error_grows_with_stride():
 def test_label_at_output_stride_rejects_bad_labels():
     with pytest.raises(ValueError, match="0..20"):
         atrous.label_at_output_stride(np.full((8, 8), 30), 8)
+
+
+class _Stack(torch.nn.Module):
+    """Three convolutions whose parameters are counted by hand: 3x3 rate 2 (1 -> 1000), 1x1 (1000 -> 1000), 3x3
+    stride 2 (1000 -> 1): weights 9,000 + 1,000,000 + 9,000, biases 1,000 + 1,000 + 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(1, 1000, 3, padding=2, dilation=2),
+                                       torch.nn.Conv2d(1000, 1000, 1), torch.nn.Conv2d(1000, 1, 3, stride=2, padding=1))
+
+    def forward(self, x):
+        return self.net(x)
+
+    def layers(self):
+        return [Layer(3, 1, 2), Layer(1, 1, 1), Layer(3, 2, 1)]
+
+
+def test_table2_row_counts_parameters_and_the_field_of_view():
+    torch.manual_seed(0)
+    stack = _Stack().double()
+    row = atrous.table2_row("deeplab_v1_largefov", stack, kernel_size=3, rate=12, hidden=1024, formula_rf=224)
+    assert row["params (M)"] == round(1_020_001 / 1e6, 3) and row["weights only (M)"] == round(1_018_000 / 1e6, 3)
+    # The receptive field by hand, 1 + (5 - 1) + 0 + (3 - 1) = 7, and by brute force: the input pixels that move
+    # the centre output unit.
+    assert row["full theoretical RF"] == 7
+    support = np.flatnonzero(atrous.effective_receptive_field(stack, 31).sum(0) > 0)
+    assert support[-1] - support[0] + 1 == 7
+    assert (row["model"], row["paper name"], row["fc6 kernel"], row["paper RF"]) == (
+        "deeplab_v1_largefov", "DeepLab-CRF-LargeFOV", "3x3", 224)
+
+
+def test_table2_row_on_vgg16_largefov_is_the_hand_count():
+    from dlib.nets import models
+
+    with torch.device("meta"):
+        model = models.build("deeplab_v1_largefov", num_classes=21)
+    # VGG-16's 13 convolutions (14,714,688 parameters, weights and biases), fc6 3x3 512 -> 1024, fc7 1024 -> 1024,
+    # fc8 1024 -> 21.
+    convs = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256), (256, 512), (512, 512),
+             (512, 512), (512, 512), (512, 512), (512, 512)]
+    weights = sum(9 * a * b for a, b in convs) + 9 * 512 * 1024 + 1024 * 1024 + 1024 * 21
+    biases = sum(b for _, b in convs) + 1024 + 1024 + 21
+    assert weights + biases == 14_714_688 + 9 * 512 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 21 + 21
+    row = atrous.table2_row("deeplab_v1_largefov", model, kernel_size=3, rate=12, hidden=1024, formula_rf=224)
+    assert row["params (M)"] == round((weights + biases) / 1e6, 3) == 20.505  # the paper: 20.5M
+    assert row["weights only (M)"] == round(weights / 1e6, 3)
+
+
+def test_the_paper_table_agrees_with_its_formula_and_the_model_table():
+    from dlib.nets import models
+
+    for name, paper in atrous.DEEPLAB_V1_TABLE2.items():
+        info = models.info(name)
+        # The paper's receptive-field column is 8 r (k - 1) + 32 for fc6's k and r (DeepLab v1, Table 2).
+        assert paper.receptive_field == 8 * info.rates[0] * (info.kernel_size - 1) + 32
+        assert paper.params_m == info.paper_params_m
+
+
+def test_mean_gradient_maps_by_hand():
+    draws = [[np.array([[1.0, 3.0]]), np.array([[0.0, 2.0]])],
+             [np.array([[2.0, 2.0]]), np.array([[5.0, 5.0]])]]
+    maps = atrous.mean_gradient_maps(draws)
+    np.testing.assert_allclose(maps[0], [[(0.25 + 0.5) / 2, (0.75 + 0.5) / 2]])
+    np.testing.assert_allclose(maps[1], [[(0.0 + 0.5) / 2, (1.0 + 0.5) / 2]])
+    assert all(m.sum() == pytest.approx(1.0) for m in maps)
+    with pytest.raises(ValueError, match="at least one draw"):
+        atrous.mean_gradient_maps([])
+
+
+def test_erf_row_against_a_delta_a_uniform_map_and_a_tap_count():
+    size, centre = 21, 10
+    delta = np.zeros((size, size))
+    delta[centre + 3, centre + 4] = 1.0  # 5 px from the centre
+    row = atrous.erf_row(delta, 3, output_stride=2, far=4.5)
+    assert row["mean distance from centre (px)"] == 5.0 and row["gradient share beyond 4.5 px"] == 1.0
+    assert atrous.erf_row(delta, 3, output_stride=2)["gradient share beyond 100 px"] == 0.0
+    uniform = np.full((size, size), 1.0 / size ** 2)
+    by_loop = sum(np.hypot(i - centre, j - centre) for i in range(size) for j in range(size)) / size ** 2
+    assert atrous.erf_row(uniform, 1, output_stride=2)["mean distance from centre (px)"] == round(by_loop, 1)
+    for rate in (1, 3, 5, 6):  # taps centre + 2 * rate * (i, j), i, j in {-1, 0, 1}, inside the 21 x 21 input
+        inside = sum(0 <= centre + 2 * rate * i < size and 0 <= centre + 2 * rate * j < size
+                     for i in (-1, 0, 1) for j in (-1, 0, 1))
+        assert atrous.erf_row(delta, rate, output_stride=2)["taps inside the input"] == inside
+    with pytest.raises(ValueError, match="odd size"):
+        atrous.erf_row(np.ones((4, 4)) / 16, 1, output_stride=8)

@@ -9,8 +9,8 @@ from dlib.experiments import ablation_tables, claims
 
 
 def _runs(values):
-    """{training key: {seed: (miou %, miou with CRF %)}} -> the results dict dlib.experiments.ablation.run_trainings
-    returns."""
+    """{training key: {seed: (miou %, miou with CRF %)}} -> the results dict
+    dlib.experiments.ablation_runs.run_trainings returns."""
     return {(key, seed): {"status": "ok", "mean_iou": a / 100, "mean_iou_crf": b / 100}
             for key, per_seed in values.items() for seed, (a, b) in per_seed.items()}
 

@@ -149,12 +149,24 @@ def test_gpu_and_bf16_checks():
     assert doctor.gpu_checks(cfg.replace({"train.bf16": False}), cuda=Cuda(True, False))[1].ok
 
 
-def test_crf_backend_check():
+def test_crf_backend_check_reads_the_registry():
+    class Toy:
+        def __init__(self, here, missing=""):
+            self.here, self.missing = here, missing
+
+        def available(self):
+            return self.here
+
     cfg = resolve("gpu")
-    assert doctor.crf_checks(cfg, available=lambda: True)[0].ok
-    assert doctor.crf_checks(cfg, available=lambda: False)[0].ok  # the torch backend
-    bad = doctor.crf_checks(cfg.replace({"crf.backend": "pydensecrf"}), available=lambda: False)[0]
-    assert not bad.ok and "crf.backend=torch" in bad.fix
+    both = {"pydensecrf": Toy(True), "torch": Toy(True)}
+    assert doctor.crf_checks(cfg, registry=both)[0].ok
+    no_cpp = {"pydensecrf": Toy(False, "pip install -e '.[crf]'"), "torch": Toy(True)}
+    check = doctor.crf_checks(cfg, registry=no_cpp)[0]
+    assert check.ok and "torch runs" in check.detail  # "auto" falls back to the torch backend
+    bad = doctor.crf_checks(cfg.replace({"crf.backend": "pydensecrf"}), registry=no_cpp)[0]
+    assert not bad.ok and "pip install -e '.[crf]'" in bad.fix and "--set crf.backend=torch" in bad.fix
+    none = {"pydensecrf": Toy(False), "torch": Toy(False)}
+    assert not doctor.crf_checks(cfg, registry=none)[0].ok
 
 
 def test_imagenet_weights_missing_or_damaged(tmp_path, monkeypatch):

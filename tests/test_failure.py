@@ -1,158 +1,13 @@
-"""Failure analysis: thinning against a per-pixel transcription of Zhang & Suen (1984), widths against
-closed forms, per-object recall and per-image scores against brute-force counts."""
+"""Failure analysis: per-object recall and per-image scores against brute-force counts, and the tables of
+notebook 07 (recall by width and by class, the trimap gain, the summary) against hand-made tables."""
 
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import ndimage
 
 from dlib.evaluation import failure
-
-# ----------------------------------------------------------------------------------------------
-# Thinning
-# ----------------------------------------------------------------------------------------------
-
-def zhang_suen_by_the_paper(mask):
-    """Zhang & Suen (CACM 27(3), 1984) pixel by pixel: each sub-iteration marks from a snapshot, then deletes."""
-    m = np.pad(mask.astype(int), 1)
-    while True:
-        changed = False
-        for step in (1, 2):
-            marked = []
-            for y in range(1, m.shape[0] - 1):
-                for x in range(1, m.shape[1] - 1):
-                    if not m[y, x]:
-                        continue
-                    p2, p3, p4, p5 = m[y - 1, x], m[y - 1, x + 1], m[y, x + 1], m[y + 1, x + 1]
-                    p6, p7, p8, p9 = m[y + 1, x], m[y + 1, x - 1], m[y, x - 1], m[y - 1, x - 1]
-                    seq = [p2, p3, p4, p5, p6, p7, p8, p9, p2]
-                    b = sum(seq[:8])
-                    a = sum(1 for u, v in zip(seq, seq[1:]) if u == 0 and v == 1)
-                    if step == 1:
-                        ok = p2 * p4 * p6 == 0 and p4 * p6 * p8 == 0
-                    else:
-                        ok = p2 * p4 * p8 == 0 and p2 * p6 * p8 == 0
-                    if 2 <= b <= 6 and a == 1 and ok:
-                        marked.append((y, x))
-            for y, x in marked:
-                m[y, x] = 0
-            changed |= bool(marked)
-        if not changed:
-            return m[1:-1, 1:-1].astype(bool)
-
-
-def random_blobs(seed, size=24):
-    rng = np.random.default_rng(seed)
-    field = ndimage.gaussian_filter(rng.normal(size=(size, size)), 2.0)
-    return field > np.quantile(field, 0.55)
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_zhang_suen_matches_the_paper_pixel_by_pixel(seed):
-    mask = random_blobs(seed)
-    mask[3:6, 2:20] = True  # a bar touching other shapes
-    np.testing.assert_array_equal(failure.zhang_suen(mask), zhang_suen_by_the_paper(mask))
-
-
-def test_zhang_suen_on_a_filled_rectangle_keeps_a_centre_line():
-    mask = np.zeros((15, 40), bool)
-    mask[4:11, 3:37] = True  # 7 rows: the centre row is row 7
-    thin = failure.zhang_suen(mask)
-    np.testing.assert_array_equal(thin, zhang_suen_by_the_paper(mask))
-    rows = np.nonzero(thin.any(axis=1))[0]
-    assert thin.sum() > 34 - 7 - 2
-    assert set(rows) <= {6, 7, 8}
-
-
-def test_skeleton_is_thin_connected_and_inside_the_shape():
-    yy, xx = np.mgrid[0:48, 0:48]
-    d2 = (yy - 24) ** 2 + (xx - 24) ** 2
-    ring = (d2 <= 18 ** 2) & (d2 > 12 ** 2)
-    plus = ((np.abs(yy - 24) <= 3) | (np.abs(xx - 24) <= 3)) & (d2 <= 20 ** 2)
-    for mask in (ring, plus, random_blobs(7, 40)):
-        skel = failure.skeleton(mask)
-        assert not (skel & ~mask).any()
-        # No 4-connected staircase corner is left: two perpendicular 4-neighbours set, the pixel
-        # diagonally opposite them empty, and not all four 4-neighbours set (a crossing stays).
-        p = np.pad(skel, 1)
-        c, n, s, e, w = p[1:-1, 1:-1], p[:-2, 1:-1], p[2:, 1:-1], p[1:-1, 2:], p[1:-1, :-2]
-        ne, nw, se, sw = p[:-2, 2:], p[:-2, :-2], p[2:, 2:], p[2:, :-2]
-        stair = (n & e & ~sw) | (e & s & ~nw) | (s & w & ~ne) | (w & n & ~se)
-        assert not (c & stair & ~(n & e & s & w)).any()
-    # Topology: the ring's skeleton is one closed curve (one 8-component, one hole); the plus is one tree.
-    eight = np.ones((3, 3), bool)
-    skel = failure.skeleton(ring)
-    assert ndimage.label(skel, structure=eight)[1] == 1
-    assert ndimage.label(~skel)[1] == 2  # background (4-connected): outside and the hole
-    skel = failure.skeleton(plus)
-    assert ndimage.label(skel, structure=eight)[1] == 1
-    assert ndimage.label(~skel)[1] == 1
-
-
-def test_thin_lines_are_their_own_skeleton():
-    line = np.zeros((9, 30), bool)
-    line[4, 2:28] = True
-    diag = np.eye(20, dtype=bool)
-    for mask in (line, diag):
-        np.testing.assert_array_equal(failure.skeleton(mask), mask)
-
-
-# ----------------------------------------------------------------------------------------------
-# Lengths and widths
-# ----------------------------------------------------------------------------------------------
-
-def test_skeleton_length_by_hand():
-    line = np.zeros((5, 12), bool)
-    line[2, 1:11] = True  # 10 pixels, 9 unit steps
-    assert failure.skeleton_length(line) == pytest.approx(9)
-    diag = np.eye(8, dtype=bool)  # 7 diagonal steps
-    assert failure.skeleton_length(diag) == pytest.approx(7 * math.sqrt(2))
-    corner = np.array([[1, 1, 0],
-                       [0, 1, 1]], bool)  # two axial links; the diagonal shortcut is not counted twice
-    assert failure.skeleton_length(corner) == pytest.approx(3)
-    both = np.zeros((20, 20), bool)
-    both[2, 2:12] = True  # 9
-    both[8:13, 3:8] = np.eye(5, dtype=bool)  # 4 sqrt(2)
-    comp, n = ndimage.label(both, structure=np.ones((3, 3)))
-    lengths = failure.skeleton_length(both, comp)
-    assert sorted(lengths[1:].round(6)) == sorted([9.0, round(4 * math.sqrt(2), 6)])
-
-
-def test_ribbon_width_solves_the_area_equation():
-    rng = np.random.default_rng(0)
-    w, length = rng.uniform(0.5, 30, 50), rng.uniform(0, 200, 50)
-    area = w * length + math.pi * w ** 2 / 4  # round-capped ribbon
-    np.testing.assert_allclose(failure.ribbon_width(area, length), w, rtol=1e-10)
-    assert failure.ribbon_width(math.pi * 25, 0) == pytest.approx(10)  # a disc: its diameter
-    assert failure.ribbon_width(0, 0) == 0
-    with pytest.raises(ValueError):
-        failure.ribbon_width(-1, 3)
-
-
-@pytest.mark.parametrize("r", [4, 9, 17])
-def test_a_disc_is_as_wide_as_its_diameter(r):
-    yy, xx = np.mgrid[-r - 2:r + 3, -r - 2:r + 3]
-    assert failure.mean_width(xx ** 2 + yy ** 2 <= r * r) == pytest.approx(2 * r, rel=0.04)
-
-
-@pytest.mark.parametrize("w", [1, 2, 3, 5, 8])
-def test_a_long_rectangle_is_as_wide_as_it_is(w):
-    mask = np.zeros((w + 4, 104), bool)
-    mask[2:2 + w, 2:102] = True  # w x 100
-    assert failure.mean_width(mask) == pytest.approx(w, rel=0.06, abs=0.02)
-
-
-def test_rotated_shapes_measure_their_perpendicular_width():
-    yy, xx = np.mgrid[0:100, 0:100]
-    diag_strip = (np.abs(xx - yy) <= 3) & (xx > 10) & (xx < 90)  # 7 pixel diagonals: 7 / sqrt(2) wide
-    assert failure.mean_width(diag_strip) == pytest.approx(7 / math.sqrt(2), rel=0.08)
-    assert failure.mean_width(np.eye(40, dtype=bool)) == pytest.approx(1 / math.sqrt(2), rel=0.05)
-    d2 = (yy - 50) ** 2 + (xx - 50) ** 2
-    ring = (d2 <= 30 ** 2) & (d2 > 25 ** 2)  # annulus 5 px wide
-    assert failure.mean_width(ring) == pytest.approx(5, rel=0.08)
-
 
 # ----------------------------------------------------------------------------------------------
 # Objects, recall, worst images
@@ -282,7 +137,7 @@ def test_image_grid_lays_out_the_gallery():
 
 
 # ----------------------------------------------------------------------------------------------
-# Sentences from the tables
+# Tables of notebook 07
 # ----------------------------------------------------------------------------------------------
 
 def objects_by_hand():
@@ -298,57 +153,95 @@ def test_pixel_recall_weights_by_area():
     assert math.isnan(failure.pixel_recall(table.head(0), "recall_model"))
 
 
-@pytest.mark.parametrize("before, after, verb", [(0.06, 0.0, "erases"), (0.3, 0.2, "lowers"),
-                                                 (0.3, 0.303, "leaves unchanged"), (0.0, 0.0, "leaves unchanged"),
-                                                 (0.3, 0.5, "raises"), (0.0, 0.1, "raises")])
-def test_change_verb(before, after, verb):
-    assert failure.change_verb(before, after) == verb
+def test_recall_by_width_of_stacks_each_prediction_by_hand():
+    table = pd.DataFrame({"width": [0.5, 1.5, 1.9, 10.0], "area": [10, 30, 10, 100],
+                          "recall_a": [0.0, 0.5, 1.0, 0.9], "recall_b": [1.0, 1.0, 0.0, 0.0]})
+    bins = failure.recall_by_width_of(table, [0, 1, 2, 20], ("a", "b"))
+    assert bins["prediction"].tolist() == ["a"] * 3 + ["b"] * 3
+    assert bins["objects"].tolist() == [1, 2, 1] * 2
+    # a: 0; (30 x 0.5 + 10 x 1) / 40; 0.9.  b: 1; 30 / 40; 0.
+    np.testing.assert_allclose(bins["pixel_recall"], [0.0, 0.625, 0.9, 1.0, 0.75, 0.0])
+    np.testing.assert_allclose(bins["mean_recall"], [0.0, 0.75, 0.9, 1.0, 0.5, 0.0])
 
 
-def test_thin_classes_sentence_reads_the_table():
-    table = pd.DataFrame({"class": ["background", "bicycle", "chair", "sofa"],
-                          "before_crf": [0.9, 0.0616, 0.325, np.nan], "after_crf": [0.95, 0.0, 0.233, np.nan]})
-    assert failure.thin_classes_sentence(table, ["bicycle", "chair"]) == (
-        "The CRF erases bicycle (IoU 6.2% -> 0.0%) and lowers chair (IoU 32.5% -> 23.3%).")
-    assert failure.thin_classes_sentence(table, ["chair", "sofa"]) == (
-        "The CRF lowers chair (IoU 32.5% -> 23.3%). Not scored (absent from labels and predictions): sofa.")
-    table.loc[1, "after_crf"] = 0.0616
-    assert failure.thin_classes_sentence(table, ["bicycle"]) == "The CRF leaves bicycle unchanged (IoU 6.2% -> 6.2%)."
+def test_objects_by_class_by_hand():
+    objects = pd.DataFrame({"class": [2, 5, 2, 9, 0], "width": [1.0, 10.0, 3.0, 2.0, 50.0],
+                            "area": [10, 100, 30, 5, 400], "recall_x": [0.2, 1.0, 0.6, 0.0, 1.0]})
+    names = [f"c{k}" for k in range(10)]
+    iou = np.linspace(0, 0.9, 10)  # class k has IoU k / 10
+    table = failure.objects_by_class(objects, names, {"pr": "recall_x"}, {"iou": iou})
+    assert table.columns.tolist() == ["class", "objects", "median_width_px", "pr", "iou"]
+    assert table["class"].tolist() == ["c2", "c5", "c9"]  # class order; background (0) is not a class here
+    assert table["objects"].tolist() == [2, 1, 1]
+    assert table["median_width_px"].tolist() == [2.0, 10.0, 2.0]
+    np.testing.assert_allclose(table["pr"], [(10 * 0.2 + 30 * 0.6) / 40, 1.0, 0.0])
+    np.testing.assert_allclose(table["iou"], [0.2, 0.5, 0.9])
 
 
-def test_crf_on_thin_objects_sentence_by_hand():
-    table = objects_by_hand()
-    # Thin: (2 + 3) / 40 = 12.5% before, 0% after; wide: 90% -> 100%.
-    assert failure.crf_on_thin_objects_sentence(table) == (
-        "Objects narrower than 3 px (2 objects) keep 12.5% of their pixels before the CRF and 0.0% after: it erases "
-        "what the network had found of them and brings none back; objects 12 px and wider (1 object) go from 90.0% "
-        "to 100.0%.")
-    table["recall_crf"] = [0.5, 0.5, 1.0]  # 50% after: 37.5 points brought back
-    assert "it brings back 37.5 points of their pixels" in failure.crf_on_thin_objects_sentence(table)
-    assert failure.crf_on_thin_objects_sentence(table, narrow=0.5).startswith("No object is narrower than 0.5 px")
+def test_width_iou_correlation_is_spearmans_rho():
+    by_class = pd.DataFrame({"median_width_px": [1.0, 2.0, 3.0, 4.0], "iou_before": [0.1, 0.4, 0.3, 0.9]})
+    # Rank differences 0, -1, 1, 0: rho = 1 - 6 x 2 / (4 (16 - 1)) = 0.8.
+    assert failure.width_iou_correlation(by_class) == pytest.approx(0.8)
+    by_class["iou_before"] = 0.5
+    assert math.isnan(failure.width_iou_correlation(by_class))
 
 
-def test_stride_bound_sentence_splits_the_loss_by_hand():
-    table = objects_by_hand()
-    # Bound: (10 + 21) / 40 = 77.5%; network 12.5%: 87.5 points lost, 22.5 by the stride, 65.0 by the network.
-    text = failure.stride_bound_sentence(table, stride=8)
-    assert "keeps 77.5% of the pixels of the 2 objects narrower than 3 px; the network keeps 12.5%." in text
-    assert text.endswith("Output stride 8 accounts for 22.5 of the 87.5 points lost (less than half); the other 65.0 "
-                         "points are the network's own (its score map is not the perfect one).")
-    table["recall_bound"] = [0.0, 0.1, 1.0]  # bound 7.5%, below the network's 12.5%
-    assert failure.stride_bound_sentence(table, stride=8).endswith(
-        "The network keeps at least as much as the bound: the 87.5 points it loses are within what output stride 8 "
-        "loses by itself.")
-    table["recall_bound"] = [0.1, 0.2, 1.0]  # bound (1 + 6) / 40 = 17.5%: 82.5 of the 87.5 points by the stride
-    assert "accounts for 82.5 of the 87.5 points lost (most); the other 5.0 points" in failure.stride_bound_sentence(
-        table, stride=8)
+def test_rank_classes_drops_unscored_and_sorts():
+    table = pd.DataFrame({"class": ["a", "b", "c", "d"], "after_crf": [0.7, np.nan, 0.1, 0.4]})
+    assert failure.rank_classes(table)["class"].tolist() == ["c", "d", "a"]
 
 
-def test_voc_bound_sentence_compares_with_the_task():
-    table = objects_by_hand()
-    assert failure.voc_bound_sentence(table, compare=("proxy", 0.06)) == (
-        "On the VOC annotations the same bound keeps 77.5% of the pixels of the 2 objects narrower than 3 px and "
-        "100.0% of those 12 px and wider: more than on the proxy objects of that width (6.0%).")
-    below = failure.voc_bound_sentence(table, compare=("proxy", 0.9))
-    assert below.endswith("less than on the proxy objects of that width (90.0%).")
-    assert failure.voc_bound_sentence(table, narrow=0.5) == "No VOC object here is narrower than 0.5 px."
+def band_by_brute_force(label, width):
+    """Pixels within ``width`` (Euclidean) of a pixel whose 4-neighbour has another label."""
+    h, w = label.shape
+    edge = [(y, x) for y in range(h) for x in range(w)
+            if any(0 <= y + dy < h and 0 <= x + dx < w and label[y + dy, x + dx] != label[y, x]
+                   for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)))]
+    return np.array([[any((y - v) ** 2 + (x - u) ** 2 <= width ** 2 for v, u in edge) for x in range(w)]
+                     for y in range(h)])
+
+
+def test_trimap_table_matches_a_brute_force_band_iou():
+    label = np.zeros((9, 9), np.uint8)
+    label[3:6, 2:7] = 1
+    perfect, empty = [label], [np.zeros_like(label)]
+    table = failure.trimap_table({"perfect": perfect, "empty": empty}, [label], [0, 1, 2], 2)
+    assert table["method"].tolist() == ["perfect"] * 3 + ["empty"] * 3
+    for width in (0, 1, 2):
+        band = band_by_brute_force(label, width)
+        rows = table[table["width"] == width].set_index("method")
+        background, objects = (band & (label == 0)).sum(), (band & (label == 1)).sum()
+        assert rows.at["perfect", "mean_iou"] == pytest.approx(1.0)
+        # All background: IoU_bg = band background / band; IoU_1 = 0 (in the label, never predicted).
+        assert rows.at["empty", "mean_iou"] == pytest.approx(background / (background + objects) / 2)
+        assert rows.at["empty", "pixels"] == band.sum()
+
+
+def test_crf_gain_and_widest_band_share_by_hand():
+    trimap = pd.DataFrame({"width": [0.0, 2.0, 4.0] * 2, "method": ["b"] * 3 + ["a"] * 3,
+                           "mean_iou": [0.5, 0.6, 0.7, 0.55, 0.58, 0.7], "pixels": [5, 9, 14, 5, 9, 14]})
+    gain = failure.crf_gain(trimap, "b", "a")
+    np.testing.assert_allclose(gain["crf_gain_points"], [5.0, -2.0, 0.0], atol=1e-12)
+    assert gain.index.tolist() == [0.0, 2.0, 4.0]
+    labels = [np.zeros((4, 4), np.uint8), np.full((4, 4), 255, np.uint8)]
+    labels[1][0, :] = 3  # 16 + 4 = 20 scored pixels, of which the 4-px band holds 14
+    assert failure.widest_band_share(trimap, labels) == pytest.approx(14 / 20)
+
+
+def test_summary_tables_by_hand():
+    objects = objects_by_hand()
+    class_iou = pd.DataFrame({"class": ["background", "aeroplane", "bicycle"], "before_crf": [0.9, 0.5, 0.2],
+                              "after_crf": [0.95, 0.5, 0.1]})
+    worst = pd.DataFrame({"index": [1, 0], "image_id": ["b", "a"], "mean_iou": [0.2, 0.4],
+                          "mean_iou_after_crf": [0.25, 0.3], "classes": [[0], [0, 2]]})
+    gain = pd.DataFrame({"crf_gain_points": [1.5, -0.5]}, index=pd.Index([0.0, 4.0], name="width"))
+    summary = failure.summary_tables(class_iou, [2], objects, worst, gain, stride=8)
+    assert summary["thin_classes"] == {"bicycle": {"iou_before": 0.2, "iou_after": 0.1}}
+    # Narrower than 3 px: the 10 and 30 px^2 objects; 12 px and wider: the 100 px^2 one.
+    assert summary["recall_narrower_than_3px"] == pytest.approx(
+        {"objects": 2, "before": (2 + 3) / 40, "after": 0.0, "stride8_bound": (10 + 21) / 40})
+    assert summary["recall_12px_and_wider"] == pytest.approx(
+        {"objects": 1, "before": 0.9, "after": 1.0, "stride8_bound": 1.0})
+    assert summary["worst_images"] == [{"image_id": "b", "mean_iou": 0.2, "mean_iou_after_crf": 0.25},
+                                       {"image_id": "a", "mean_iou": 0.4, "mean_iou_after_crf": 0.3}]
+    assert summary["trimap_crf_gain_points"] == {"0.0": 1.5, "4.0": -0.5}

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from dlib.nets import atrous, models
+from dlib.training import schedule
 
 # The and the lead's list of networks (DeepLab v1 Table 2, v2 Tables 3-4, CPU variants).
 PAPER_MODELS = ["deeplab_v1_7x7", "deeplab_v1_4x4", "deeplab_v1_4x4_r8", "deeplab_v1_largefov",
@@ -164,7 +165,7 @@ def test_upsample_logits_rejects_logits_of_another_input_size():
 
 def test_param_groups_vgg_head_is_fc8_only():
     model = meta_build("deeplab_v2_vgg16_aspp_l")
-    g = models.parameter_roles(model)
+    g = schedule.parameter_roles(model)
     assert g["head_weight"] == [b.fc8.weight for b in model.head.branches]
     assert g["head_bias"] == [b.fc8.bias for b in model.head.branches]
     assert any(p is model.head.branches[0].fc6.weight for p in g["backbone_weight"])
@@ -187,7 +188,7 @@ def test_frozen_bn_stays_frozen_in_train_mode_and_is_left_out_of_param_groups():
     out.sum().backward()
     assert all(torch.equal(a, m.running_mean) for a, m in zip(before, bns))
     assert all(m.weight.grad is None for m in bns)
-    groups = models.parameter_roles(model)
+    groups = schedule.parameter_roles(model)
     in_groups = {id(p) for ps in groups.values() for p in ps}
     assert not in_groups & {id(p) for m in bns for p in m.parameters()}
     assert len(groups["head_weight"]) == 1 and groups["head_weight"][0] is model.head.branches[0].conv.weight

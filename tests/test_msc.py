@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlib.nets import models
 from dlib.nets.msc import MSC, MSCOutput, labels_at_logits, scaled_size
+from dlib.training import schedule
 
 
 def test_scaled_sizes_follow_caffe_interp():
@@ -60,7 +60,7 @@ def test_labels_are_subsampled_on_the_logit_centres():
 
 
 def test_msc_exposes_the_models_parameter_groups(model):
-    groups = models.parameter_roles(MSC(model))
+    groups = schedule.parameter_roles(MSC(model))
     assert [id(p) for p in groups["head_weight"]] == [id(b.conv.weight) for b in model.head.branches]
 
 

@@ -6,7 +6,7 @@ import pytest
 from scipy import ndimage
 
 from dlib.core import constants
-from dlib.data import proxy
+from dlib.data import proxy, proxy_drawing
 
 ONE_OBJECT = proxy.ProxyRecipe(min_objects=1, max_objects=1, noise=0.0)
 
@@ -159,8 +159,8 @@ def test_the_coco_stand_ins_set_differs_in_background_clutter_count_and_scale():
     assert large.background == "busy" != train.background and large.clutter > train.clutter
     assert large.min_objects > train.min_objects and large.size_centre < train.size_centre
     size, rng = 96, np.random.default_rng(0)
-    smooth = [np.abs(np.diff(proxy._background(rng, size).mean(-1), axis=1)).mean() for _ in range(8)]
-    busy = [np.abs(np.diff(proxy._background(rng, size, "busy").mean(-1), axis=1)).mean() for _ in range(8)]
+    smooth = [np.abs(np.diff(proxy_drawing.background(rng, size).mean(-1), axis=1)).mean() for _ in range(8)]
+    busy = [np.abs(np.diff(proxy_drawing.background(rng, size, "busy").mean(-1), axis=1)).mean() for _ in range(8)]
     assert min(busy) > 2 * max(smooth)  # neighbouring pixels differ far more on the busy backgrounds
     # Objects are smaller: the median object size over 60 images, large set below train.
     sizes = {}

@@ -31,7 +31,7 @@ def test_training_follows_the_step_schedule(tmp_path):
         [0.05, 0.05, 0.025, 0.025, 0.0125, 0.0125])
 
 
-def test_a_run_saved_before_the_schedule_keys_existed_still_resumes(tmp_path):
+def test_a_run_of_another_config_is_refused_naming_the_keys(tmp_path):
     cfg = small_train_cfg(**{"train.iterations": 4})
     train.train(cfg, tmp_path / "run", model=tiny_net(), stop_after=2, progress=False)
     path = checkpoint.latest_checkpoint(tmp_path / "run")
@@ -39,9 +39,10 @@ def test_a_run_saved_before_the_schedule_keys_existed_still_resumes(tmp_path):
     for key in ("lr_policy", "step_size", "gamma"):  # as a checkpoint written before these keys existed
         del state["config"]["train"][key]
     torch.save(state, path)
-    assert train.train(cfg, tmp_path / "run", model=tiny_net(), progress=False).resumed_from == 2
-    with pytest.raises(ValueError, match="train.lr_policy"):  # but a run of the other schedule is refused
-        train.train(cfg.replace({"train.lr_policy": "step"}), tmp_path / "run", model=tiny_net(), progress=False)
+    with pytest.raises(ValueError, match="train.gamma, train.lr_policy, train.step_size"):
+        train.train(cfg, tmp_path / "run", model=tiny_net(), progress=False)
+    fresh = train.train(cfg, tmp_path / "run", model=tiny_net(), progress=False, resume=False)
+    assert fresh.resumed_from == 0 and len(fresh.log) == 4
 
 
 # --------------------------------------------------------------------------------------------

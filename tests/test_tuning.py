@@ -1,4 +1,4 @@
-"""Refining and scoring a data set, cross-validation and setting effects (dlib.crf.tuning), by hand counts."""
+"""Refining and scoring a data set and the setting effects (dlib.crf.tuning), by hand counts."""
 
 import numpy as np
 import pytest
@@ -6,8 +6,7 @@ from crf_helpers import PARAMS, scene
 
 from dlib import crf
 from dlib.core.io import load_probs, read_label, save_probs, write_label
-from dlib.crf.tuning import cross_validate, refine_and_score, refine_dataset, setting_effects, setting_variants
-from dlib.evaluation import metrics
+from dlib.crf.tuning import refine_and_score, refine_dataset, setting_effects, setting_variants
 
 
 @pytest.mark.parametrize("backend", ["pydensecrf", "torch"])
@@ -42,32 +41,6 @@ def test_batch_refinement_equals_the_single_image_call(tmp_path, backend):
     assert read_label(tmp_path / "out1" / "im0.png").max() == 0
     with pytest.raises(FileNotFoundError, match="no image"):
         refine_dataset(tmp_path / "probs", tmp_path / "out3", tmp_path / "empty", workers=1, progress=False)
-
-
-def test_cross_validation_is_the_coarse_to_fine_grid_search():
-    scenes = [scene(k, h=24, w=32, classes=3) for k in range(2)]
-    images, labels, probs = [s[0] for s in scenes], [s[1] for s in scenes], [s[2] for s in scenes]
-    kwargs = dict(w1_grid=(2, 6), theta_alpha_grid=(5, 15), theta_beta_grid=(5,), iterations=3, progress=False)
-    result = cross_validate(images, probs, labels, workers=2, **kwargs)
-    table = result.table
-    coarse = table[table.stage == 1]
-    assert sorted(zip(coarse.w1, coarse.theta_alpha)) == [(2, 5), (2, 15), (6, 5), (6, 15)]
-    best1 = coarse.loc[coarse.mean_iou.idxmax()]
-    fine = table[table.stage == 2]
-    # Stage 2: half the coarse step (2 for w1, 5 for theta_alpha) around stage 1's best, positive values only.
-    assert set(fine.w1) <= {best1.w1 - 2, best1.w1, best1.w1 + 2} and (fine.theta_alpha > 0).all()
-    assert set(fine.theta_alpha) <= {best1.theta_alpha - 5, best1.theta_alpha, best1.theta_alpha + 5}
-    assert len(fine) >= 2 and not set(zip(fine.w1, fine.theta_alpha)) & set(zip(coarse.w1, coarse.theta_alpha))
-    # Every row is the mIoU of the CRF with those parameters, accumulated over both images.
-    for row in table.itertuples():
-        model = crf.DenseCRF(w1=row.w1, theta_alpha=row.theta_alpha, theta_beta=row.theta_beta, iterations=3)
-        conf = sum(metrics.confusion_matrix(model.predict(i, p), lab, 3) for i, p, lab in zip(images, probs, labels))
-        assert row.mean_iou == pytest.approx(metrics.scores(conf)["mean_iou"])
-    assert result.best["mean_iou"] == table.mean_iou.max()
-    base = sum(metrics.confusion_matrix(p.argmax(0), lab, 3) for p, lab in zip(probs, labels))
-    assert result.baseline["mean_iou"] == pytest.approx(metrics.scores(base)["mean_iou"])
-    serial = cross_validate(images, probs, labels, workers=1, **kwargs)
-    assert serial.table.equals(table)
 
 
 def test_setting_effects_against_hand_counts(two_halves):
@@ -139,39 +112,3 @@ def test_refine_and_score_against_a_hand_made_confusion_matrix(tmp_path, two_hal
     save_probs(tmp_path / "probs" / "stranger.npz", probs)
     with pytest.raises(ValueError, match="not in the data set.*stranger"):
         refine_and_score(tmp_path / "probs", tmp_path / "out", data, crf=model, num_classes=2, progress=False)
-
-
-def test_widening_extends_a_grid_past_an_edge_optimum_until_it_is_bracketed():
-    from dlib.crf.tuning import _widened, edges
-
-    assert _widened([4, 8, 12], 12) == [4, 8, 12, 16]  # the last step again
-    assert _widened([4, 8, 12], 4) == [2, 4, 8, 12]  # half the smallest: every parameter is positive
-    assert _widened([4, 8, 12], 8) == [4, 8, 12]
-    scenes = [scene(k, h=24, w=32, classes=3) for k in range(2)]
-    images, labels, probs = [s[0] for s in scenes], [s[1] for s in scenes], [s[2] for s in scenes]
-    kwargs = dict(theta_alpha_grid=(5,), theta_beta_grid=(5,), iterations=3, progress=False, refine=False, workers=1)
-    # Start from the two smallest w1 values: the best sits on an edge and the grid grows toward it.
-    narrow = cross_validate(images, probs, labels, w1_grid=(0.5, 1.0), widen=0, **kwargs)
-    wide = cross_validate(images, probs, labels, w1_grid=(0.5, 1.0), widen=4, **kwargs)
-    assert set(narrow.table.w1) == {0.5, 1.0} and len(wide.table) > len(narrow.table)
-    assert wide.best["mean_iou"] >= narrow.best["mean_iou"]
-    # Each added point is the CRF at that setting, like every other row; and widening stops once bracketed
-    # or after 4 extensions.
-    assert len(set(wide.table.w1)) <= 2 + 4
-    if "w1" not in edges(wide.table):
-        w = sorted(set(wide.table.w1))
-        assert w[0] < wide.best["w1"] < w[-1]
-    for row in wide.table.itertuples():
-        model = crf.DenseCRF(w1=row.w1, theta_alpha=row.theta_alpha, theta_beta=row.theta_beta, iterations=3)
-        conf = sum(metrics.confusion_matrix(model.predict(i, p), lab, 3) for i, p, lab in zip(images, probs, labels))
-        assert row.mean_iou == pytest.approx(metrics.scores(conf)["mean_iou"])
-
-
-def test_edges_names_the_parameters_whose_optimum_is_not_bracketed():
-    import pandas as pd
-
-    from dlib.crf.tuning import edges
-
-    table = pd.DataFrame({"stage": [1] * 4, "w1": [4, 4, 8, 8], "theta_alpha": [10, 20, 10, 20],
-                          "theta_beta": [3, 3, 3, 3], "mean_iou": [0.1, 0.2, 0.3, 0.25]})
-    assert edges(table) == ["w1", "theta_alpha"]  # best (8, 10): both on an edge; theta_beta has one value

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlib.core.config import NEUTRAL_ADDED_KEYS, Config
+from dlib.core.config import Config
 from dlib.core.io import atomic_write_bytes
 
 CHECKPOINT_DIR = "checkpoints"
@@ -227,8 +227,7 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def config_diff(saved: dict[str, Any], cfg: Config) -> list[str]:
     """Config keys that differ between a saved run and ``cfg``, except :data:`RESUMABLE_KEYS`."""
-    # A key added since the run was saved counts as its neutral value there (dlib.core.config.NEUTRAL_ADDED_KEYS).
-    a, b = {**NEUTRAL_ADDED_KEYS, **_flat(saved)}, {**NEUTRAL_ADDED_KEYS, **_flat(cfg.to_dict())}
+    a, b = _flat(saved), _flat(cfg.to_dict())
     keys = sorted(set(a) | set(b))
     return [k for k in keys if a.get(k) != b.get(k) and not any(k == r or (r.endswith(".") and k.startswith(r))
                                                                 for r in RESUMABLE_KEYS)]

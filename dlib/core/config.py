@@ -132,7 +132,7 @@ class CRFSetting:
 PAPER_TEXT = CRFSetting(
     "paper_text", None, None, None, 3.0, 3.0,
     "DeepLab v2 (arXiv:1606.00915), Sec. 4.1: 'default values of w2 = 3 and sigma_gamma = 3'; w1, theta_alpha, "
-    "theta_beta cross-validated per model on 100 val images (ranges: dlib.crf.tuning.PAPER_SEARCH_RANGES)")
+    "theta_beta cross-validated per model on 100 val images (ranges: dlib.crf.crossval.PAPER_SEARCH_RANGES)")
 RELEASED_RESNET101 = CRFSetting(
     "released_resnet101", 4.0, 67.0, 3.0, 3.0, 1.0,
     "DeepLab v2 ResNet-101 VOC model page, http://liangchiehchen.com/projects/DeepLabv2_resnet.html: 'bi_w = 4, "
@@ -241,26 +241,6 @@ def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
         key, value = item.split("=", 1)
         overrides[key.strip()] = parse_value(value.strip())
     return overrides
-
-
-# Keys added after runs were cached, each with the value under which it changes nothing. At that value a config
-# keeps the identity it had before the key existed (run folders, cached scores, resumable checkpoints).
-NEUTRAL_ADDED_KEYS: dict[str, Any] = {
-    "train.lr_policy": "poly", "train.step_size": 2000, "train.gamma": 0.1,
-    "ablation.crf_tune_on": "heldout_train",
-    "data.input_convention": "imagenet", "model.caffemodel": None, "model.caffe_layout": False,
-    "train.warmup": 0, "eval.precision": "auto",
-}
-
-
-def identity_dict(cfg: Config) -> dict[str, Any]:
-    """``cfg.to_dict()`` without the :data:`NEUTRAL_ADDED_KEYS` that hold their neutral value: what names a run."""
-    d = cfg.to_dict()
-    for dotted, neutral in NEUTRAL_ADDED_KEYS.items():
-        section, name = dotted.split(".")
-        if d[section].get(name) == neutral:
-            del d[section][name]
-    return d
 
 
 def resolve(profile: str = DEFAULT_PROFILE, *, seed: int = 0,

@@ -2,8 +2,9 @@
 
 ``dense`` is the wrapper every caller uses (:class:`DenseCRF`, the backend registry); ``lattice`` and
 ``meanfield`` are the PyTorch backend (the permutohedral lattice and mean-field on it); ``exact`` is the
-brute-force reference the tests compare with; ``tuning`` refines and scores data sets and cross-validates the
-parameters; ``scenes`` makes synthetic scenes and simulated network outputs for the notebooks and tests.
+brute-force reference the tests compare with; ``tuning`` refines and scores data sets, ``crossval`` cross-validates
+the parameters, both spreading their work with ``parallel``; ``scenes`` makes synthetic scenes and simulated network
+outputs for the notebooks and tests; ``explain`` holds what notebook 04 measures to explain the CRF.
 The wrapper's names are importable from the package itself: ``from dlib import crf; crf.DenseCRF(...)``.
 """
 

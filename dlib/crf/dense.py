@@ -61,7 +61,7 @@ theta_alpha = 65, theta_beta = 3, w2 = 2, theta_gamma = 2 (:data:`dlib.core.conf
 w2, theta_gamma from the paper's text; dlib.crf.tuning.setting_effects measures what the choices change.
 
 Elsewhere: the exact O(N^2) mean field and energy, for testing (dlib.crf.exact); refining and scoring a
-data set and cross-validating the parameters (dlib.crf.tuning); simulated unaries (dlib.crf.scenes).
+data set (dlib.crf.tuning); cross-validating the parameters (dlib.crf.crossval); simulated unaries (dlib.crf.scenes).
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ class DenseCRF:
     (DeepLab v2, Sec. 4.1; the released ResNet-101 settings use theta_gamma = 1); w1 = 4, theta_alpha = 67 (px),
     theta_beta = 3 (colour levels) from DeepLab v2's released ResNet-101 VOC settings, found by the
     authors' cross-validation on 100 val images. Notebook 04 repeats that search
-    (dlib.crf.tuning.cross_validate) and writes ``results/<profile>/04_dense_crf/cv_best.json``; adopt its
+    (dlib.crf.crossval.cross_validate) and writes ``results/<profile>/04_dense_crf/cv_best.json``; adopt its
     values by changing CRFConfig, nowhere else.
 
     ``backend``: "pydensecrf", "torch" or "auto" (pydensecrf when importable); ``self.backend`` is the

@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
 from dlib.core.constants import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
+from dlib.core.io import atomic_write_text, write_label
 
 TRAIN_AUG_SIZE = 10582  # DeepLab v2, Sec. 4.1: the augmented training set (SBD train+val + VOC train - VOC val)
 VAL_SIZE = 1449  # PASCAL VOC 2012 segmentation val
@@ -73,8 +76,6 @@ def _complete(path: Path) -> bool:
 
 def image_size(path: str | os.PathLike, kind: str = "image") -> tuple[int, int]:
     """(H, W) of an image file from its header, after checking the file is complete; DataError names the file."""
-    from PIL import Image
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{kind} {path} is missing; data set: {_where(path)}")
@@ -93,8 +94,6 @@ def image_size(path: str | os.PathLike, kind: str = "image") -> tuple[int, int]:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image
-
     if not path.is_file():
         raise FileNotFoundError(f"image {path} is missing")
     try:
@@ -121,8 +120,6 @@ def check_label(label: np.ndarray, source: Any, num_classes: int = NUM_CLASSES) 
 
 def read_label_png(path: str | os.PathLike, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """A VOC label PNG as class indices (H, W) uint8; the palette is not applied (255 stays void)."""
-    from PIL import Image
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"label {path} is missing")
@@ -191,10 +188,6 @@ def convert_sbd_labels(sbd_root: str | os.PathLike, *, progress: bool = False) -
     Values are copied unchanged (0 background, 1..20 classes; SBD has no void band). PNGs already there are
     kept, so an interrupted conversion continues; each file is written atomically.
     """
-    from tqdm import tqdm
-
-    from dlib.core.io import write_label
-
     sbd = find_sbd(sbd_root)
     mats = sorted((sbd / "cls").glob("*.mat"))
     written = 0
@@ -208,8 +201,6 @@ def convert_sbd_labels(sbd_root: str | os.PathLike, *, progress: bool = False) -
 
 def write_train_aug_list(voc_root: str | os.PathLike, sbd_root: str | os.PathLike) -> Path:
     """Write :func:`train_aug_ids` to ``VOC2012/ImageSets/Segmentation/train_aug.txt`` (atomically); returns it."""
-    from dlib.core.io import atomic_write_text
-
     ids = train_aug_ids(voc_root, sbd_root)
     path = find_voc2012(voc_root) / "ImageSets" / "Segmentation" / "train_aug.txt"
     atomic_write_text(path, "".join(f"{i}\n" for i in ids))
@@ -396,8 +387,6 @@ def preflight(dataset: Any, *, max_images: int | None = None, progress: bool = F
     if check is None:
         return 0
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
-    from tqdm import tqdm
-
     for i in tqdm(range(n), desc="pre-flight", unit="img", disable=not progress, mininterval=1.0):
         check(i)
     return n

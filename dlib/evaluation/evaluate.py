@@ -23,10 +23,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from dlib.core.config import Config, pick_device
-from dlib.core.constants import IGNORE_INDEX, NUM_CLASSES
+from dlib.core.constants import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
+from dlib.core.io import save_probs
 from dlib.data.transforms import normalisation, to_tensor
+from dlib.data.voc import preflight
+from dlib.evaluation.metrics import confusion_matrix, scores
+from dlib.nets.models import upsample_logits
 from dlib.nets.network import as_evaluated, precision
 
 _BATCH = 8  # same-sized images are scored together (batch norm is in eval mode: results do not change)
@@ -41,8 +46,6 @@ def predict_logits(net: nn.Module, images: torch.Tensor, size: tuple[int, int], 
     the stride-8 scores are upsampled to the padded size and cropped back to ``size``. With ``flip``
     the scores of the mirrored image, mirrored back, are averaged in.
     """
-    from dlib.nets.models import upsample_logits
-
     h, w = size
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +73,8 @@ def predict(model: nn.Module, image: np.ndarray, cfg: Config, *, msc: bool | Non
     return torch.softmax(scores[0], dim=0).cpu().numpy()
 
 
-def _dataset_id(dataset: Any, i: int) -> str:
+def dataset_id(dataset: Any, i: int) -> str:
+    """Item ``i``'s id: the data set's own (``ids``) or its index as six digits (the probability cache's name)."""
     ids = getattr(dataset, "ids", None)
     return str(ids[i]) if ids is not None else f"{i:06d}"
 
@@ -102,12 +106,6 @@ def evaluate(cfg: Config, model: nn.Module, dataset: Any, *, msc: bool | None = 
     ``predictions`` (list of uint8 maps) with ``keep_predictions``. With ``results`` (a
     :class:`dlib.experiments.results.Results`) writes ``<name>.json`` and ``<name>_class_iou.csv``.
     """
-    from tqdm import tqdm
-
-    from dlib.core.io import save_probs
-    from dlib.data.voc import preflight
-    from dlib.evaluation.metrics import confusion_matrix, scores
-
     msc = cfg.eval.msc if msc is None else msc
     flip = cfg.eval.flip if flip is None else flip
     max_images = cfg.eval.max_images if max_images is None else max_images
@@ -119,26 +117,9 @@ def evaluate(cfg: Config, model: nn.Module, dataset: Any, *, msc: bool | None = 
     if n == 0:
         raise ValueError("the evaluation data set is empty")
     preflight(dataset, max_images=n)  # every image and label opened (headers, sizes) before any scoring
-    cache = Path(cache_dir) if cache_dir is not None else None
-    if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-    conf = np.zeros((num_classes, num_classes), dtype=np.int64)
-    predictions: list[np.ndarray] = []
     show = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(total=n, desc="evaluate", unit="img", disable=not show)
-    done = 0
-    for batch in same_size_batches(dataset, n):
-        probs = _batch_probs(net, cfg, [image for image, _ in batch], dev, flip=flip)
-        preds = probs.argmax(1).to(torch.uint8).cpu().numpy()
-        for k, ((_, label), pred) in enumerate(zip(batch, preds)):
-            conf += confusion_matrix(pred, np.asarray(label), num_classes, IGNORE_INDEX)
-            if cache is not None:
-                save_probs(cache / f"{_dataset_id(dataset, done + k)}.npz", probs[k].cpu().numpy())
-            if keep_predictions:
-                predictions.append(pred)
-        done += len(batch)
-        bar.update(len(batch))
-    bar.close()
+    conf, predictions = _confusion(net, cfg, dataset, n, dev, flip=flip, cache_dir=cache_dir,
+                                   keep_predictions=keep_predictions, show=show)
     if was_training:
         model.train()
     s = scores(conf)
@@ -151,6 +132,33 @@ def evaluate(cfg: Config, model: nn.Module, dataset: Any, *, msc: bool | None = 
     if results is not None:
         write_scores(results, name, out, class_names(dataset, num_classes))
     return out
+
+
+def _confusion(net: nn.Module, cfg: Config, dataset: Any, n: int, dev: torch.device, *, flip: bool,
+               cache_dir: str | os.PathLike | None, keep_predictions: bool, show: bool
+               ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The confusion matrix of the first ``n`` images (and their label maps with ``keep_predictions``), the
+    softmax of each saved to ``cache_dir`` as ``<id>.npz`` when given: the scoring loop of :func:`evaluate`."""
+    num_classes = cfg.model.num_classes
+    cache = Path(cache_dir) if cache_dir is not None else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    conf = np.zeros((num_classes, num_classes), dtype=np.int64)
+    predictions: list[np.ndarray] = []
+    done = 0
+    with tqdm(total=n, desc="evaluate", unit="img", disable=not show) as bar:
+        for batch in same_size_batches(dataset, n):
+            probs = _batch_probs(net, cfg, [image for image, _ in batch], dev, flip=flip)
+            preds = probs.argmax(1).to(torch.uint8).cpu().numpy()
+            for k, ((_, label), pred) in enumerate(zip(batch, preds)):
+                conf += confusion_matrix(pred, np.asarray(label), num_classes, IGNORE_INDEX)
+                if cache is not None:
+                    save_probs(cache / f"{dataset_id(dataset, done + k)}.npz", probs[k].cpu().numpy())
+                if keep_predictions:
+                    predictions.append(pred)
+            done += len(batch)
+            bar.update(len(batch))
+    return conf, predictions
 
 
 def eval_precision(cfg: Config, device: str | torch.device | None = None) -> str:
@@ -178,8 +186,6 @@ def class_names(dataset: Any, num_classes: int) -> list[str]:
     names = getattr(dataset, "classes", None)
     if names is not None and len(names) == num_classes:
         return list(names)
-    from dlib.core.constants import VOC_CLASSES
-
     return list(VOC_CLASSES) if num_classes == len(VOC_CLASSES) else [str(c) for c in range(num_classes)]
 
 
@@ -196,8 +202,6 @@ def write_scores(results: Any, name: str, out: dict[str, Any], names: Sequence[s
 def trivial_baseline(dataset: Any, num_classes: int = NUM_CLASSES, *,
                      max_images: int | None = None) -> dict[str, float]:
     """Scores of predicting the most frequent training-free guess, class 0 (background), everywhere."""
-    from dlib.evaluation.metrics import confusion_matrix, scores
-
     conf = np.zeros((num_classes, num_classes), dtype=np.int64)
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
     for i in range(n):

@@ -2,7 +2,7 @@
 
 Figures: :func:`plot_increments` (Table 4 / one-at-a-time increments with their 95% intervals) and
 :func:`plot_table3` (Table 3 before / after the CRF). Diagnoses, on the trainings
-:func:`dlib.experiments.ablation.run_tables`
+:func:`dlib.experiments.ablation_runs.run_tables`
 left in ``run_root``: :func:`msc_diagnosis` (MSC at training vs at test time), :func:`context_diagnosis` (the
 proxy's look-alike classes, which only a large field of view tells apart), :func:`convergence` (the curve of
 every checkpoint; the plateau criterion is in :mod:`dlib.experiments.convergence`), :func:`training_curves` and
@@ -19,11 +19,17 @@ from typing import Any
 
 import numpy as np
 
+from dlib import data as dlib_data
+from dlib.core.checkpoint import CHECKPOINT_DIR
 from dlib.core.config import Config
 from dlib.core.datasets import dataset_info
+from dlib.data.proxy import CONTEXT_PAIRS
+from dlib.evaluation.evaluate import evaluate
 from dlib.experiments.ablation import run_dir_of
 from dlib.experiments.ablation_tables import ONE_AT_A_TIME, TABLE3, TABLE4, Row, Training, training_config
 from dlib.experiments.stats import paired_stats, verdict
+from dlib.nets import network
+from dlib.training.train import read_log
 
 
 def short_name(row: str) -> str:
@@ -102,9 +108,6 @@ def msc_diagnosis(cfg: Config, run_root: str | os.PathLike, seed: int | None = N
     with MSC max fusion at test time (mIoU %, val set). Uses the trained runs of ``run_tables``."""
     import pandas as pd
 
-    from dlib import data as dlib_data
-    from dlib.evaluation.evaluate import evaluate
-    from dlib.nets import network
 
     seed = cfg.ablation.seeds[0] if seed is None else seed
     lines = []
@@ -126,10 +129,6 @@ def convergence(cfg: Config, training: Training, seeds: Sequence[int], run_root:
     Uses the trained runs."""
     import pandas as pd
 
-    from dlib import data as dlib_data
-    from dlib.core.checkpoint import CHECKPOINT_DIR
-    from dlib.evaluation.evaluate import evaluate
-    from dlib.nets import network
 
     lines = []
     for seed in seeds:
@@ -152,7 +151,6 @@ def convergence(cfg: Config, training: Training, seeds: Sequence[int], run_root:
 def class_group_iou(class_iou: Sequence[float], num_classes: int) -> dict[str, float]:
     """Mean IoU (%) of the proxy's look-alike classes (the ``CONTEXT_PAIRS``, told apart only by a context
     ring) and of the other foreground classes, from one per-class IoU vector (NaN classes skipped)."""
-    from dlib.data.proxy import CONTEXT_PAIRS
 
     context = sorted({c for pair in CONTEXT_PAIRS for c in pair})
     others = [c for c in range(1, num_classes) if c not in context]
@@ -182,7 +180,6 @@ def training_curves(cfg: Config, rows: Sequence[Row], seeds: Sequence[int], run_
     """The logged training loss of each row's training for each seed (``train_log.csv``): one line per log entry."""
     import pandas as pd
 
-    from dlib.training.train import read_log
 
     frames = []
     for row in rows:

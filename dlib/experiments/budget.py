@@ -17,6 +17,8 @@ from typing import Any
 
 from dlib.core.config import Config
 from dlib.experiments.ablation_tables import TABLES, model_name, training_config, trainings_of
+from dlib.nets import models, network
+from dlib.training import distributed, schedule, train
 
 
 def step_seconds(cfg: Config, name: str, *, msc: bool = False, steps: int = 5, warmup: int = 2) -> float:
@@ -24,8 +26,6 @@ def step_seconds(cfg: Config, name: str, *, msc: bool = False, steps: int = 5, w
     import numpy as np
     import torch
 
-    from dlib.nets import models, network
-    from dlib.training import distributed, schedule, train
 
     torch.manual_seed(0)
     run_cfg = cfg.replace({"model.name": name, "train.msc": msc})

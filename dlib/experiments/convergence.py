@@ -15,8 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dlib import data as dlib_data
+from dlib.core.checkpoint import CHECKPOINT_DIR
 from dlib.core.config import Config
 from dlib.core.datasets import dataset_info
+from dlib.evaluation.evaluate import evaluate
+from dlib.nets import network
 
 CONVERGENCE_FRACTIONS = (0.8, 1.0)  # the criterion compares the scores at 80% and 100% of a run
 CONVERGED_POINTS = 1.0  # a training has converged when its last fifth adds less than this (mean over seeds)
@@ -24,7 +28,6 @@ CONVERGED_POINTS = 1.0  # a training has converged when its last fifth adds less
 
 def development_set(tcfg: Config) -> Any:
     """The split a design (iterations, rates) is chosen on: the proxy's "val" split; VOC's val (it has no other)."""
-    from dlib import data as dlib_data
 
     dev = dataset_info(tcfg.data.dataset).dev_split
     return dlib_data.build_dataset(tcfg.replace({"data.val_split": dev}) if dev else tcfg, "val")
@@ -33,9 +36,6 @@ def development_set(tcfg: Config) -> Any:
 def convergence_scores(tcfg: Config, model: Any, run_dir: Path) -> list[list[float]]:
     """``[[iteration, mIoU %], ...]`` on the development split at :data:`CONVERGENCE_FRACTIONS` of the run: the
     trained ``model`` for 100%, the kept checkpoint for the others (skipped when none was kept there)."""
-    from dlib.core.checkpoint import CHECKPOINT_DIR
-    from dlib.evaluation.evaluate import evaluate
-    from dlib.nets import network
 
     dev, total, out = development_set(tcfg), tcfg.train.iterations, []
     for fraction in CONVERGENCE_FRACTIONS:

@@ -27,6 +27,9 @@ from dlib.core.config import Config, resolve
 from dlib.core.datasets import DATASETS
 from dlib.core.io import atomic_write_bytes, atomic_write_text, cache_root
 from dlib.data import proxy as dlib_proxy
+from dlib.data import proxy_drawing
+from dlib.evaluation.evaluate import evaluate
+from dlib.experiments.ablation import split_holdout
 from dlib.experiments.results import git_commit, jsonable
 from dlib.nets.standins import (
     CARD_FIELDS,
@@ -39,6 +42,7 @@ from dlib.nets.standins import (
     imagenet_path,
     sha256,
 )
+from dlib.training import train as dlib_train
 
 # The pretext task of the ImageNet stand-in: segment 7 shapes x 3 colour groups x (plain, textured). Like ImageNet's
 # classes, its labels depend on shape, colour and texture, but its classes, colours and backgrounds are not the
@@ -79,7 +83,7 @@ def pretext_class(shape: str, texture: str, colour: np.ndarray) -> int:
 
 def make_pretext_sample(rng: np.random.Generator, size: int = PRETEXT_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """One pretext image (uint8 (size, size, 3)) and label (uint8 (size, size), 0 background, 1..42)."""
-    image = rng.uniform(40, 215, 3)[None, None, :] + 30 * dlib_proxy._smooth_field(rng, size, 5)[..., None]
+    image = rng.uniform(40, 215, 3)[None, None, :] + 30 * proxy_drawing.smooth_field(rng, size, 5)[..., None]
     image = image + rng.normal(0, 12, (size, size, 3))  # textured noise background: no gradient, unlike the proxy
     label = np.zeros((size, size), np.uint8)
     for _ in range(int(rng.integers(1, 4))):
@@ -90,9 +94,9 @@ def make_pretext_sample(rng: np.random.Generator, size: int = PRETEXT_SIZE) -> t
         cy, cx = rng.uniform(0.15 * size, 0.85 * size, 2)
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
         dx, dy = xx - cx, yy - cy
-        mask = dlib_proxy._shape_mask(cls, dx, dy, r)
+        mask = proxy_drawing.shape_mask(cls, dx, dy, r)
         colour = rng.uniform(0, 255, 3)  # any colour; its group (strongest channel) is part of the class
-        tex = dlib_proxy._texture(texture, dx, dy, r, 2.5)
+        tex = proxy_drawing.texture(texture, dx, dy, r, 2.5)
         image[mask] = (colour[None, None, :] * (1 + 0.3 * tex[..., None]))[mask]
         label[mask] = pretext_class(shape, texture, colour)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
@@ -142,7 +146,6 @@ def coco_config(model_name: str) -> Config:
 
 
 def _score(cfg: Config, model, dataset) -> dict[str, float]:
-    from dlib.evaluation.evaluate import evaluate
 
     s = evaluate(cfg, model, dataset, progress=False)
     return {"mean_iou": float(s["mean_iou"]), "pixel_acc": float(s["pixel_acc"])}
@@ -171,7 +174,6 @@ def _train_and_save(cfg: Config, run_dir: Path, dataset, held, path: Path, card:
     """Train ``cfg`` on ``dataset`` (resumable in ``run_dir``), score it on ``held`` and write it with its card."""
     import torch
 
-    from dlib.training import train as dlib_train
 
     torch.manual_seed(cfg.seed)
     result = dlib_train.train(cfg, run_dir, dataset=dataset, progress=progress)
@@ -215,7 +217,6 @@ def pretrain_coco(model_name: str, *, run_root: Path | None = None, progress: bo
 
 def pretrain_control(model_name: str, *, run_root: Path | None = None, progress: bool = True) -> Path:
     """The +COCO control: ``model_name`` pretrained as its COCO stand-in, on the task's own training images."""
-    from dlib.experiments.ablation import split_holdout
 
     if model_name not in CONTROL_MODELS:
         raise ValueError(f"no +COCO control for {model_name!r}; choose from {', '.join(CONTROL_MODELS)}")

@@ -7,7 +7,7 @@ whole interval lies above 0, hurts when below, and is not resolved when the inte
 
 A row is any object with ``table``, ``name``, ``components``, ``paper_miou``, ``crf`` and ``training.key``
 (:class:`dlib.experiments.ablation.Row`); ``results`` maps (training key, seed) to a run's scores
-(:func:`dlib.experiments.ablation.run_trainings`). This module imports nothing from dlib.
+(:func:`dlib.experiments.ablation_runs.run_trainings`). This module imports nothing from dlib.
 """
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ class ASPP(nn.Module):
     def classifier_parameters(self) -> list[nn.Parameter]:
         """The layers the paper initialises at random and trains at 10x / 20x the base rate: each branch's
         classifier (fc8, or the 3x3 classifier of a ResNet head). With ``branches`` and :meth:`branch_outputs`,
-        what every DeepLab head answers (dlib.nets.models.parameter_roles, :func:`branch_gradient_maps`)."""
+        what every DeepLab head answers (dlib.training.schedule.parameter_roles, :func:`branch_gradient_maps`)."""
         return [p for branch in self.branches for p in branch.classifier.parameters()]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,13 +9,16 @@ r = 1 is standard convolution. The filter's span (its field of view) is r*(K-1) 
 with only K parameters: "holes" of r-1 zeros lie between the taps (DeepLab v1, Sec. 3.1, the
 "hole algorithm"). As in Caffe and PyTorch, the operation is a correlation (no filter flip).
 
-Notebooks 01 (1-D) and 02 (2-D, field of view) explain this module.
+Notebooks 01 (1-D) and 02 (2-D, field of view) explain this module; notebook 03 rebuilds DeepLab v1's
+field-of-view table (:func:`table2_row`) and measures each ASPP branch's effective receptive field
+(:func:`mean_gradient_maps`, :func:`erf_row`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -149,6 +152,45 @@ def receptive_field_table(layers: Sequence[Layer]) -> list[dict]:
     return rows
 
 
+class Table2Row(NamedTuple):
+    """One row of DeepLab v1, Table 2 as published (the same rows open DeepLab v2, Table 1)."""
+
+    name: str  # the paper's name of the model
+    receptive_field: int  # px, fc6's span counted on VGG-16's stride-32 pool5 grid: 8 r (k - 1) + 32
+    params_m: float  # parameters, millions
+    mean_iou: float  # %, VOC 2012 val, with the CRF
+    speed: float  # training speed, images per second
+
+
+# DeepLab v1, Table 2, by our model name (dlib.nets.models): fc6 kernel k and rate r vary, everything else is VGG-16.
+DEEPLAB_V1_TABLE2: dict[str, Table2Row] = {
+    "deeplab_v1_7x7": Table2Row("DeepLab-CRF-7x7", 224, 134.3, 67.64, 1.44),
+    "deeplab_v1_4x4": Table2Row("DeepLab-CRF", 128, 65.1, 63.74, 2.90),
+    "deeplab_v1_4x4_r8": Table2Row("DeepLab-CRF-4x4", 224, 65.1, 67.14, 2.90),
+    "deeplab_v1_largefov": Table2Row("DeepLab-CRF-LargeFOV", 224, 20.5, 67.64, 4.84),
+}
+
+
+def table2_row(name: str, model: Any, *, kernel_size: int, rate: int, hidden: int | None,
+               formula_rf: int) -> dict[str, Any]:
+    """DeepLab v1, Table 2's row ``name`` beside what the built ``model`` gives (a module with ``layers()``).
+
+    Ours: fc6's kernel, rate and channels (``hidden``), the paper's receptive-field formula evaluated for them
+    (``formula_rf``, dlib.nets.models.paper_receptive_field), the full theoretical receptive field of the model's
+    layer stack (:func:`receptive_field`, which also counts conv1 to pool5) and the parameter count in millions,
+    rounded to 3 decimals, all and weights only (biases left out). Then the paper's figures
+    (:data:`DEEPLAB_V1_TABLE2`).
+    """
+    paper = DEEPLAB_V1_TABLE2[name]
+    params = sum(p.numel() for p in model.parameters())
+    weights_only = sum(p.numel() for n, p in model.named_parameters() if n.endswith("weight"))
+    return {"model": name, "paper name": paper.name, "fc6 kernel": f"{kernel_size}x{kernel_size}", "rate": rate,
+            "fc6 channels": hidden, "RF, 8r(k-1)+32": formula_rf, "paper RF": paper.receptive_field,
+            "full theoretical RF": receptive_field(model.layers()).size,
+            "params (M)": round(params / 1e6, 3), "weights only (M)": round(weights_only / 1e6, 3),
+            "paper params (M)": paper.params_m, "paper mIoU (%)": paper.mean_iou, "paper speed (img/s)": paper.speed}
+
+
 def vgg16_layers(*, output_stride: int = 8, fc6_kernel: int = 3, fc6_rate: int = 12) -> list[Layer]:
     """VGG-16 as DeepLab uses it, as a list of layers for :func:`receptive_field`.
 
@@ -209,6 +251,40 @@ def effective_receptive_field(net, input_size: int, *, channels: int = 1, sample
         y[0, :, cy, cx].sum().backward()
         total += x.grad[0].abs().sum(0)
     return (total / samples).numpy()
+
+
+def mean_gradient_maps(draws: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+    """The average over draws of gradient maps each normalised to sum 1: ``draws[d][b]`` is branch b's map |d score /
+    d image| (H, W) for random draw d (dlib.nets.aspp.branch_gradient_maps); returns one map per branch, summing to 1.
+    """
+    if not draws:
+        raise ValueError("give the maps of at least one draw")
+    maps = None
+    for grads in draws:
+        grads = [g / g.sum() / len(draws) for g in grads]
+        maps = grads if maps is None else [m + g for m, g in zip(maps, grads)]
+    return maps
+
+
+def erf_row(grad: np.ndarray, rate: int, *, output_stride: int, kernel_size: int = 3,
+            far: float = 100) -> dict[str, Any]:
+    """What one ASPP branch's effective receptive field shows (DeepLab v2, Sec. 3.2, Fig. 4), from its gradient map
+    ``grad`` (S, S), S odd, normalised to sum 1 (:func:`mean_gradient_maps`) for the centre output unit.
+
+    ``taps inside the input``: the branch's k x k taps, ``output_stride * rate`` px apart around the centre pixel,
+    that land inside the S x S input; ``mean distance from centre (px)``: sum_x g(x) |x - centre| (1 decimal);
+    ``gradient share beyond <far> px``: the gradient's mass farther than ``far`` px from the centre (3 decimals).
+    """
+    size = grad.shape[0]
+    if grad.ndim != 2 or grad.shape[1] != size or size % 2 == 0:
+        raise ValueError(f"grad must be a square map of odd size (a centre pixel), got shape {grad.shape}")
+    centre = size // 2
+    dist = np.hypot(*(np.mgrid[0:size, 0:size] - centre))
+    half = kernel_size // 2
+    taps_inside = sum(abs(output_stride * rate * k) <= centre for k in range(-half, half + 1)) ** 2
+    return {"rate": rate, "taps inside the input": taps_inside,
+            "mean distance from centre (px)": round(float((grad * dist).sum()), 1),
+            f"gradient share beyond {far:g} px": round(float(grad[dist > far].sum()), 3)}
 
 
 def atrous_stack(*, depth: int, rate: int, channels: int = 1, seed: int = 0, relu: bool = False):

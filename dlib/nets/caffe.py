@@ -51,6 +51,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from dlib.nets.aspp import ClassifierBranch, FCBranch
+from dlib.nets.backbones import ResNet101Dense, VGG16Dense
 from dlib.nets.caffe_proto import CaffeLayer, CaffeModelError, read_caffemodel
 
 CAFFE_SUFFIX = ".caffemodel"
@@ -141,7 +143,6 @@ def head_names(head: nn.Module, prefix: str = "head.", exp: str = EXPERIMENT) ->
     ResNet fc1_<exp>_c0..c3 (ASPP). One alternative covers an ImageNet init's single fc6/fc7 for every ASPP
     branch; classifiers have none: as in Caffe (weights copied by layer name), an initial model's classifier
     under another name is not loaded and is reported as unused."""
-    from dlib.nets.aspp import ClassifierBranch, FCBranch
 
     branches = list(head.branches)
     many = len(branches) > 1
@@ -170,7 +171,6 @@ def caffe_names(model: nn.Module, exp: str = EXPERIMENT) -> dict[str, BlobRef]:
     BN's ``num_batches_tracked`` has no Caffe counterpart and is left out. Raises for the small CPU models
     (no Caffe release exists for them).
     """
-    from dlib.nets.backbones import ResNet101Dense, VGG16Dense
 
     backbone = model.backbone
     if isinstance(backbone, ResNet101Dense):
@@ -295,9 +295,7 @@ def load_blobs(module: nn.Module, names: Mapping[str, BlobRef], layers: Iterable
             blob = _bn_statistic(layer, blob, source)
             used.add(f"{layer.name}/2")
         target = state[key]
-        same_values = blob.size == target.numel() and _squeezed(blob.shape) == _squeezed(tuple(target.shape))
-        if same_values and blob.ndim != target.dim():
-            blob = blob.reshape(tuple(target.shape))  # legacy 4-d shapes: a bias (1, 1, 1, N), BN statistics
+        blob = _as_shape_of(blob, target)
         if tuple(blob.shape) != tuple(target.shape):
             if ref.head and head == "optional":
                 report.skipped.append(f"{layer.name}/{ref.index} {tuple(blob.shape)}")
@@ -312,6 +310,13 @@ def load_blobs(module: nn.Module, names: Mapping[str, BlobRef], layers: Iterable
     report.unexpected = sorted(f"{layer.name}/{i}" for layer in by_name.values() for i in range(len(layer.blobs))
                                if f"{layer.name}/{i}" not in used)
     return report
+
+
+def _as_shape_of(blob: np.ndarray, target: torch.Tensor) -> np.ndarray:
+    """``blob`` in ``target``'s shape when only Caffe's legacy 4-d layout differs (a bias (1, 1, 1, N), BN
+    statistics); otherwise unchanged (the caller reports the mismatch)."""
+    same_values = blob.size == target.numel() and _squeezed(blob.shape) == _squeezed(tuple(target.shape))
+    return blob.reshape(tuple(target.shape)) if same_values and blob.ndim != target.dim() else blob
 
 
 def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:

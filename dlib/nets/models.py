@@ -42,20 +42,18 @@ import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlib.core.config_values import ConfigError
 from dlib.core.constants import NUM_CLASSES
 from dlib.nets.aspp import ASPP
 from dlib.nets.atrous import Layer
 from dlib.nets.backbones import ResNet101Dense, SmallDilatedResNet, VGG16Dense, output_size, stack_layers
-from dlib.nets.weights import maybe_load
-
-if TYPE_CHECKING:
-    from dlib.nets.weights import LoadReport
+from dlib.nets.weights import LoadReport, maybe_load
 
 OUTPUT_STRIDE = 8
 
@@ -193,8 +191,6 @@ def _check_name(name: str) -> None:
 
 def check_names(cfg: Any) -> Any:
     """Raise :class:`dlib.core.config_values.ConfigError` naming ``model.name`` when the table has no such model."""
-    from dlib.core.config_values import ConfigError
-
     if cfg.model.name not in _REGISTRY:
         raise ConfigError(f"config key 'model.name' is {cfg.model.name!r}, which is no model here; "
                           f"choose one of {', '.join(_REGISTRY)}")
@@ -211,6 +207,7 @@ def build(name: str, *, num_classes: int = NUM_CLASSES, pretrained: str | os.Pat
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     return _BUILDERS[name](num_classes=num_classes, pretrained=pretrained, **kw)
+
 
 # ----------------------------------------------------------------------------------------------------
 # Builders (keyword-only, paper defaults)
@@ -300,7 +297,7 @@ def _small(name: str, family: str, *, num_classes: int, pretrained, rates, width
 
 
 # ----------------------------------------------------------------------------------------------------
-# Field of view, upsampling and learning-rate groups
+# Field of view and upsampling (the learning-rate groups: dlib.training.schedule.parameter_roles)
 
 
 def paper_receptive_field(kernel_size: int, rate: int, *, output_stride: int = 8, pool5_stride: int = 32) -> int:
@@ -344,33 +341,6 @@ def upsample_logits(logits: torch.Tensor, size: tuple[int, int] | torch.Size, *,
     if pad_h or pad_w:
         out = F.pad(out, (0, pad_w, 0, pad_h), mode="replicate")
     return out
-
-
-def parameter_roles(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Trainable parameters split as Caffe's lr_mult groups (DeepLab v2 released solver/prototxt).
-
-    "head_*": the classifier layers the paper initialises at random (fc8 of every VGG branch, the
-    3x3 classifiers of the ResNet heads), trained at 10x (weights) and 20x (biases) the base rate.
-    "backbone_*": everything else, including VGG's fc6/fc7 (initialised from ImageNet, 1x/2x in the
-    prototxt). "*_weight" holds parameters whose name ends in "weight" (convolution kernels, BN
-    scales), "*_bias" the rest. Frozen parameters (``requires_grad=False``, e.g. ResNet-101's BN) are
-    left out. Works on a :class:`DeepLab` or a wrapper exposing ``.head`` (dlib.nets.msc.MSC).
-    """
-    head = getattr(model, "head", None)
-    if not callable(getattr(head, "classifier_parameters", None)):
-        raise TypeError(f"parameter_roles needs a DeepLab model (with a head such as ASPP), got {type(model).__name__}")
-    classifier_ids = {id(p) for p in head.classifier_parameters()}
-    groups: dict[str, list[nn.Parameter]] = {"backbone_weight": [], "backbone_bias": [], "head_weight": [],
-                                             "head_bias": []}
-    seen: set[int] = set()
-    for name, p in model.named_parameters():
-        if not p.requires_grad or id(p) in seen:
-            continue
-        seen.add(id(p))
-        part = "head" if id(p) in classifier_ids else "backbone"
-        kind = "weight" if name.endswith("weight") else "bias"
-        groups[f"{part}_{kind}"].append(p)
-    return groups
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ class MSC(nn.Module):
 
     ``forward(x)``: in ``train()`` mode an :class:`MSCOutput` (every scale's logits and the fusion),
     in ``eval()`` mode the fused logits alone, (N, C, ceil(H/8), ceil(W/8)).
-    ``.backbone`` and ``.head`` are the wrapped model's, so dlib.nets.models.parameter_roles works on it.
+    ``.backbone`` and ``.head`` are the wrapped model's, so dlib.training.schedule.parameter_roles works on it.
     """
 
     def __init__(self, model: nn.Module, scales: Sequence[float] = MSC_SCALES, *, interp: str = "pixel"):

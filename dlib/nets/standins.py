@@ -31,8 +31,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dlib.core.checkpoint import load_file
 from dlib.core.config import Config
 from dlib.core.errors import UserError
+from dlib.nets.weights import load_pretrained
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"  # dlib/weights/
 FAMILIES = ("small_resnet", "small_vgg")
@@ -99,7 +101,6 @@ def read_verified(path: Path) -> dict[str, Any]:
     if sha256(path) != expected:
         raise StandinError(f"{path} does not match the sha256 on its card {card.name}; the file is damaged or "
                            "was rebuilt without its card: git checkout dlib/weights, or python -m dlib pretrain ...")
-    from dlib.core.checkpoint import load_file
 
     return load_file(path)
 
@@ -109,7 +110,6 @@ def load_imagenet(model, family: str, *, width: float = 1.0):
 
     The classifier (fc8 / the 3x3 classifiers) keeps its fresh initialisation (DeepLab v2, Sec. 4.1).
     """
-    from dlib.nets.weights import load_pretrained
 
     if width != 1.0:
         raise ValueError(f"the ImageNet stand-ins are trained at model.width=1.0, not {width}; use width 1.0 or "

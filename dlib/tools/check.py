@@ -26,9 +26,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dlib import data
 from dlib.core.config import DEFAULT_PROFILE, PROFILES, resolve
 from dlib.core.io import REPO_ROOT, read_json
+from dlib.evaluation import evaluate
+from dlib.experiments import ablation, ablation_tables
 from dlib.experiments.results import ABLATION_FOLDER, results_root
+from dlib.tools import rederive
 
 TRIVIAL_TOLERANCE = 1e-9  # mIoU fraction: the same images, the same counts
 RETRAIN_TOLERANCE = 0.01  # mIoU fraction (1 point): the same seed on another CPU/BLAS may round differently
@@ -56,8 +60,6 @@ def _data(path: Path) -> dict:
 
 
 def _trivial(profile: str) -> float:
-    from dlib import data
-    from dlib.evaluation import evaluate
 
     cfg = resolve(profile)
     return evaluate.trivial_baseline(data.build_dataset(cfg, "val"), cfg.model.num_classes,
@@ -67,7 +69,6 @@ def _trivial(profile: str) -> float:
 def _ablation_baseline(profile: str, threads: int = 1) -> float:
     import torch
 
-    from dlib.experiments import ablation, ablation_tables
 
     cfg = resolve(profile)
     before = torch.get_num_threads()
@@ -81,13 +82,11 @@ def _ablation_baseline(profile: str, threads: int = 1) -> float:
 
 
 def _baseline_key(profile: str) -> str:
-    from dlib.experiments import ablation_tables
 
     return f"{ablation_tables.TABLE4[0].training.key}_s{resolve(profile).ablation.seeds[0]}"
 
 
 def default_checks(profile: str, results_dir: Path | None = None) -> list[Check]:
-    from dlib.tools import rederive
 
     key = _baseline_key(profile)
     folder = Path(results_dir) if results_dir else results_root() / profile
@@ -141,7 +140,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check_derived(folder: Path, with_readme: bool) -> int:
     """Print one line per re-derived file (dlib.tools.rederive); returns how many differ."""
-    from dlib.tools import rederive
 
     _data(folder / ABLATION_FOLDER / rederive.RUNS_FILE)  # present, or MissingResults
     rows = rederive.check_derived(folder, REPO_ROOT / "README.md" if with_readme else None)

@@ -15,13 +15,15 @@ the global batch stays ``train.batch_size``). Each command has ``--help``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dlib.core.config import DEFAULT_PROFILE, PROFILES, parse_overrides, resolve
+from dlib.core.config import DEFAULT_PROFILE, PROFILES, convert_value, parse_overrides, resolve
+from dlib.core.errors import USER_ERRORS, one_line
 from dlib.core.io import atomic_write_text, read_json
 
 
@@ -154,8 +156,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _pretrain(args)
     if args.command == "download":
         return _download(args)
-    from dlib.core.errors import USER_ERRORS, one_line
-
     try:
         overrides = parse_overrides(args.overrides)
         return {"train": _train, "evaluate": _evaluate, "crf": _crf, "doctor": _doctor}[args.command](args, overrides)
@@ -276,8 +276,6 @@ _ARCHITECTURE_KEYS = ("model.name", "model.width", "model.num_classes")
 
 def _model_overrides(path: Path, saved: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """``overrides`` plus the checkpoint's model name, width and classes; a conflicting override is an error."""
-    from dlib.core.config import convert_value
-
     out = dict(overrides)
     model = saved.get("config", {}).get("model", {})
     for key in _ARCHITECTURE_KEYS:
@@ -315,8 +313,6 @@ def source_key(path: Path, iteration: int | None = None, extra: Any = None) -> s
     Two runs whose folders share a name (``/x/a/base``, ``/x/b/base``) get different keys, so their scores
     land in different files; the full identity goes into each file's provenance.
     """
-    import hashlib
-
     text = str(path.resolve()) + ("" if extra is None else json.dumps(extra, sort_keys=True))
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
     return digest if iteration is None else f"{digest}-it{iteration}"

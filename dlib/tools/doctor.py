@@ -12,16 +12,20 @@ below looks for one of these and names the fix.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dlib import crf
 from dlib.core import constants
 from dlib.core.config import Config
 from dlib.data import voc as dlib_voc
+from dlib.nets import models
+from dlib.tools import download
+from dlib.tools.download import CHECKSUMS_FILE, data_root, file_digest, read_checksums
 
 PARTS = ("data", "weights", "gpu", "crf")
 
@@ -87,7 +91,6 @@ def run_checks(cfg: Config, *, root: str | os.PathLike | None = None, weights_ro
 # --------------------------------------------------------------------------------------------
 
 def _roots(cfg: Config, root: str | os.PathLike | None) -> tuple[Path, Path]:
-    from dlib.tools.download import data_root
 
     base = Path(root).expanduser() if root is not None else data_root()
     voc = Path(cfg.data.voc_root).expanduser() if cfg.data.voc_root else base / "VOCdevkit"
@@ -117,28 +120,14 @@ def data_checks(cfg: Config, *, root=None, label_sample: int | None = 300,
         sbd = None
     out.append(_sbd_check(sbd, sbd_path, root))
 
-    seg = voc / "ImageSets" / "Segmentation"
     splits: dict[str, list[str]] = {}
     for split, expected, why in ((cfg.data.train_split, expected_train,
                                   "SBD train+val plus VOC train, minus VOC val (DeepLab v2, Sec. 4.1)"),
                                  (cfg.data.val_split, expected_val, "the official VOC 2012 val list")):
-        path = seg / f"{split}.txt"
-        if not path.is_file():
-            fix = (_download_fix("sbd", root) + " (writes train_aug.txt once VOC and SBD are both there)"
-                   if split == "train_aug" else f"re-extract ImageSets/Segmentation/{split}.txt from "
-                                                f"VOCtrainval_11-May-2012.tar ({_download_fix('voc', root)})")
-            out.append(Check(f"split {split}", False, f"{path} is missing", fix))
-            continue
-        ids = dlib_voc.read_ids(path)
-        splits[split] = ids
-        dupes = len(ids) - len(set(ids))
-        ok = len(ids) == expected and not dupes
-        detail = f"{len(ids):,} ids in {path.name}" + (f" ({dupes} repeated)" if dupes else "")
-        fix = "" if ok else (f"expected {expected:,} ({why}); "
-                             + (_download_fix("sbd", root) + " rewrites train_aug.txt" if split == "train_aug"
-                                else f"re-extract it ({_download_fix('voc', root)})"))
-        out.append(Check(f"split {split}", ok, detail if ok else f"{detail}, expected {expected:,}", fix))
-
+        check, ids = _split_check(voc / "ImageSets" / "Segmentation" / f"{split}.txt", split, expected, why, root)
+        out.append(check)
+        if ids is not None:
+            splits[split] = ids
     train, val = splits.get(cfg.data.train_split), splits.get(cfg.data.val_split)
     if train is not None and val is not None:
         leak = sorted(set(train) & set(val))
@@ -150,6 +139,23 @@ def data_checks(cfg: Config, *, root=None, label_sample: int | None = 300,
     if splits:
         out += _file_checks(voc, sbd, splits, label_sample, progress)
     return out
+
+
+def _split_check(path: Path, split: str, expected: int, why: str, root) -> tuple[Check, list[str] | None]:
+    """One split list: present, of the expected size, no id twice; (its check, its ids or None)."""
+    if not path.is_file():
+        fix = (_download_fix("sbd", root) + " (writes train_aug.txt once VOC and SBD are both there)"
+               if split == "train_aug" else f"re-extract ImageSets/Segmentation/{split}.txt from "
+                                            f"VOCtrainval_11-May-2012.tar ({_download_fix('voc', root)})")
+        return Check(f"split {split}", False, f"{path} is missing", fix), None
+    ids = dlib_voc.read_ids(path)
+    dupes = len(ids) - len(set(ids))
+    ok = len(ids) == expected and not dupes
+    detail = f"{len(ids):,} ids in {path.name}" + (f" ({dupes} repeated)" if dupes else "")
+    fix = "" if ok else (f"expected {expected:,} ({why}); "
+                         + (_download_fix("sbd", root) + " rewrites train_aug.txt" if split == "train_aug"
+                            else f"re-extract it ({_download_fix('voc', root)})"))
+    return Check(f"split {split}", ok, detail if ok else f"{detail}, expected {expected:,}", fix), ids
 
 
 def _sbd_check(sbd: Path | None, sbd_path: Path, root) -> Check:
@@ -247,8 +253,6 @@ def _value_check(sources: dict[str, Path], label_sample: int | None) -> Check:
 # --------------------------------------------------------------------------------------------
 
 def weight_checks(cfg: Config, *, weights_root=None) -> list[Check]:
-    from dlib.nets import models
-    from dlib.tools import download
 
     out = []
     pretrained = cfg.model.pretrained
@@ -286,7 +290,6 @@ def _user_file(key: str, value: str, required: bool = True) -> Check:
 
 
 def _caffe_checks(folder: Path) -> list[Check]:
-    from dlib.tools.download import CHECKSUMS_FILE, file_digest, read_checksums
 
     sums = read_checksums(folder)
     if not sums:
@@ -324,14 +327,17 @@ def gpu_checks(cfg: Config, *, cuda: Any = None) -> list[Check]:
     return out
 
 
-def crf_checks(cfg: Config, *, available: Callable[[], bool] | None = None) -> list[Check]:
-    from dlib import crf
+def crf_checks(cfg: Config, *, registry: Mapping[str, Any] | None = None) -> list[Check]:
+    """The CRF backend ``crf.backend`` names (or, for "auto", any registered one) can run here."""
 
-    has = (available or crf.pydensecrf_available)()
-    if has:
-        return [Check("CRF backend", True, "pydensecrf (Krähenbühl's C++ code) and the torch backend")]
-    if cfg.crf.backend == "pydensecrf":
-        return [Check("CRF backend", False, "crf.backend=pydensecrf but pydensecrf is not installed",
-                      "pip install -e '.[crf]' (needs a C++ compiler), or --set crf.backend=torch")]
-    return [Check("CRF backend", True, "the torch backend (dlib.crf.meanfield); pydensecrf is not installed "
-                  "(optional: pip install -e '.[crf]')")]
+    registry = crf.BACKEND_REGISTRY if registry is None else registry
+    here = [name for name, backend in registry.items() if backend.available()]
+    wanted = cfg.crf.backend
+    if wanted != "auto" and wanted not in here:
+        others = " or ".join(f"--set crf.backend={n}" for n in here)
+        return [Check("CRF backend", False, f"crf.backend={wanted} but it cannot run here",
+                      registry[wanted].missing + (f"; or {others}" if others else ""))]
+    if not here:
+        return [Check("CRF backend", False, "no CRF backend can run here", "pip install -e '.[crf]'")]
+    return [Check("CRF backend", True, f"{wanted if wanted != 'auto' else here[0]} runs (available here: "
+                  f"{', '.join(here)}; registered: {', '.join(registry)})")]

@@ -25,6 +25,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dlib.core.errors import UserError
 
@@ -97,14 +98,7 @@ def fetch(url: str, dest: str | os.PathLike, *, retries: int = 3, timeout: float
         got = 0
         try:
             with _open(url, have, timeout) as resp:
-                total = None
-                if have and resp.status == 206:
-                    start = _range_start(resp.headers.get("Content-Range"))
-                    if start != have:
-                        raise DownloadError(f"{url} answered a resume request for byte {have} with byte {start}; "
-                                            f"delete {part} and run again")
-                else:
-                    have = 0  # no resume (first request, or the server ignored Range): start over
+                have = _resumed_at(resp, have, url, part)
                 length = resp.headers.get("Content-Length")
                 total = have + int(length) if length is not None else None
                 with open(part, "ab" if have else "wb") as fh:
@@ -131,6 +125,18 @@ def fetch(url: str, dest: str | os.PathLike, *, retries: int = 3, timeout: float
                 kept = f" ({part.stat().st_size} bytes kept in {part}; run again to continue)" if part.is_file() else ""
                 raise DownloadError(f"could not download {url}: {type(err).__name__}: {reason}{kept}{hint}") from None
             time.sleep(backoff * failures)  # seconds before resuming
+
+
+def _resumed_at(resp: Any, have: int, url: str, part: Path) -> int:
+    """Where the response continues ``part``: at ``have`` when the server answered the Range request (206) from
+    there, at 0 when it sends the whole file (first request, or Range ignored: start over)."""
+    if not (have and resp.status == 206):
+        return 0
+    start = _range_start(resp.headers.get("Content-Range"))
+    if start != have:
+        raise DownloadError(f"{url} answered a resume request for byte {have} with byte {start}; "
+                            f"delete {part} and run again")
+    return have
 
 
 def _range_start(content_range: str | None) -> int | None:

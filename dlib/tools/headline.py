@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dlib.core.datasets import dataset_info
+from dlib.experiments import ablation_tables
 from dlib.experiments.results import ABLATION_FOLDER, results_root
 from dlib.tools.markdown import format_number, link, markdown_table, read_csv, to_float
 
@@ -27,7 +28,6 @@ TABLE3_COMPARISONS = "table3_comparisons"  # notebook 06: Table 3's paired diffe
 
 def _paper_rows(table: str) -> list[dict[str, Any]]:
     """The paper's rows of Table 3/4 (from :mod:`dlib.experiments.ablation`), measured columns empty."""
-    from dlib.experiments import ablation_tables
 
     rows = ablation_tables.TABLE4 if table == "table4" else ablation_tables.TABLE3
     out = [{"table": r.table, "row": r.name, "components": r.components, "model": "", "paper_miou": r.paper_miou,

@@ -61,7 +61,13 @@ def _cell(text: Any) -> str:
 
 
 def markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]], *, numbers: bool = True) -> str:
-    """A GitHub pipe table; cells are rounded with :func:`format_number` when ``numbers``."""
+    """A GitHub pipe table; cells are rounded with :func:`format_number` when ``numbers``.
+
+    Why not ``pandas.DataFrame.to_markdown``: it needs ``tabulate``, a dependency nothing else uses, and pads
+    every column to its widest cell. Measured on notebook 06's ``table4.csv`` (7 rows, 12 columns): 3,050 bytes
+    and a longest line of 338 characters against 1,674 and 218 here, so every README and report diff would
+    touch whole tables when one cell changes.
+    """
     header = [_cell(h) for h in header]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     for row in rows:

@@ -16,7 +16,10 @@ import re
 from pathlib import Path
 
 from dlib.core.io import atomic_write_text
+from dlib.experiments.claims import claim_sentences, coco_control_sentence
+from dlib.experiments.convergence import CONVERGED_POINTS
 from dlib.experiments.results import ABLATION_FOLDER
+from dlib.nets.standins import cards
 from dlib.tools.headline import ablation_rows, headline_rows
 from dlib.tools.markdown import markdown_table, read_csv
 
@@ -39,8 +42,6 @@ def readme_claims(results_dir: str | os.PathLike) -> str:
     (``coco_control.csv``) and whether every training converged (``convergence_summary.csv``)."""
     import pandas as pd
 
-    from dlib.experiments.claims import claim_sentences, coco_control_sentence
-    from dlib.experiments.convergence import CONVERGED_POINTS
 
     folder = Path(results_dir) / ABLATION_FOLDER
     paths = [folder / f"{name}.csv" for name in ("paper_claims", "coco_control", "convergence_summary")]
@@ -59,7 +60,6 @@ def readme_claims(results_dir: str | os.PathLike) -> str:
 
 def readme_standins() -> str:
     """The README's table of the shipped stand-ins, every figure from their cards (dlib.nets.standins.cards)."""
-    from dlib.nets.standins import cards
 
     lines = []
     for card in cards():

@@ -33,6 +33,8 @@ from dlib.experiments.claims import coco_control, paper_claims
 from dlib.experiments.convergence import convergence_summary, convergence_table
 from dlib.experiments.results import ABLATION_FOLDER
 from dlib.experiments.stats import summarise
+from dlib.tools.headline import headline_section
+from dlib.tools.readme import readme_claims, readme_headline
 
 RUNS_FILE = "runs.json"
 TOLERANCE = 1e-9  # relative and absolute, per number: the same computation on the same scores
@@ -141,8 +143,6 @@ def _block(text: str, name: str) -> str | None:
 
 def compare_headlines(results_dir: Path, scratch: Path, readme: Path | None) -> list[tuple[str, str | None]]:
     """The README's headline block and the report's *Paper vs measured* section, built from the derived tables."""
-    from dlib.tools.headline import headline_section
-    from dlib.tools.readme import readme_claims, readme_headline
 
     rows = []
     if readme is not None and readme.is_file():

@@ -26,10 +26,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dlib.core.config import PROFILES, resolve
 from dlib.core.io import atomic_write_text, read_json
 from dlib.experiments.results import ABLATION_FOLDER, results_root
 from dlib.tools.headline import HEADLINE_TABLES, headline_section
 from dlib.tools.markdown import format_number, github_slug, link, markdown_table, read_csv, rel
+from dlib.tools.readme import update_readme
 from dlib.tools.results_tree import REPORT_DIR, Folder, IncompleteResults, folders, provenances, refuse_incomplete
 
 LEGACY_FIGURE_DIR = "figures"  # report/figures/: copies older versions made; removed when the report is built
@@ -286,7 +288,6 @@ def build_report(profile: str, results_dir: str | os.PathLike | None = None, *,
     not run yet; nothing missing is an error, but a folder marked INCOMPLETE (an interrupted or failed
     notebook run) is: :class:`IncompleteResults` names it. Figures are linked, never copied.
     """
-    from dlib.core.config import PROFILES, resolve
 
     if not isinstance(profile, str) or not profile:
         raise ValueError(f"profile must be a profile name such as {', '.join(PROFILES)}, got {profile!r}")
@@ -318,7 +319,6 @@ def build_report(profile: str, results_dir: str | os.PathLike | None = None, *,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from dlib.tools.readme import update_readme
 
     parser = argparse.ArgumentParser(prog="python -m dlib.tools.report", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu")

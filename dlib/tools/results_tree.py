@@ -18,6 +18,7 @@ from typing import Any
 
 from dlib.core.io import read_json
 from dlib.experiments.results import results_root
+from dlib.tools.notebooks import NOTEBOOK_DIR, RUNNING_ENV, discover, incomplete_marker
 
 REPORT_DIR = "report"
 _NUMBERED = re.compile(r"^(\d\d)_[A-Za-z0-9_]+$")
@@ -54,7 +55,6 @@ def notebook_title(path: str | os.PathLike) -> str:
 
 
 def _discover_notebooks(notebook_dir: Path | None) -> dict[str, Path]:
-    from dlib.tools.notebooks import NOTEBOOK_DIR, discover
 
     folder = NOTEBOOK_DIR if notebook_dir is None else Path(notebook_dir)
     return discover(folder) if folder.is_dir() else {}
@@ -108,7 +108,6 @@ class IncompleteResults(ValueError):
 
 def refuse_incomplete(folders: Sequence[Folder], profile: str) -> None:
     """Raise naming every folder marked incomplete, except the one of the notebook running now (notebook 08)."""
-    from dlib.tools.notebooks import RUNNING_ENV, incomplete_marker
 
     running = os.environ.get(RUNNING_ENV)
     marked = [f for f in folders if f.path is not None and f.name != running and incomplete_marker(f.path).exists()]

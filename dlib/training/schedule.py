@@ -90,12 +90,37 @@ def optimizer_groups(model: nn.Module, cfg: Config) -> list[dict[str, Any]]:
     return groups
 
 
+def parameter_roles(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """Trainable parameters split as Caffe's lr_mult groups (DeepLab v2 released solver/prototxt).
+
+    "head_*": the classifier layers the paper initialises at random (fc8 of every VGG branch, the
+    3x3 classifiers of the ResNet heads), trained at 10x (weights) and 20x (biases) the base rate.
+    "backbone_*": everything else, including VGG's fc6/fc7 (initialised from ImageNet, 1x/2x in the
+    prototxt). "*_weight" holds parameters whose name ends in "weight" (convolution kernels, BN
+    scales), "*_bias" the rest. Frozen parameters (``requires_grad=False``, e.g. ResNet-101's BN) are
+    left out. Works on a :class:`dlib.nets.models.DeepLab` or a wrapper exposing ``.head`` (dlib.nets.msc.MSC).
+    """
+    head = getattr(model, "head", None)
+    if not callable(getattr(head, "classifier_parameters", None)):
+        raise TypeError(f"parameter_roles needs a DeepLab model (with a head such as ASPP), got {type(model).__name__}")
+    classifier_ids = {id(p) for p in head.classifier_parameters()}
+    groups: dict[str, list[nn.Parameter]] = {"backbone_weight": [], "backbone_bias": [], "head_weight": [],
+                                             "head_bias": []}
+    seen: set[int] = set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        part = "head" if id(p) in classifier_ids else "backbone"
+        kind = "weight" if name.endswith("weight") else "bias"
+        groups[f"{part}_{kind}"].append(p)
+    return groups
+
+
 def parameter_roles_of(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """dlib.nets.models.parameter_roles for a DeepLab model (or a wrapper with its ASPP ``.head``); for any
+    """:func:`parameter_roles` for a DeepLab model (or a wrapper with its ASPP ``.head``); for any
     other network, parameters under a module named head/classifier/aspp are the head."""
     if callable(getattr(getattr(model, "head", None), "classifier_parameters", None)):
-        from dlib.nets.models import parameter_roles
-
         return {k: list(v) for k, v in parameter_roles(model).items()}
     out: dict[str, list[nn.Parameter]] = {"backbone_weight": [], "backbone_bias": [], "head_weight": [],
                                           "head_bias": []}

@@ -60,11 +60,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from dlib import data as dlib_data
 from dlib.core import checkpoint as ckpt
 from dlib.core.config import Config, available_cpus, pick_device
 from dlib.core.io import atomic_write_text
 from dlib.data.sampling import AugmentedView, MicroBatches, SampleStream
 from dlib.data.transforms import TrainTransform
+from dlib.data.voc import preflight
 from dlib.nets.network import build, precision, to_device, unwrap, wrap_msc
 from dlib.training import distributed, limits, lock
 from dlib.training.loss import as_outputs, segmentation_loss, valid_pixel_counts
@@ -132,8 +134,6 @@ def train(cfg: Config, out_dir: str | Path, *, model: nn.Module | None = None, d
     ``callback(iteration, loss)`` runs after every iteration. ``progress``: tqdm bar (default: when
     stderr is a terminal). Under torchrun, every process calls this with the same arguments.
     """
-    from dlib import data as dlib_data
-    from dlib.data.voc import preflight
 
     start_time = time.time()
     device = torch.device(pick_device(cfg))
