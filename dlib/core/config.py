@@ -84,8 +84,8 @@ class TrainConfig:
     iterations: int = 20000  # DeepLab v2, Sec. 4.1
     batch_size: int = 10
     iter_size: int = 1  # gradient accumulation steps per iteration (global batch = batch_size)
-    # The base lr is chosen by the model's family, in one place (dlib.training.train.base_lr): base_lr for ResNet (and
-    # small_resnet) models, base_lr_vgg for VGG-16 (and small_vgg) models, wherever a model is trained.
+    # The base lr is chosen by the model's family, in one place (dlib.training.schedule.base_lr_for): base_lr for
+    # ResNet (and small_resnet) models, base_lr_vgg for VGG-16 (and small_vgg) models, wherever a model is trained.
     base_lr: float = 2.5e-4  # ResNet-101 (DeepLab v2 released solver)
     base_lr_vgg: float = 1e-3  # VGG-16 models (DeepLab v1/v2 released solvers, DeepLab v1 Sec. 4.1)
     momentum: float = 0.9

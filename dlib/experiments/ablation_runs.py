@@ -12,7 +12,6 @@ import json
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,10 +90,13 @@ def run_trainings(cfg: Config, jobs: Sequence[tuple[Training, int, dict | None]]
         args = [(cfg.to_dict(), t, s, str(run_root), p, threads) for t, s, p in unique.values()]
         # Longest first (MSC trainings cost about twice the others), so the pool ends together.
         args.sort(key=lambda a: (not a[1].msc, a[1].head == "baseline"))
-        # spawn: a fresh interpreter per worker (fork would copy this process's torch threads and state).
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), max_tasks_per_child=4) as pool:
-            for future in as_completed([pool.submit(_job, a) for a in args]):
-                finished(*future.result())
+        # spawn: a fresh interpreter per worker (fork would copy this process's torch threads and state); a worker
+        # is replaced after 4 trainings. Not concurrent.futures: its ProcessPoolExecutor(max_tasks_per_child=4) hung
+        # on Python 3.11.7 once the first worker retired (a cold run of notebook 06 stopped after 6 trainings, all
+        # workers gone, the executor waiting forever), and without a task limit the workers' memory is not renewed.
+        with mp.get_context("spawn").Pool(workers, maxtasksperchild=4) as pool:
+            for key, seed, res, seconds in pool.imap_unordered(_job, args):
+                finished(key, seed, res, seconds)
     out: dict[tuple[str, int], dict[str, Any]] = {}
     for ident, (training, seed, _) in unique.items():
         for key in keys[ident]:

@@ -6,7 +6,7 @@ degrees of freedom (:func:`increment_stats`); :func:`verdict` reads the interval
 whole interval lies above 0, hurts when below, and is not resolved when the interval contains 0.
 
 A row is any object with ``table``, ``name``, ``components``, ``paper_miou``, ``crf`` and ``training.key``
-(:class:`dlib.experiments.ablation.Row`); ``results`` maps (training key, seed) to a run's scores
+(:class:`dlib.experiments.ablation_tables.Row`); ``results`` maps (training key, seed) to a run's scores
 (:func:`dlib.experiments.ablation_runs.run_trainings`). This module imports nothing from dlib.
 """
 
