@@ -282,7 +282,6 @@ def _read_cache(path: Path, count: int, size: int) -> tuple[np.ndarray, np.ndarr
     unreadable, of other shapes, or holding a label that is no proxy class (0..20) nor void (255)."""
     import warnings
 
-
     try:
         with np.load(path) as z:
             images, labels = z["images"], z["labels"]

@@ -193,7 +193,6 @@ def train_and_score(cfg: Config, tcfg: Config, training: Training, seed: int, ru
     image stays in ``<run>/val_probs`` for the CRF. The uncached stage of :func:`run_training`."""
     import torch
 
-
     coco = resolve_coco(tcfg) if training.coco or training.control else None
     if (training.coco or training.control) and not (coco and Path(coco).is_file()):
         return {"status": "not run: no COCO-pretrained init (set model.coco_checkpoint to a local file)"}
@@ -260,16 +259,16 @@ def tune_crf(cfg: Config, training: Training, seed: int, run_root: str | os.Path
     :class:`dlib.crf.crossval.CVResult`, cached in ``<run>/crf_cv.json`` (:func:`cached`)."""
     import pandas as pd
 
-
     run_training(cfg, training, seed, run_root)  # trains the model and caches its val probabilities
     tcfg = training_config(cfg, training, seed)
+    run_dir = run_dir_of(cfg, training, seed, run_root)
     grid = grid or crf_grid(cfg)
     widen = 0 if dataset_info(cfg.data.dataset).paper else CRF_WIDEN
     key = {"config": tcfg.to_dict(), "grid": {k: list(map(float, v)) for k, v in grid.items()},
            "holdout": cfg.ablation.crf_holdout, "widen": widen}
 
     def search() -> dict[str, Any]:
-        images, probs, labels = tuning_inputs(cfg, tcfg, training, run_dir_of(cfg, training, seed, run_root))
+        images, probs, labels = tuning_inputs(cfg, tcfg, training, run_dir)
         cv = cross_validate(images, probs, labels, w1_grid=grid["w1"], theta_alpha_grid=grid["theta_alpha"],
                             theta_beta_grid=grid["theta_beta"], w2=cfg.crf.w2, theta_gamma=cfg.crf.theta_gamma,
                             iterations=cfg.crf.iterations, refine=dataset_info(cfg.data.dataset).paper,
@@ -277,7 +276,7 @@ def tune_crf(cfg: Config, training: Training, seed: int, run_root: str | os.Path
                             backend=cfg.crf.backend, normalization=cfg.crf.normalization, device=cfg.crf.device)
         return {"table": cv.table.to_dict("records"), "best": cv.best, "baseline": cv.baseline}
 
-    found = cached(run_dir_of(cfg, training, seed, run_root) / "crf_cv.json", key, search)
+    found = cached(run_dir / "crf_cv.json", key, search)
     return CVResult(pd.DataFrame(found["table"]), found["best"], found["baseline"])
 
 
@@ -286,7 +285,6 @@ def tuning_inputs(cfg: Config, tcfg: Config, training: Training, run_dir: Path) 
     evaluation cached (``<run>/val_probs``), so the CRF is tuned on exactly what it refines; held-out training
     images were never evaluated, so the trained network predicts them here."""
     import torch
-
 
     held = crf_tuning_images(cfg, tcfg)
     items = [held[i] for i in range(len(held))]

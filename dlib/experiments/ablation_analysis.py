@@ -108,7 +108,6 @@ def msc_diagnosis(cfg: Config, run_root: str | os.PathLike, seed: int | None = N
     with MSC max fusion at test time (mIoU %, val set). Uses the trained runs of ``run_tables``."""
     import pandas as pd
 
-
     seed = cfg.ablation.seeds[0] if seed is None else seed
     lines = []
     for row in TABLE4[:2]:
@@ -128,7 +127,6 @@ def convergence(cfg: Config, training: Training, seeds: Sequence[int], run_root:
     (seed, iteration). ``fractions`` (e.g. (0.8, 1.0)): only the checkpoints at those fractions of the run.
     Uses the trained runs."""
     import pandas as pd
-
 
     lines = []
     for seed in seeds:
@@ -179,7 +177,6 @@ def context_diagnosis(cfg: Config, runs: dict[tuple[str, int], dict[str, Any]], 
 def training_curves(cfg: Config, rows: Sequence[Row], seeds: Sequence[int], run_root: str | os.PathLike):
     """The logged training loss of each row's training for each seed (``train_log.csv``): one line per log entry."""
     import pandas as pd
-
 
     frames = []
     for row in rows:

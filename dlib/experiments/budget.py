@@ -26,7 +26,6 @@ def step_seconds(cfg: Config, name: str, *, msc: bool = False, steps: int = 5, w
     import numpy as np
     import torch
 
-
     torch.manual_seed(0)
     run_cfg = cfg.replace({"model.name": name, "train.msc": msc})
     model = network.to_device(models.build(name, num_classes=cfg.model.num_classes).train(), torch.device("cpu"),

@@ -174,7 +174,6 @@ def _train_and_save(cfg: Config, run_dir: Path, dataset, held, path: Path, card:
     """Train ``cfg`` on ``dataset`` (resumable in ``run_dir``), score it on ``held`` and write it with its card."""
     import torch
 
-
     torch.manual_seed(cfg.seed)
     result = dlib_train.train(cfg, run_dir, dataset=dataset, progress=progress)
     scores_key = card.pop("scores_on")

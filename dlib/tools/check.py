@@ -69,7 +69,6 @@ def _trivial(profile: str) -> float:
 def _ablation_baseline(profile: str, threads: int = 1) -> float:
     import torch
 
-
     cfg = resolve(profile)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)  # float sums depend on the thread count: use the committed run's

@@ -42,7 +42,6 @@ def readme_claims(results_dir: str | os.PathLike) -> str:
     (``coco_control.csv``) and whether every training converged (``convergence_summary.csv``)."""
     import pandas as pd
 
-
     folder = Path(results_dir) / ABLATION_FOLDER
     paths = [folder / f"{name}.csv" for name in ("paper_claims", "coco_control", "convergence_summary")]
     if not all(p.is_file() for p in paths):
