@@ -12,12 +12,13 @@ from dlib.experiments import results
 def fig():
     figure, ax = plt.subplots(figsize=(2, 2))
     ax.plot([0, 1], [1, 0])
+    ax.set(title="a line, synthetic, smoke profile", xlabel="x (px)", ylabel="y (px)")
     yield figure
     plt.close(figure)
 
 
 def test_save_figure_writes_png_and_pdf_beside_it(tmp_path, fig):
-    png = viz.save_figure(fig, tmp_path / "sub" / "curve.png")
+    png = viz.save_figure(fig, tmp_path / "sub" / "curve.png", profile="smoke")
     assert png == tmp_path / "sub" / "curve.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "sub" / "curve.pdf").read_bytes()[:5] == b"%PDF-"
@@ -25,15 +26,15 @@ def test_save_figure_writes_png_and_pdf_beside_it(tmp_path, fig):
 
 
 def test_save_figure_pdf_is_the_same_on_a_rerun(tmp_path, fig):
-    viz.save_figure(fig, tmp_path / "a.png")
+    viz.save_figure(fig, tmp_path / "a.png", profile="smoke")
     first = (tmp_path / "a.pdf").read_bytes()
-    viz.save_figure(fig, tmp_path / "a.png")
+    viz.save_figure(fig, tmp_path / "a.png", profile="smoke")
     assert (tmp_path / "a.pdf").read_bytes() == first  # no creation date in the file
 
 
 def test_save_figure_refuses_a_non_png_path_and_writes_nothing_when_drawing_fails(tmp_path, fig, monkeypatch):
     with pytest.raises(ValueError, match=r"\.png"):
-        viz.save_figure(fig, tmp_path / "curve.pdf")
+        viz.save_figure(fig, tmp_path / "curve.pdf", profile="smoke")
     real = fig.savefig
 
     def fails_on_pdf(buf, *, format, **kw):
@@ -43,7 +44,7 @@ def test_save_figure_refuses_a_non_png_path_and_writes_nothing_when_drawing_fail
 
     monkeypatch.setattr(fig, "savefig", fails_on_pdf)
     with pytest.raises(RuntimeError):
-        viz.save_figure(fig, tmp_path / "curve.png")
+        viz.save_figure(fig, tmp_path / "curve.png", profile="smoke")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlib.core import figures
 from dlib.core.constants import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES, voc_palette
 from dlib.core.io import atomic_write_bytes
 
@@ -43,18 +44,21 @@ def apply_style() -> None:
     mpl.rcParams.update(STYLE)
 
 
-def save_figure(fig, path: str | os.PathLike, *, dpi: int = FIGURE_DPI) -> Path:
+def save_figure(fig, path: str | os.PathLike, *, profile: str, dpi: int = FIGURE_DPI) -> Path:
     """Save ``fig`` as ``path`` (a .png) and as a vector copy beside it (same name, ``.pdf``); returns the PNG path.
 
-    Both are rendered to memory first and then written atomically (vector copy first), so a failed draw
+    The figure is checked first (:func:`dlib.core.figures.check`: a title naming ``profile`` and the split,
+    labelled axes with units, a colour bar or legend where one applies); a figure that fails is not saved and
+    the error lists why. The PNG carries the check's description (:func:`dlib.core.figures.read_png`). Both are rendered to memory first and then written atomically (vector copy first), so a failed draw
     writes nothing and a reader never finds half a file. Dates are left out so re-runs give the same PDF.
     """
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"save_figure writes a PNG and a .{VECTOR_FORMAT} beside it; give a path ending in "
                          f".png, not {path.name!r}")
+    described = figures.to_text(figures.check(fig, profile))
     rendered = {}
-    for fmt, metadata in (("png", {"Software": None}), (VECTOR_FORMAT, {"CreationDate": None})):
+    for fmt, metadata in (("png", {"Software": None, figures.METADATA_KEY: described}), (VECTOR_FORMAT, {"CreationDate": None})):
         buf = io.BytesIO()
         fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)
         rendered[fmt] = buf.getvalue()

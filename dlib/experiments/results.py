@@ -185,6 +185,6 @@ class Results:
 
     def figure(self, name: str, fig: Any, dpi: int | None = None) -> Path:
         """Save a matplotlib figure as ``<name>.png`` and a vector copy beside it
-        (:func:`dlib.core.viz.save_figure`)."""
-        return save_figure(fig, self.path(f"{name}.png"), dpi=dpi or FIGURE_DPI)
+        (:func:`dlib.core.viz.save_figure`, which checks it reads right on its own for this profile)."""
+        return save_figure(fig, self.path(f"{name}.png"), profile=self.cfg.profile, dpi=dpi or FIGURE_DPI)
 
