@@ -24,16 +24,15 @@ deeplab_v2_resnet101_aspp       ResNet-101, 4 3x3 classifiers at rates 6, 12, 18
 paper nor the released code spells out its classifier; we use one 3x3 convolution at rate 1, i.e.
 LargeFOV's layer without the large rate, so the three ResNet heads differ only in their rates.
 
-Small variants (deviation from paper, for the ``cpu`` profile; same heads, fine-tuned from the shipped
-stand-in weights of dlib.nets.standins): ``small_resnet_{baseline,largefov,aspp,aspp_s}`` and
-``small_vgg_{largefov,aspp_s,aspp_l}``. Their atrous rates are the paper's scaled by the feature-map size:
-a 321 crop gives 41x41 features, the cpu profile's 129 crop 17x17, about 1/2, so ASPP-L (6, 12, 18, 24) ->
-(3, 6, 9, 12), LargeFOV 12 -> 6, and ASPP-S (2, 4, 8, 12) -> (1, 2, 4, 6). This keeps the share of filter
-taps that land on the feature map rather than on zero padding (dlib.nets.aspp.valid_tap_fraction) as in the
-paper: ASPP-L on 41x41 gives 0.81, 0.65, 0.50, 0.37 per branch, the scaled rates on 17x17 give 0.78, 0.58,
-0.42, 0.28, while the paper's rates on 17x17 would give 0.58, 0.28, 0.11, 0.11 (rates 18 and 24 nearly
-exceed the map: only the centre tap is left, a 1x1 filter), and ASPP-S vs ASPP-L would no longer differ in
-what they see.
+Small variants (deviation from paper, for the ``cpu`` profile; same heads, fine-tuned from the shipped stand-in
+weights of dlib.nets.standins): ``small_resnet_{baseline,largefov,aspp,aspp_s}`` and
+``small_vgg_{largefov,aspp_s,aspp_l}``. Their atrous rates are the paper's scaled by the feature-map size: a 321
+crop gives 41x41 features, the cpu profile's 129 crop 17x17, about 1/2, so ASPP-L (6, 12, 18, 24) -> (3, 6, 9, 12),
+LargeFOV 12 -> 6, and ASPP-S (2, 4, 8, 12) -> (1, 2, 4, 6). This keeps the share of filter taps that land on the
+feature map rather than on zero padding (dlib.nets.aspp.valid_tap_fraction) as in the paper: ASPP-L on 41x41 gives
+0.81, 0.65, 0.50, 0.37 per branch, the scaled rates on 17x17 give 0.78, 0.58, 0.42, 0.28, while the paper's rates on
+17x17 would give 0.58, 0.28, 0.11, 0.11 (rates 18 and 24 nearly exceed the map: only the centre tap is left, a 1x1
+filter), and ASPP-S vs ASPP-L would no longer differ in what they see.
 """
 
 from __future__ import annotations
@@ -65,8 +64,7 @@ SMALL_RESNET_BLOCKS = (1, 1, 1, 1)
 SMALL_RESNET_DILATIONS = (1, 2)  # layer3, layer4 (ResNet-101: 2, 4); a small field of view, see dlib.data
 SMALL_VGG_WIDTHS = (8, 16, 32, 48, 48)  # VGG-16's (64, 128, 256, 512, 512) narrowed
 SMALL_VGG_HIDDEN = 128  # fc6/fc7 channels (LargeFOV: 1024)
-# The paper's rates scaled by the feature-map side: a 321 crop gives 41x41 features, the cpu profile's 129 crop
-# 17x17, about 1/2: LargeFOV 12 -> 6, ASPP-L (6, 12, 18, 24) -> (3, 6, 9, 12), ASPP-S (2, 4, 8, 12) -> (1, 2, 4, 6).
+# The paper's rates scaled by the feature-map side, 17/41 (the module docstring says why).
 SMALL_RATES = {"baseline": (1,), "largefov": (6,), "aspp_s": (1, 2, 4, 6), "aspp_l": (3, 6, 9, 12)}
 
 
@@ -125,6 +123,18 @@ def _row(name, backbone, head, kernel_size, rates, hidden, paper_params_m=None, 
     return ModelInfo(name, backbone, head, kernel_size, tuple(rates), hidden, paper_params_m, source, doc, ablation)
 
 
+# The small CPU backbones: what each is, its fc6/fc7 width (None: one-layer classifiers), its ablation family.
+_SMALL = {"small_resnet": ("Small dilated ResNet", None, "resnet"),
+          "small_vgg": ("Narrow VGG-16 (BN)", SMALL_VGG_HIDDEN, "vgg")}
+
+
+def _small_row(backbone: str, suffix: str, rates: str, what: str, ablation: str | None = None) -> ModelInfo:
+    """A small CPU variant ``<backbone>_<suffix>``: a 3x3 head at ``SMALL_RATES[rates]``."""
+    family, hidden, group = _SMALL[backbone]
+    return _row(f"{backbone}_{suffix}", backbone, "aspp" if rates.startswith("aspp") else rates, 3, SMALL_RATES[rates],
+                hidden, doc=f"{family}, {what}.", ablation=(group, ablation) if ablation else None)
+
+
 TABLE: tuple[ModelInfo, ...] = (
     _row("deeplab_v1_7x7", "vgg16", "fov", 7, (4,), 4096, 134.3, "DeepLab v1, Table 2 (DeepLab-CRF-7x7)",
          "VGG-16 with fc6 as the full 7x7 ImageNet filter at input stride (rate) 4, fc6/fc7 4096 channels."),
@@ -152,23 +162,16 @@ TABLE: tuple[ModelInfo, ...] = (
          "ResNet-101 at output stride 8 with four 3x3 classifiers (2048 -> classes) at rates 6-24, summed.",
          ablation=("resnet", "aspp_l")),
     # Small CPU variants (deviation from paper; see SMALL_RATES)
-    _row("small_resnet_baseline", "small_resnet", "baseline", 3, SMALL_RATES["baseline"], None,
-         doc="Small dilated ResNet, one 3x3 classifier at rate 1.", ablation=("resnet", "baseline")),
-    _row("small_resnet_largefov", "small_resnet", "largefov", 3, SMALL_RATES["largefov"], None,
-         doc="Small dilated ResNet, one 3x3 classifier at rate 6.", ablation=("resnet", "largefov")),
-    _row("small_resnet_aspp", "small_resnet", "aspp", 3, SMALL_RATES["aspp_l"], None,
-         doc="Small dilated ResNet, 3x3 classifiers at 3, 6, 9, 12, summed.", ablation=("resnet", "aspp_l")),
-    _row("small_resnet_aspp_s", "small_resnet", "aspp", 3, SMALL_RATES["aspp_s"], None,
-         doc="Small dilated ResNet, 3x3 classifiers at 1, 2, 4, 6, summed."),
+    _small_row("small_resnet", "baseline", "baseline", "one 3x3 classifier at rate 1", ablation="baseline"),
+    _small_row("small_resnet", "largefov", "largefov", "one 3x3 classifier at rate 6", ablation="largefov"),
+    _small_row("small_resnet", "aspp", "aspp_l", "3x3 classifiers at 3, 6, 9, 12, summed", ablation="aspp_l"),
+    _small_row("small_resnet", "aspp_s", "aspp_s", "3x3 classifiers at 1, 2, 4, 6, summed"),
     _row("small_vgg_pretext", "small_vgg", "largefov", 3, (1,), SMALL_VGG_HIDDEN,
          doc="Narrow VGG-16 (BN) with fc6 3x3 at rate 1: the shape its ImageNet stand-in is trained in (as VGG-16's "
              "fc6 is dense on ImageNet; DeepLab then applies the same filter with holes)."),
-    _row("small_vgg_largefov", "small_vgg", "largefov", 3, SMALL_RATES["largefov"], SMALL_VGG_HIDDEN,
-         doc="Narrow VGG-16 (BN), LargeFOV head: fc6 3x3 at rate 6.", ablation=("vgg", "largefov")),
-    _row("small_vgg_aspp_s", "small_vgg", "aspp", 3, SMALL_RATES["aspp_s"], SMALL_VGG_HIDDEN,
-         doc="Narrow VGG-16 (BN), ASPP-S: fc6-fc7-fc8 at 1, 2, 4, 6, summed.", ablation=("vgg", "aspp_s")),
-    _row("small_vgg_aspp_l", "small_vgg", "aspp", 3, SMALL_RATES["aspp_l"], SMALL_VGG_HIDDEN,
-         doc="Narrow VGG-16 (BN), ASPP-L: fc6-fc7-fc8 at 3, 6, 9, 12, summed.", ablation=("vgg", "aspp_l")),
+    _small_row("small_vgg", "largefov", "largefov", "LargeFOV head: fc6 3x3 at rate 6", ablation="largefov"),
+    _small_row("small_vgg", "aspp_s", "aspp_s", "ASPP-S: fc6-fc7-fc8 at 1, 2, 4, 6, summed", ablation="aspp_s"),
+    _small_row("small_vgg", "aspp_l", "aspp_l", "ASPP-L: fc6-fc7-fc8 at 3, 6, 9, 12, summed", ablation="aspp_l"),
 )
 _REGISTRY: dict[str, ModelInfo] = {row.name: row for row in TABLE}
 
@@ -180,13 +183,9 @@ def available() -> list[str]:
 
 def info(name: str) -> ModelInfo:
     """The table row of ``name`` (family, head, rates, the paper's parameter count)."""
-    _check_name(name)
-    return _REGISTRY[name]
-
-
-def _check_name(name: str) -> None:
     if name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; available models: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
 
 
 def check_names(cfg: Any) -> Any:
@@ -203,7 +202,7 @@ def build(name: str, *, num_classes: int = NUM_CLASSES, pretrained: str | os.Pat
 
     Extra keywords go to the builder (e.g. ``dropout``, ``freeze_bn``).
     """
-    _check_name(name)
+    info(name)  # an unknown name is a KeyError naming the available ones
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     return _BUILDERS[name](num_classes=num_classes, pretrained=pretrained, **kw)

@@ -15,16 +15,16 @@ the global batch stays ``train.batch_size``). Each command has ``--help``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dlib.core.config import DEFAULT_PROFILE, PROFILES, convert_value, parse_overrides, resolve
+from dlib.core.config import DEFAULT_PROFILE, PROFILES, parse_overrides, resolve
 from dlib.core.errors import USER_ERRORS, one_line
 from dlib.core.io import atomic_write_text, read_json
+from dlib.tools import identity
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -36,17 +36,60 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="override a config value, repeatable: --set train.iterations=500 --set model.name="
                              "small_resnet_largefov (each value is converted to the key's type and range-checked: "
                              "numbers, true/false/yes/no/on/off/1/0, null, [lists] or a,b,c)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _no_progress(parser)
 
 
-def _add_train(sub: Any) -> None:
-    p = sub.add_parser("train", help="train a model; resumes from the output folder's latest checkpoint",
-                       description="Train cfg.model.name on the configured training set (SGD, poly lr; DeepLab v2, "
-                                   "Sec. 4.1; --set train.lr_policy=step for DeepLab v1's step schedule). The base lr "
-                                   "follows the model's family: train.base_lr (ResNet), train.base_lr_vgg (VGG-16). "
-                                   "Checkpoints and train_log.csv go to --out; running the same command "
-                                   "again resumes from the latest checkpoint. Under torchrun: DistributedDataParallel.")
-    _common(p)
+def _no_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress line")
+
+
+# Each subcommand: its one-line help, its --help description, and whether it takes --profile/--seed/--set.
+COMMANDS: dict[str, tuple[str, str, bool]] = {
+    "train": (
+        "train a model; resumes from the output folder's latest checkpoint",
+        "Train cfg.model.name on the configured training set (SGD, poly lr; DeepLab v2, Sec. 4.1; --set "
+        "train.lr_policy=step for DeepLab v1's step schedule). The base lr follows the model's family: train.base_lr "
+        "(ResNet), train.base_lr_vgg (VGG-16). Checkpoints and train_log.csv go to --out; running the same command "
+        "again resumes from the latest checkpoint. Under torchrun: DistributedDataParallel.",
+        True),
+    "evaluate": (
+        "score a trained model on whole images (optionally MSC and flip)",
+        "Whole-image evaluation: mIoU, pixel accuracy, per-class IoU and the confusion matrix, written under "
+        "results/<profile>/. --cache writes the softmax of every image for the CRF stage.",
+        True),
+    "crf": (
+        "refine cached probabilities with the fully connected CRF and score them",
+        "Mean-field inference of the fully connected CRF (DeepLab v2, Sec. 3.3) on every cached <id>.npz of --probs; "
+        "refined labels go to --out as PNGs, scores under results/<profile>/. CRF parameters: --set crf.w1=4 --set "
+        "crf.theta_alpha=67 ...",
+        True),
+    "pretrain": (
+        "rebuild the cpu profile's pretrained stand-ins (dlib/weights/)",
+        "Train the stand-ins the cpu profile fine-tunes from (dlib.nets.standins): 'imagenet' (each small backbone on "
+        "a pretext task; run first), 'coco' (the whole model per Table-4 head, from the ImageNet stand-in, on the "
+        "larger proxy set) or 'control' (the +COCO row's model pretrained as 'coco' on the task's own images). Writes "
+        "dlib/weights/<name>.pt and its card <name>.pt.json. Resumes when interrupted; deterministic for a given "
+        "thread count.",
+        False),
+    "download": (
+        "fetch PASCAL VOC 2012, SBD or the weights: resumable, checksum verified, extracted safely",
+        "Resumable HTTP download (a .part file continued with Range requests), the published md5 checked before "
+        "extraction, members extracted only inside --root. 'voc': VOCdevkit/VOC2012. 'sbd': benchmark_RELEASE, "
+        "cls/*.mat converted to index-coded PNGs (dataset/SegmentationClassAug); with both present, "
+        "VOC2012/ImageSets/Segmentation/train_aug.txt (10,582 ids). 'weights': torchvision's ImageNet "
+        "ResNet-101/VGG-16 (into torch.hub's cache unless --root) and DeepLab's released Caffe models (no checksum "
+        "published: their sha256 is recorded in --root/checksums.json). Then run: python -m dlib doctor",
+        False),
+    "doctor": (
+        "check a gpu set-up: data, labels, splits, weights, GPU, CRF",
+        "Prints a checklist (✓/✗ with a fix per failed line): 10,582 train_aug and 1,449 val ids, every image and "
+        "label present, labels index-coded (0..20, 255 void), SBD readable, weights present with matching checksums, "
+        "GPU and bf16, a CRF backend. Exit status 1 when a required check fails.",
+        True),
+}
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder (checkpoints/, train_log.csv)")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming from --out")
     p.add_argument("--large", action="store_true",
@@ -54,12 +97,7 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many iterations of this call")
 
 
-def _add_evaluate(sub: Any) -> None:
-    p = sub.add_parser("evaluate", help="score a trained model on whole images (optionally MSC and flip)",
-                       description="Whole-image evaluation: mIoU, pixel accuracy, per-class IoU and the confusion "
-                                   "matrix, written under results/<profile>/. --cache writes the softmax of every "
-                                   "image for the CRF stage.")
-    _common(p)
+def _evaluate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", default=None, help="run folder written by 'train', or a checkpoint file")
     p.add_argument("--caffemodel", default=None,
                    help="a released DeepLab .caffemodel instead of --run (same as --set model.caffemodel=PATH; sets "
@@ -72,46 +110,23 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("--name", default=None, help="results folder name (default evaluate_<run folder name>)")
 
 
-def _add_crf(sub: Any) -> None:
-    p = sub.add_parser("crf", help="refine cached probabilities with the fully connected CRF and score them",
-                       description="Mean-field inference of the fully connected CRF (DeepLab v2, Sec. 3.3) on every "
-                                   "cached <id>.npz of --probs; refined labels go to --out as PNGs, scores under "
-                                   "results/<profile>/. CRF parameters: --set crf.w1=4 --set crf.theta_alpha=67 ...")
-    _common(p)
+def _crf_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probs", required=True, help="folder of cached probabilities (from 'evaluate --cache')")
     p.add_argument("--out", required=True, help="folder for the refined label PNGs")
     p.add_argument("--split", default="val", choices=("train", "val"), help="data split the probabilities are of")
     p.add_argument("--name", default=None, help="results folder name (default crf_<probs folder name>)")
 
 
-def _add_pretrain(sub: Any) -> None:
-    p = sub.add_parser("pretrain", help="rebuild the cpu profile's pretrained stand-ins (dlib/weights/)",
-                       description="Train the stand-ins the cpu profile fine-tunes from (dlib.nets.standins): "
-                                   "'imagenet' (each small backbone on a pretext task; run first), 'coco' (the whole "
-                                   "model per Table-4 head, from the ImageNet stand-in, on the larger proxy set) or "
-                                   "'control' (the +COCO row's model pretrained as 'coco' on the task's own "
-                                   "images). Writes "
-                                   "dlib/weights/<name>.pt and its card <name>.pt.json. Resumes when interrupted; "
-                                   "deterministic for a given thread count.")
+def _pretrain_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", choices=("imagenet", "coco", "control"))
     p.add_argument("--only", nargs="+", default=None, metavar="NAME",
                    help="some stand-ins only (imagenet: small_resnet small_vgg; coco, control: the model names)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _no_progress(p)
 
 
-def _add_download(sub: Any) -> None:
+def _download_options(p: argparse.ArgumentParser) -> None:
     from dlib.tools.download import DEFAULT_WEIGHTS, WEIGHT_NAMES
 
-    p = sub.add_parser("download", help="fetch PASCAL VOC 2012, SBD or the weights: resumable, checksum verified, "
-                                        "extracted safely",
-                       description="Resumable HTTP download (a .part file continued with Range requests), the "
-                                   "published md5 checked before extraction, members extracted only inside --root. "
-                                   "'voc': VOCdevkit/VOC2012. 'sbd': benchmark_RELEASE, cls/*.mat converted to "
-                                   "index-coded PNGs (dataset/SegmentationClassAug); with both present, "
-                                   "VOC2012/ImageSets/Segmentation/train_aug.txt (10,582 ids). 'weights': "
-                                   "torchvision's ImageNet ResNet-101/VGG-16 (into torch.hub's cache unless --root) "
-                                   "and DeepLab's released Caffe models (no checksum published: their sha256 is "
-                                   "recorded in --root/checksums.json). Then run: python -m dlib doctor")
     p.add_argument("what", choices=("voc", "sbd", "weights"))
     p.add_argument("--root", default=None,
                    help="target folder (default: <repo>/.cache/datasets for voc/sbd, <repo>/.cache/weights for the "
@@ -120,16 +135,10 @@ def _add_download(sub: Any) -> None:
                    help="verify and use an archive you downloaded by hand instead of fetching it")
     p.add_argument("--only", nargs="+", default=None, metavar="NAME", choices=WEIGHT_NAMES,
                    help=f"weights: which ({', '.join(WEIGHT_NAMES)}; default {' '.join(DEFAULT_WEIGHTS)})")
-    p.add_argument("--no-progress", action="store_true", help="no progress line")
+    _no_progress(p)
 
 
-def _add_doctor(sub: Any) -> None:
-    p = sub.add_parser("doctor", help="check a gpu set-up: data, labels, splits, weights, GPU, CRF",
-                       description="Prints a checklist (✓/✗ with a fix per failed line): 10,582 train_aug and 1,449 "
-                                   "val ids, every image and label present, labels index-coded (0..20, 255 void), "
-                                   "SBD readable, weights present with matching checksums, GPU and bf16, a CRF "
-                                   "backend. Exit status 1 when a required check fails.")
-    _common(p)
+def _doctor_options(p: argparse.ArgumentParser) -> None:
     p.set_defaults(profile="gpu")
     p.add_argument("--root", default=None, help="where 'download' put the data, used when data.voc_root / "
                                                 "data.sbd_root are not set (default <repo>/.cache/datasets)")
@@ -141,13 +150,22 @@ def _add_doctor(sub: Any) -> None:
                    help="read the pixel values of N labels spread over the splits (every label's mode is "
                         "checked; default 300, 0 = all)")
 
+
+OPTIONS = {"train": _train_options, "evaluate": _evaluate_options, "crf": _crf_options, "pretrain": _pretrain_options,
+           "download": _download_options, "doctor": _doctor_options}
+
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dlib", description="DeepLab v1/v2 replication: train, "
                                      "evaluate and CRF post-processing with the config profiles.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,crf,pretrain,download,doctor}")
 
-    for add in (_add_train, _add_evaluate, _add_crf, _add_pretrain, _add_download, _add_doctor):
-        add(sub)
+    for name, (summary, description, common) in COMMANDS.items():
+        p = sub.add_parser(name, help=summary, description=description)
+        if common:
+            _common(p)
+        OPTIONS[name](p)
     return parser
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -268,56 +286,6 @@ def _saved_checkpoint(run: Path) -> tuple[Path, dict[str, Any]]:
                             "(with checkpoints/ckpt_*.pt) or a checkpoint file")
 
 
-PROBS_SOURCE = ".dlib-source.json"  # in an evaluate --cache folder: the identity of the run that wrote it
-
-# What a checkpoint fixes about the network: evaluate rebuilds exactly that.
-_ARCHITECTURE_KEYS = ("model.name", "model.width", "model.num_classes")
-
-
-def _model_overrides(path: Path, saved: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``overrides`` plus the checkpoint's model name, width and classes; a conflicting override is an error."""
-    out = dict(overrides)
-    model = saved.get("config", {}).get("model", {})
-    for key in _ARCHITECTURE_KEYS:
-        name = key.split(".", 1)[1]
-        if name not in model:
-            continue
-        recorded = convert_value(key, model[name])
-        if key in overrides and convert_value(key, overrides[key]) != recorded:
-            raise ValueError(f"--set {key}={overrides[key]} conflicts with checkpoint {path}, which was trained with "
-                             f"{key}={recorded}; evaluate takes the model from the checkpoint: drop the --set")
-        out[key] = recorded
-    return out
-
-
-def scores_name(split: str, *, msc: bool = False, flip: bool = False, max_images: int | None = None,
-                crf: dict[str, float] | None = None) -> str:
-    """The scores file's name: what was evaluated, so that two evaluations of one run never overwrite each other.
-
-    ``scores_val``, ``scores_val_msc_flip``, ``scores_val_first50``, ``scores_val_crf_w1-4_ta-67_tb-3_w2-3_tg-3_it-10``.
-    """
-    parts = [f"scores_{split}"] + (["msc"] if msc else []) + (["flip"] if flip else [])
-    if max_images is not None:
-        parts.append(f"first{max_images}")
-    if crf is not None:
-        short = {"w1": "w1", "theta_alpha": "ta", "theta_beta": "tb", "w2": "w2", "theta_gamma": "tg",
-                 "iterations": "it"}
-        parts.append("crf_" + "_".join(f"{short.get(k, k)}-{v:g}" for k, v in crf.items()))
-    return "_".join(parts)
-
-
-def source_key(path: Path, iteration: int | None = None, extra: Any = None) -> str:
-    """A short key of what produced a result: sha256 of the resolved path (and ``extra``, JSON; 8 hex digits) and
-    the iteration.
-
-    Two runs whose folders share a name (``/x/a/base``, ``/x/b/base``) get different keys, so their scores
-    land in different files; the full identity goes into each file's provenance.
-    """
-    text = str(path.resolve()) + ("" if extra is None else json.dumps(extra, sort_keys=True))
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
-    return digest if iteration is None else f"{digest}-it{iteration}"
-
-
 def _evaluate(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from dlib import data
     from dlib.evaluation import evaluate
@@ -339,7 +307,7 @@ def _evaluate(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     else:
         run = Path(args.run)
         path, saved = _saved_checkpoint(run)
-        overrides = _model_overrides(path, saved, overrides)  # evaluate the architecture that was trained
+        overrides = identity.model_overrides(path, saved, overrides)  # evaluate the architecture that was trained
         iteration = saved.get("iteration")
         overrides.setdefault("model.pretrained", None)
     cfg = resolve(args.profile, seed=args.seed, overrides=overrides)
@@ -356,12 +324,12 @@ def _evaluate(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     source = path if caffemodel is not None else run  # the run folder (or checkpoint file) given, or the caffemodel
     out.identity = {"run": str(source.resolve()), "checkpoint": str(path.resolve()), "iteration": iteration,
                     "split": args.split, "msc": args.msc, "flip": args.flip, "max_images": truncated}
-    name = scores_name(args.split, msc=args.msc, flip=args.flip, max_images=truncated)
+    name = identity.scores_name(args.split, msc=args.msc, flip=args.flip, max_images=truncated)
     s = evaluate.evaluate(cfg, model, dataset, msc=args.msc, flip=args.flip, cache_dir=args.cache,
-                          max_images=max_images, results=out, name=f"{name}_{source_key(source, iteration)}",
+                          max_images=max_images, results=out, name=f"{name}_{identity.source_key(source, iteration)}",
                           progress=False if args.no_progress else None)
     if args.cache:  # what made the cached probabilities: crf keys its scores by it
-        atomic_write_text(Path(args.cache) / PROBS_SOURCE, json.dumps(out.identity, indent=2) + "\n")
+        atomic_write_text(Path(args.cache) / identity.PROBS_SOURCE, json.dumps(out.identity, indent=2) + "\n")
     _print_json({"mean_iou": s["mean_iou"], "pixel_acc": s["pixel_acc"], "num_images": s["num_images"],
                  "msc": s["msc"], "flip": s["flip"], "precision": s["precision"], "checkpoint": str(path),
                  "results": str(out.dir)})
@@ -384,10 +352,10 @@ def _crf(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     s = refine_and_score(probs_dir, args.out, dataset, crf=model_crf, num_classes=cfg.model.num_classes,
                          workers=cfg.crf.workers, progress=not args.no_progress)
     out = results.Results(cfg, args.name or f"crf_{probs_dir.name}")
-    source = read_json(probs_dir / PROBS_SOURCE, default=None)  # the run evaluate --cache recorded, if any
+    source = read_json(probs_dir / identity.PROBS_SOURCE, default=None)  # the run evaluate --cache recorded, if any
     out.identity = {"probs": str(probs_dir.resolve()), "probs_source": source, "split": args.split,
                     "crf": dict(model_crf.params)}
-    name = f"{scores_name(args.split, crf=model_crf.params)}_{source_key(probs_dir, extra=source)}"
+    name = f"{identity.scores_name(args.split, crf=model_crf.params)}_{identity.source_key(probs_dir, extra=source)}"
     evaluate.write_scores(out, name, {**s, "msc": None, "flip": None},
                           evaluate.class_names(dataset, cfg.model.num_classes))
     out.json("crf_params", model_crf.provenance)  # parameters, backend and its version
