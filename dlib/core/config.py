@@ -71,7 +71,7 @@ class ModelConfig:
     name: str = "deeplab_v2_resnet101_aspp"
     num_classes: int = NUM_CLASSES  # PASCAL VOC: background + 20 classes
     pretrained: str | None = "imagenet"  # "imagenet", a local path, or None
-    msc_scales: tuple[float, ...] = MSC_SCALES  # DeepLab v2, Sec. 3.1
+    msc_scales: tuple[float, ...] = MSC_SCALES  # DeepLab v2, Sec. 3.2
     coco_checkpoint: str | None = None  # local COCO-pretrained DeepLab checkpoint or released init.caffemodel
     # (Table 4 "+COCO" rows, gpu; a .caffemodel trains those rows with caffe_layout and the Caffe input)
     caffemodel: str | None = None  # a released DeepLab .caffemodel loaded whole (final VOC model; dlib.nets.caffe)

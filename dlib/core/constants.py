@@ -9,7 +9,7 @@ import numpy as np
 
 IGNORE_INDEX = 255  # VOC's "void" label: object outlines and ambiguous pixels, never scored or trained on
 NUM_CLASSES = 21  # PASCAL VOC 2012: background + 20 object classes
-MSC_SCALES = (1.0, 0.75, 0.5)  # the multi-scale inputs of DeepLab v2, Sec. 3.1 (dlib.nets.msc)
+MSC_SCALES = (1.0, 0.75, 0.5)  # the multi-scale inputs of DeepLab v2, Sec. 3.2 (dlib.nets.msc)
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",

@@ -103,7 +103,7 @@ def _evaluate_options(p: argparse.ArgumentParser) -> None:
                    help="a released DeepLab .caffemodel instead of --run (same as --set model.caffemodel=PATH; sets "
                         "model.caffe_layout=true and data.input_convention=caffe unless given; dlib.nets.caffe)")
     p.add_argument("--split", default="val", choices=("train", "val"), help="data split (default val)")
-    p.add_argument("--msc", action="store_true", help="multi-scale inputs with max fusion (DeepLab v2, Sec. 3.1)")
+    p.add_argument("--msc", action="store_true", help="multi-scale inputs with max fusion (DeepLab v2, Sec. 3.2)")
     p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     p.add_argument("--cache", default=None, help="folder for the cached probabilities <id>.npz (float16)")
     p.add_argument("--max-images", type=int, default=None, help="score only the first N images")
