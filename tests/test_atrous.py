@@ -250,3 +250,52 @@ def test_erf_row_against_a_delta_a_uniform_map_and_a_tap_count():
         assert atrous.erf_row(delta, rate, output_stride=2)["taps inside the input"] == inside
     with pytest.raises(ValueError, match="odd size"):
         atrous.erf_row(np.ones((4, 4)) / 16, 1, output_stride=8)
+
+
+def brute_force_2d(x, w, r):
+    """y[i, j] = sum_{k,l} x[i + r k, j + r l] w[k, l], one output at a time."""
+    K, L = w.shape
+    H, W = x.shape[0] - r * (K - 1), x.shape[1] - r * (L - 1)
+    return np.array([[sum(x[i + r * k, j + r * m] * w[k, m] for k in range(K) for m in range(L)) for j in range(W)]
+                     for i in range(H)])
+
+
+@pytest.mark.parametrize("rate, kernel", [(1, (3, 3)), (2, (3, 3)), (3, (2, 4)), (4, (1, 3))])
+def test_atrous_conv2d_is_eq1_in_two_dimensions(rate, kernel):
+    rng = np.random.default_rng(30 + rate)
+    x, w = rng.normal(size=(17, 19)), rng.normal(size=kernel)
+    y = atrous.atrous_conv2d(x, w, rate)
+    assert y.shape == (17 - rate * (kernel[0] - 1), 19 - rate * (kernel[1] - 1))
+    np.testing.assert_allclose(y, brute_force_2d(x, w, rate), atol=1e-12)
+    np.testing.assert_allclose(y, atrous.atrous_conv2d_torch(x, w, rate), atol=1e-12)
+
+
+def test_atrous_conv2d_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="2-D"):
+        atrous.atrous_conv2d(np.zeros(5), np.ones((3, 3)))
+    with pytest.raises(ValueError, match="smaller than the kernel's span 5x5"):
+        atrous.atrous_conv2d(np.zeros((4, 9)), np.ones((3, 3)), 2)
+    with pytest.raises(ValueError, match="rate"):
+        atrous.atrous_conv2d(np.zeros((9, 9)), np.ones((3, 3)), 0)
+
+
+@pytest.mark.parametrize("layers", [
+    [(3, 1, 1)] * 2 + [(2, 2, 1)] + [(3, 1, 2)],  # 1 + 2 + 2 + 1 + 2 * 4 = 14 px
+    [(3, 2, 1), (3, 1, 3), (5, 1, 1)],
+    atrous.vgg16_layers(output_stride=32)[:-2],  # VGG-16 to pool5: 212 px, the published value
+])
+def test_ones_stack_gradients_measure_the_recurrences_receptive_field(layers):
+    theory = receptive_field(layers)
+    grad = atrous.effective_receptive_field(atrous.ones_stack(layers), 257)
+    rows, cols = np.nonzero(grad.sum(1) > 0)[0], np.nonzero(grad.sum(0) > 0)[0]
+    assert rows.max() - rows.min() + 1 == cols.max() - cols.min() + 1 == theory.size
+    assert (grad[rows.min():rows.max() + 1, cols.min():cols.max() + 1] > 0).any()
+    if len(layers) > 10:
+        assert theory.size == 212
+
+
+def test_ones_stack_has_one_unit_weight_per_tap():
+    net = atrous.ones_stack([Layer(3, 1, 2), (2, 2, 1)])
+    assert [tuple(m.weight.shape) for m in net] == [(1, 1, 3, 3), (1, 1, 2, 2)]
+    assert all(bool((m.weight.detach() == 1.0).all()) for m in net)
+    assert [m.dilation for m in net] == [(2, 2), (1, 1)] and [m.padding for m in net] == [(2, 2), (0, 0)]

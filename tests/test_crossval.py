@@ -136,3 +136,45 @@ def test_cross_validation_checks_its_inputs():
         cross_validate(images, probs, labels + labels, progress=False)
     with pytest.raises(ValueError, match="match its image"):
         cross_validate(images, probs, [np.zeros((3, 3), np.uint8)], progress=False)
+
+
+def _grid_table():
+    rows = [{"stage": 1, "w1": a, "theta_alpha": b, "theta_beta": c, "mean_iou": 0.5 + 0.01 * a - 0.001 * abs(b - 60)
+             - 0.002 * abs(c - 5), "pixel_acc": 0.9} for a in (3, 5, 7) for b in (30, 60, 90) for c in (3, 5, 7)]
+    return pd.DataFrame(rows)
+
+
+def test_grid_neighbours_are_the_next_values_in_one_parameter():
+    from dlib.crf.crossval import grid_neighbours
+
+    table = _grid_table()
+    best = {"w1": 5.0, "theta_alpha": 60.0, "theta_beta": 5.0}
+    got = {(p["changed"], p["w1"], p["theta_alpha"], p["theta_beta"]) for p in grid_neighbours(table, best)}
+    assert got == {("w1", 3, 60, 5), ("w1", 7, 60, 5), ("theta_alpha", 5, 30, 5), ("theta_alpha", 5, 90, 5),
+                   ("theta_beta", 5, 60, 3), ("theta_beta", 5, 60, 7)}
+    corner = {"w1": 7.0, "theta_alpha": 90.0, "theta_beta": 7.0}  # on an edge: one neighbour per parameter
+    assert len(grid_neighbours(table, corner)) == 3
+
+
+def test_optimum_margin_against_per_image_scores_by_hand():
+    from dlib.crf.crossval import optimum_margin, per_image_miou, read_optimum
+
+    images, probs, labels = _three_class_scenes(3)
+    fixed = dict(w2=2.0, theta_gamma=1.5, iterations=3, backend="torch")
+    cv = cross_validate(images, probs, labels, w1_grid=(0.0, 5.0), theta_alpha_grid=(8.0,), theta_beta_grid=(15.0,),
+                        refine=False, workers=1, progress=False, **fixed)
+    per = per_image_miou(images, probs, labels, [{"w1": 5.0, "theta_alpha": 8.0, "theta_beta": 15.0}], **fixed)
+    for i in range(3):
+        model = crf.DenseCRF(w1=5.0, theta_alpha=8.0, theta_beta=15.0, **fixed)
+        assert per[0, i] == pytest.approx(_miou(model, images[i:i + 1], probs[i:i + 1], labels[i:i + 1]))
+    margins = optimum_margin(images, probs, labels, cv.table, cv.best, **fixed)
+    assert len(margins) == 1 and margins["changed"].iloc[0] == "w1"
+    other = cv.table.loc[cv.table["w1"] != cv.best["w1"], "mean_iou"].iloc[0]
+    assert margins["pooled_difference"].iloc[0] == pytest.approx(100 * (cv.best["mean_iou"] - other))
+    row = margins.iloc[0]
+    assert row["per_image_min"] <= row["per_image_mean"] <= row["per_image_max"]
+    assert row["ci_low"] <= row["per_image_mean"] <= row["ci_high"]
+    assert row["resolved"] == bool(row["ci_low"] > 0 or row["ci_high"] < 0)
+    text = read_optimum(margins, cv.best, [], 3)
+    assert f"{row['pooled_difference']:.2f} mIoU points" in text
+    assert ("do not tell" in text) != bool(row["resolved"])

@@ -174,3 +174,31 @@ def test_label_changes_by_hand():
     assert explain.label_changes(qs) == [{"iteration": 1, "pixels whose label changed": 0.25},
                                          {"iteration": 2, "pixels whose label changed": 0.75},
                                          {"iteration": 3, "pixels whose label changed": 0.0}]
+
+
+def test_draw_cv_grid_shows_percent_with_one_colour_bar_and_frames_the_best():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from dlib.core import figures
+    from dlib.crf.explain import draw_cv_grid
+
+    rows = [{"stage": 1, "w1": a, "theta_alpha": b, "theta_beta": c, "mean_iou": 0.4 + 0.01 * a + 0.001 * b + 0.002 * c}
+            for a in (3, 5) for b in (30, 60, 90) for c in (3, 6)]
+    table = pd.DataFrame(rows)
+    best = table.loc[table["mean_iou"].idxmax()].to_dict()
+    fig = draw_cv_grid(table, best, caption="synthetic grid, smoke profile")
+    try:
+        assert figures.problems(figures.describe(fig), "smoke") == []
+        panels = [ax for ax in fig.axes if ax.get_title().startswith("w1 =")]
+        assert [ax.get_title() for ax in panels] == ["w1 = 3", "w1 = 5"]
+        texts = [t.get_text() for t in panels[1].texts]
+        assert f"{100 * best['mean_iou']:.1f}" in texts and len(texts) == 6
+        bar = next(ax for ax in fig.axes if ax.get_ylabel() == "mIoU (%)")
+        assert bar.get_ylim()[1] == pytest.approx(100 * table["mean_iou"].max(), abs=1e-6)
+        assert len(panels[1].patches) == 1 and not panels[0].patches  # the red frame, on the best w1 only
+    finally:
+        plt.close(fig)

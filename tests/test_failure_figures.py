@@ -21,12 +21,26 @@ def test_class_iou_bars_draw_percent_and_mark_the_thin_classes():
                               "after_crf": [0.95, np.nan, 0.1]})
     fig = failure_figures.class_iou_bars(class_iou, [2], title="t")
     ax = fig.axes[0]
-    heights = [p.get_height() for p in ax.patches]
-    np.testing.assert_allclose(heights, [90, 50, 20, 95, np.nan, 10])
+    before, after = ax.containers  # one bar series per column, in the legend's order
+    np.testing.assert_allclose([b.get_height() for b in before], [90, 50, 20])
+    assert [round(b.get_x() + b.get_width() / 2) for b in after] == [0, 2]  # no bar where the IoU is NaN
+    np.testing.assert_allclose([b.get_height() for b in after], [95, 10])
     assert [t.get_text() for t in ax.get_xticklabels()] == ["background", "aeroplane", "bicycle"]
     red = [mcolors.same_color(t.get_color(), "crimson") for t in ax.get_xticklabels()]
     assert red == [False, False, True]
     assert ax.get_title() == "t"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["DeepLab (before CRF)", "after the dense CRF"]
+
+
+def test_class_iou_bars_keep_the_legend_off_the_bars():
+    class_iou = pd.DataFrame({"class": [f"c{k}" for k in range(21)], "LargeFOV": np.linspace(1, 0.05, 21),
+                              "ASPP": np.linspace(0.9, 0.1, 21)})
+    fig = failure_figures.class_iou_bars(class_iou, [], title="t", series={"LargeFOV": "LargeFOV", "ASPP": "ASPP"})
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    assert legend.x0 >= ax.get_window_extent().x1  # right of the axes: no bar can sit under it
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["LargeFOV", "ASPP"]
 
 
 def test_recall_vs_width_puts_each_object_and_each_bin_where_the_tables_say():

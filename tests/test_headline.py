@@ -24,15 +24,21 @@ def test_headline_frame(tree):
     assert base["paper mIoU %"] == "68.72" and base["measured mIoU % (mean ± std)"].startswith(f"{tree['mean']:.2f}")
 
 
-def test_increments_figure_plots_the_increments_on_their_own_scale(tmp_path):
-    folder = tmp_path / "06_ablation"
+def _table4(root, rows):
+    """Write ``root/06_ablation/table4.csv`` with the increment interval columns; returns the folder."""
+    folder = root / "06_ablation"
     folder.mkdir()
     with open(folder / "table4.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(TABLE4_HEADER + ["increment_ci_low", "increment_ci_high"])
-        writer.writerow(["table4", "baseline", "", "", 68.72, 40.0, 1.0, 3, "ok", "", "", "", "", ""])
-        writer.writerow(["table4", "+MSC", "", "", 71.27, 42.0, 1.0, 3, "ok", "", 2.55, 2.0, 0.5, 3.5])
-        writer.writerow(["table4", "+COCO", "", "", 73.28, "", "", 0, "not run: no time", "", 2.01, "", "", ""])
+        writer.writerows(["table4", *row] for row in rows)
+    return folder
+
+
+def test_increments_figure_plots_the_increments_on_their_own_scale(tmp_path):
+    folder = _table4(tmp_path, [["baseline", "", "", 68.72, 40.0, 1.0, 3, "ok", "", "", "", "", ""],
+                                ["+MSC", "", "", 71.27, 42.0, 1.0, 3, "ok", "", 2.55, 2.0, 0.5, 3.5],
+                                ["+COCO", "", "", 73.28, "", "", 0, "not run: no time", "", 2.01, "", "", ""]])
     (folder / "table3_comparisons.csv").write_text("comparison,paper_difference,measured_difference,ci_low,ci_high\n"
                                                     "ASPP-S - LargeFOV,1.22,-1.0,-3.0,1.0\n")
     items = headline.increments(tmp_path)
@@ -55,3 +61,20 @@ def test_without_tables_the_paper_increments_are_shown_alone(tmp_path):
     # DeepLab v2, Table 4: 68.72 -> 71.27 -> 73.28 -> 74.87 -> 75.54 -> 76.35 -> 77.69
     assert [round(i["paper"], 2) for i in items] == [2.55, 2.01, 1.59, 0.67, 0.81, 1.34]
     assert all(i["measured"] is None for i in items)
+
+
+def test_increments_figure_shows_each_seeds_paired_difference_and_names_profile_and_split(tmp_path):
+    from dlib.core import figures
+
+    _table4(tmp_path, [["baseline", "", "", 68.72, 41.0, 1.0, 3, "ok", "40.00;41.00;42.00", "", "", "", ""],
+                       ["+MSC", "", "", 71.27, 43.0, 1.0, 3, "ok", "41.50;43.50;44.00", 2.55, 2.0, 0.5, 3.5],
+                       ["+COCO", "", "", 73.28, 44.0, 1.0, 2, "ok", "43.00;45.00", 2.01, 1.0, -9.0, 9.0]])
+    items = headline.increments(tmp_path)
+    assert items[0]["per_seed"] == pytest.approx([1.5, 2.5, 2.0])  # +MSC minus baseline, seed by seed
+    assert items[1]["per_seed"] == []  # +COCO ran on 2 of 3 seeds: which ones the CSV does not say, so no pairing
+    fig = headline.plot_increments(PROFILE, tmp_path)
+    info = figures.check(fig, PROFILE)  # raises when the title misses the profile or the split
+    assert "smoke profile" in info["axes"][0]["title"] and "split" in info["axes"][0]["title"]
+    seeds, = [c for c in fig.axes[0].collections if c.get_label().startswith("measured, one point per seed")]
+    assert sorted(seeds.get_offsets()[:, 0]) == pytest.approx([1.5, 2.0, 2.5])
+    plt.close(fig)

@@ -117,3 +117,21 @@ def test_the_checker_sees_a_relative_import_and_a_cycle(tmp_path):
     both = tmp_path / "a.py"
     both.write_text("def f():\n    from dlib.crf import exact\nfrom dlib import data\n")
     assert imports_of(both, {"crf.exact"}) == {"crf.exact", "data.__init__"}
+
+
+MODULE_LINES, FUNCTION_LINES = 400, 50  # what a newcomer reads in one sitting (README, Layout)
+
+
+def test_no_module_over_400_lines_and_no_function_over_50():
+    long_modules, long_functions = [], []
+    for path in sorted(DLIB.rglob("*.py")):
+        source = path.read_text()
+        name = str(path.relative_to(DLIB))
+        if len(source.splitlines()) > MODULE_LINES:
+            long_modules.append(f"{name}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > FUNCTION_LINES:
+                    long_functions.append(f"{name}:{node.lineno} {node.name}: {length} lines")
+    assert not long_modules and not long_functions, long_modules + long_functions

@@ -164,3 +164,24 @@ def test_caffe_interp_training_outputs_use_the_prototxts_sizes(model):
     assert out.input_sizes == [(100, 75)] + [tuple(interp_side(n, **PROTOTXT_SHRINK[s]) for n in (100, 75))
                                              for s in (0.75, 0.5)] == [(100, 75), (73, 55), (50, 38)]
     assert out.fused.shape[-2:] == out.per_scale[0].shape[-2:]  # fused on the scale-1 map
+
+
+@pytest.mark.parametrize("interp", ["pixel", "caffe"])
+def test_forward_is_the_max_over_its_pieces_d_s_f_and_r_s(model, interp):
+    msc = MSC(model, interp=interp).train()
+    torch.manual_seed(2)
+    x = torch.randn(1, 3, 75, 60)  # not 32k+1: the two alignments differ here
+    with torch.no_grad():
+        out = msc(x)
+        sizes = [msc.input_size((75, 60), s) for s in msc.scales]
+        per_scale = [model(F.interpolate(x, size=sz, mode="bilinear", align_corners=True) if sz != (75, 60) else x)
+                     for sz in sizes]
+        aligned = msc.to_scale1_grid(per_scale, sizes, (75, 60))
+    assert out.input_sizes == sizes and all(torch.equal(a, b) for a, b in zip(out.per_scale, per_scale))
+    assert len({tuple(a.shape) for a in aligned}) == 1
+    expected = aligned[0]
+    for a in aligned[1:]:
+        expected = torch.maximum(expected, a)
+    assert torch.equal(out.fused, expected)
+    if interp == "pixel":
+        assert sizes == [(75, 60), (scaled_size(75, 0.75), scaled_size(60, 0.75)), (38, 30)]

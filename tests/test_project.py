@@ -53,12 +53,13 @@ def test_environment_yml_agrees_with_pyproject():
     assert _version(python.split("=")[1]) >= _version(project["requires-python"].removeprefix(">="))
 
 
-def test_seaborn_is_not_a_dependency_nothing_uses():
+@pytest.mark.parametrize("name", ["seaborn", "ipywidgets"])
+def test_a_plotting_or_widget_library_is_a_dependency_exactly_when_something_uses_it(name):
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    uses = re.compile(r"\b(import|from) seaborn\b")
-    files = [*(ROOT / "dlib").glob("*.py"), *(ROOT / "notebooks").glob("*.ipynb")]
+    uses = re.compile(rf"\b(import|from) {name}\b")
+    files = [*(ROOT / "dlib").rglob("*.py"), *(ROOT / "notebooks").glob("*.ipynb")]
     users = [p for p in files if uses.search(p.read_text())]
-    assert any(d.startswith("seaborn") for d in project["dependencies"]) == bool(users)
+    assert any(d.startswith(name) for d in project["dependencies"]) == bool(users)
 
 
 def test_ruff_is_a_dev_dependency_configured_in_pyproject():

@@ -39,6 +39,7 @@ def test_csv_and_figure(tmp_path):
     assert (tmp_path / "rows.csv").read_text() == "a,b\n1,2.5\n3,4.0\n"
     fig, ax = plt.subplots()
     ax.plot([0, 1])
+    ax.set(title="a line, synthetic, smoke profile", xlabel="x (px)", ylabel="y (px)")
     png = out.figure("fig", fig)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

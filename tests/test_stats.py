@@ -89,3 +89,10 @@ def test_paired_stats_pairs_only_the_seeds_both_rows_ran():
                              b.training.key: {0: (48.0, 0), 1: (51.0, 0)}})  # seed 2 of LargeFOV did not run
     st = stats.paired_stats(results, a, b, seeds=(0, 1, 2))
     assert st["n"] == 2 and st["mean"] == pytest.approx(2.5) and st["sd"] == pytest.approx(2 ** -0.5)
+
+
+@pytest.mark.parametrize("n", [2, 3, 10])
+def test_differences_with_has_exactly_the_asked_mean_and_spread(n):
+    d = stats.differences_with(0.67, 1.5, n)
+    assert len(d) == n
+    assert statistics.mean(d) == pytest.approx(0.67) and statistics.stdev(d) == pytest.approx(1.5)

@@ -122,3 +122,25 @@ def test_split_caption_names_the_data_split_and_profile_of_the_config():
     dev = config.resolve("cpu", overrides={"data.val_split": "val"})
     assert viz.split_caption(dev) == "proxy val split, cpu profile"
     assert viz.split_caption(config.resolve("gpu")) == "voc val split, gpu profile"
+
+
+def test_drawings_take_a_title_and_captions_pass_the_figure_check():
+    from dlib.core import figures
+
+    cfg = config.resolve("smoke")
+    for draw in (viz.plot_pipeline, viz.plot_aspp):
+        figure = draw(title=f"a drawing: {viz.synthetic_caption(cfg, 'a drawing')}")
+        assert figure.axes[0].get_title() == "a drawing: synthetic (a drawing), smoke profile"
+        assert figures.problems(figures.describe(figure), "smoke") == []
+        plt.close(figure)
+    assert viz.synthetic_caption(config.resolve("cpu")) == "synthetic (made-up numbers), cpu profile"
+
+
+def test_demo_caption_says_whether_the_pairs_are_voc_or_generated():
+    from types import SimpleNamespace
+
+    cfg = config.resolve("cpu")
+    voc = SimpleNamespace(source="PASCAL VOC 2012 train split (../shared/data/voc2012-train-subset)")
+    proxy = SimpleNamespace(source="built-in proxy data set (generated; not VOC)")
+    assert viz.demo_caption(voc, cfg) == "PASCAL VOC 2012 train split, cpu profile"
+    assert viz.demo_caption(proxy, cfg) == "proxy samples (generated: synthetic), cpu profile"

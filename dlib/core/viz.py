@@ -49,7 +49,8 @@ def save_figure(fig, path: str | os.PathLike, *, profile: str, dpi: int = FIGURE
 
     The figure is checked first (:func:`dlib.core.figures.check`: a title naming ``profile`` and the split,
     labelled axes with units, a colour bar or legend where one applies); a figure that fails is not saved and
-    the error lists why. The PNG carries the check's description (:func:`dlib.core.figures.read_png`). Both are rendered to memory first and then written atomically (vector copy first), so a failed draw
+    the error lists why. The PNG carries the check's description (:func:`dlib.core.figures.read_png`). Both are
+    rendered to memory first and then written atomically (vector copy first), so a failed draw
     writes nothing and a reader never finds half a file. Dates are left out so re-runs give the same PDF.
     """
     path = Path(path)
@@ -58,7 +59,8 @@ def save_figure(fig, path: str | os.PathLike, *, profile: str, dpi: int = FIGURE
                          f".png, not {path.name!r}")
     described = figures.to_text(figures.check(fig, profile))
     rendered = {}
-    for fmt, metadata in (("png", {"Software": None, figures.METADATA_KEY: described}), (VECTOR_FORMAT, {"CreationDate": None})):
+    formats = (("png", {"Software": None, figures.METADATA_KEY: described}), (VECTOR_FORMAT, {"CreationDate": None}))
+    for fmt, metadata in formats:
         buf = io.BytesIO()
         fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)
         rendered[fmt] = buf.getvalue()
@@ -72,6 +74,22 @@ def split_caption(cfg, split: str | None = None) -> str:
     ``split`` defaults to the evaluation split, ``cfg.data.val_split``.
     """
     return f"{cfg.data.dataset} {split or cfg.data.val_split} split, {cfg.profile} profile"
+
+
+def synthetic_caption(cfg, what: str = "made-up numbers") -> str:
+    """The title words of a figure of made-up data or a drawing: ``"synthetic (<what>), <profile> profile"``,
+    ``what`` saying what was made up (``"a drawing"``, ``"random inputs and weights"``)."""
+    return f"synthetic ({what}), {cfg.profile} profile"
+
+
+def demo_caption(pair, cfg) -> str:
+    """The title words of a figure of :func:`dlib.data.demo_pairs`: their data and split, and the profile.
+
+    Real pairs are PASCAL VOC 2012 train-split images; without them the pairs are generated proxy samples.
+    """
+    voc = pair.source.startswith("PASCAL VOC")
+    data = "PASCAL VOC 2012 train split" if voc else "proxy samples (generated: synthetic)"
+    return f"{data}, {cfg.profile} profile"
 
 
 def colorize(label: np.ndarray) -> np.ndarray:
@@ -252,12 +270,12 @@ def _arrow(ax, start, end, text: str = "", *, offset: float = 0.12) -> None:
 
 
 def plot_pipeline(ax=None, *, rates: Sequence[int] = (6, 12, 18, 24), output_stride: int = 8,
-                  num_classes: int = NUM_CLASSES):
+                  num_classes: int = NUM_CLASSES, title: str = ""):
     """Draw the DeepLab pipeline (DeepLab v2, Fig. 1): a DCNN with atrous convolution at ``output_stride``,
     ASPP at ``rates`` (branch scores summed), bilinear upsampling by ``output_stride``, the fully connected CRF.
 
-    Each arrow names the tensor it carries; a single rate is drawn as DeepLab v1's LargeFOV head.
-    Without ``ax``, a figure of the drawing's own size is made; returns the figure.
+    Each arrow names the tensor it carries; a single rate is drawn as DeepLab v1's LargeFOV head; ``title``
+    goes above the drawing. Without ``ax``, a figure of the drawing's own size is made; returns the figure.
     """
     ax = _canvas(ax)
     s = output_stride
@@ -277,16 +295,19 @@ def plot_pipeline(ax=None, *, rates: Sequence[int] = (6, 12, 18, 24), output_str
         _box(ax, x, 0, width, height, text, colour)
         if i < len(tensors):
             _arrow(ax, (x + width + 0.05, height / 2), (x + width + gap - 0.05, height / 2), tensors[i])
+    if title:
+        ax.set_title(title)
     return _finish(ax, (-0.2, len(stages) * (width + gap) - gap + 0.2), (-0.3, height + 0.3))
 
 
 def plot_aspp(ax=None, *, rates: Sequence[int] = (6, 12, 18, 24), kernel_size: int = 3,
-              after: Sequence[str] = ("fc7, 1×1", "fc8, 1×1"), output_stride: int = 8):
-    """Draw ASPP (DeepLab v2, Sec. 3.1, Fig. 4): parallel atrous branches on the same features, summed.
+              after: Sequence[str] = ("fc7, 1×1", "fc8, 1×1"), output_stride: int = 8, title: str = ""):
+    """Draw ASPP (DeepLab v2, Sec. 3.2, Fig. 4): parallel atrous branches on the same features, summed.
 
     Each branch shows its k x k taps at their rate, on one common scale (so the spacings compare), the
     1x1 layers ``after`` it (VGG-16's fc7 and fc8; none for the ResNet-101 head), and the sum of the
-    branch scores. Without ``ax``, a figure of the drawing's own size is made; returns the figure.
+    branch scores; ``title`` goes above the drawing. Without ``ax``, a figure of the drawing's own size is made;
+    returns the figure.
     """
     from matplotlib.patches import Circle
 
@@ -316,4 +337,6 @@ def plot_aspp(ax=None, *, rates: Sequence[int] = (6, 12, 18, 24), kernel_size: i
     ax.text(x_sum, mid, "+", ha="center", va="center", fontsize=13)
     _arrow(ax, (x_sum + 0.3, mid), (x_sum + 1.0, mid))
     _box(ax, x_sum + 1.05, mid - 0.6, 1.8, 1.2, "class scores\n(summed over\nbranches)", "#d9ead3")
+    if title:
+        ax.set_title(title)
     return _finish(ax, (-0.2, x_sum + 3.1), (ys[-1] - 1.1, ys[0] + 0.8))

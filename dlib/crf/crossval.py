@@ -4,6 +4,8 @@
   :data:`PAPER_SEARCH_RANGES`), optionally grow the grid past an edge optimum, then a finer grid around the best.
 * :func:`edges`, :func:`searched_values`, :func:`best_on_edge`: whether the optimum found is bracketed.
 * :func:`one_at_a_time`: each parameter swept alone around a configured CRF (notebook 04's parameter sweeps).
+* :func:`grid_neighbours`, :func:`per_image_miou`, :func:`optimum_margin`, :func:`read_optimum`: whether the best
+  point stands out from its neighbours by more than the images' noise.
 
 The work is spread by dlib.crf.parallel: one (point, image) pair per worker task on the CPU, TORCH_BATCH images per
 call on a GPU.
@@ -246,3 +248,84 @@ def one_at_a_time(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], lab
     for name, swept in values.items():
         out[name] = search(**{f"{k}_grid": (swept if k == name else (getattr(base, k),)) for k in SEARCHED})
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading a search: is the optimum resolved from its neighbours?
+# ----------------------------------------------------------------------------------------------
+
+def grid_neighbours(table: Any, best: Mapping[str, float]) -> list[dict[str, float]]:
+    """The points of ``table`` next to ``best`` in one parameter (the nearest value scored below and above it, the
+    other two held): each ``{"w1", "theta_alpha", "theta_beta", "changed"}``."""
+    out = []
+    for k in SEARCHED:
+        others = [o for o in SEARCHED if o != k]
+        line = table[np.logical_and.reduce([np.isclose(table[o], best[o]) for o in others])]
+        values = sorted(float(v) for v in line[k].unique())
+        below = [v for v in values if v < best[k]]
+        above = [v for v in values if v > best[k]]
+        for v in ([below[-1]] if below else []) + ([above[0]] if above else []):
+            out.append({**{o: float(best[o]) for o in others}, k: v, "changed": k})
+    return [{k: p[k] for k in (*SEARCHED, "changed")} for p in out]
+
+
+def per_image_miou(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                   points: Sequence[Mapping[str, float]], *, ignore_index: int = IGNORE_INDEX,
+                   **fixed: Any) -> np.ndarray:
+    """mIoU (fraction) of each point (w1, theta_alpha, theta_beta) on each image alone: (points, images).
+    ``fixed``: the other DenseCRF keywords (w2, theta_gamma, iterations, backend, normalization, device)."""
+    num_classes = _check_cv_inputs(list(images), list(probs), list(labels))
+    out = np.zeros((len(points), len(images)))
+    for p, point in enumerate(points):
+        crf = DenseCRF(**{k: point[k] for k in SEARCHED}, **fixed)
+        for i, pred in enumerate(crf.predict_batch(list(images), list(probs))):
+            out[p, i] = scores(confusion_matrix(pred, labels[i], num_classes, ignore_index))["mean_iou"]
+    return out
+
+
+def optimum_margin(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                   table: Any, best: Mapping[str, float], **fixed: Any) -> Any:
+    """How far the best point of a search stands above each grid neighbour (:func:`grid_neighbours`), against the
+    noise the images show: one row per neighbour with the pooled difference (mIoU points, from ``table``), the
+    per-image differences' mean, smallest and largest, their paired 95% t-interval and whether it excludes 0
+    (``resolved``). ``fixed`` as :func:`per_image_miou`."""
+    import pandas as pd
+    from scipy import stats
+
+    neighbours = grid_neighbours(table, best)
+    per_image = per_image_miou(images, probs, labels, [best, *neighbours], **fixed)
+    n = per_image.shape[1]
+    rows = []
+    for k, nb in enumerate(neighbours, start=1):
+        match = np.logical_and.reduce([np.isclose(table[s], nb[s]) for s in SEARCHED])
+        diff = 100 * (per_image[0] - per_image[k])
+        half = stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
+        low, high = diff.mean() - half, diff.mean() + half
+        rows.append({**nb, "pooled_difference": 100 * (best["mean_iou"] - float(table.loc[match, "mean_iou"].max())),
+                     "per_image_mean": float(diff.mean()), "per_image_min": float(diff.min()),
+                     "per_image_max": float(diff.max()), "ci_low": float(low), "ci_high": float(high),
+                     "resolved": bool(n > 1 and (low > 0 or high < 0))})
+    return pd.DataFrame(rows)
+
+
+def read_optimum(margins: Any, best: Mapping[str, float], on_edge: Sequence[str], images: int) -> str:
+    """One paragraph reading a search's optimum from :func:`optimum_margin`'s rows and :func:`best_on_edge`."""
+    where = f"w1={best['w1']:g}, theta_alpha={best['theta_alpha']:g} px, theta_beta={best['theta_beta']:g}"
+    if len(margins) == 0:
+        return f"The best point ({where}) has no scored neighbour: nothing to compare it with."
+    close = margins.loc[margins["pooled_difference"].idxmin()]
+    text = (f"The best point ({where}) beats its closest grid neighbour ({close['changed']} = "
+            f"{close[close['changed']]:g}) by {close['pooled_difference']:.2f} mIoU points pooled over {images} "
+            f"images; image by image that difference runs from {close['per_image_min']:+.2f} to "
+            f"{close['per_image_max']:+.2f} points (paired 95% interval {close['ci_low']:+.2f} to "
+            f"{close['ci_high']:+.2f}). ")
+    unresolved = margins.loc[~margins["resolved"], "changed"].unique().tolist()
+    if unresolved:
+        text += (f"Against {len(margins.loc[~margins['resolved']])} of its {len(margins)} neighbours (in "
+                 f"{', '.join(unresolved)}) the interval includes 0: these {images} images do not tell the best "
+                 "point from them, so read the optimum as a flat region of the grid, not a point")
+    else:
+        text += "Every neighbour's interval excludes 0: the images resolve this optimum from its neighbours"
+    if on_edge:
+        text += f"; and it sits on the edge of the values scored for {', '.join(on_edge)} (not bracketed there)"
+    return text + "."

@@ -111,15 +111,8 @@ def dense_crf_exact(image: np.ndarray, probs: np.ndarray, *, w1: float = CRF_DEF
     return q.reshape(probs.shape)
 
 
-def energy_terms(labels: np.ndarray, image: np.ndarray, probs: np.ndarray, *, w1: float = CRF_DEFAULTS.w1,
-                 theta_alpha: float = CRF_DEFAULTS.theta_alpha, theta_beta: float = CRF_DEFAULTS.theta_beta,
-                 w2: float = CRF_DEFAULTS.w2, theta_gamma: float = CRF_DEFAULTS.theta_gamma,
-                 normalization: str = "none") -> dict[str, float]:
-    """E(x) of a labelling (H, W) split into its terms: ``unary``, ``appearance``, ``smoothness``, ``total``.
-
-    Exact (all pairs), small images only. ``normalization="none"`` is DeepLab v2, Eq. 2-3 as written;
-    ``"symmetric"`` is the energy whose mean field pydensecrf runs.
-    """
+def _labelling(labels: np.ndarray, image: np.ndarray, probs: np.ndarray, normalization: str) -> np.ndarray:
+    """The checked labelling of :func:`energy_terms`, flattened to (N,) int64."""
     check_inputs(image, probs)
     if normalization not in ("none", "symmetric"):  # a per-pixel (row) normalised kernel is not symmetric
         raise ValueError(f"energy_terms needs a symmetric kernel: normalization 'none' or 'symmetric', got "
@@ -131,12 +124,25 @@ def energy_terms(labels: np.ndarray, image: np.ndarray, probs: np.ndarray, *, w1
     flat = labels.astype(np.int64).ravel()
     if flat.min() < 0 or flat.max() >= c:
         raise ValueError(f"labels must lie in [0, {c}) (no void pixels in a CRF labelling)")
+    return flat
+
+
+def energy_terms(labels: np.ndarray, image: np.ndarray, probs: np.ndarray, *, w1: float = CRF_DEFAULTS.w1,
+                 theta_alpha: float = CRF_DEFAULTS.theta_alpha, theta_beta: float = CRF_DEFAULTS.theta_beta,
+                 w2: float = CRF_DEFAULTS.w2, theta_gamma: float = CRF_DEFAULTS.theta_gamma,
+                 normalization: str = "none") -> dict[str, float]:
+    """E(x) of a labelling (H, W) split into its terms: ``unary``, ``appearance``, ``smoothness``, ``total``.
+
+    Exact (all pairs), small images only. ``normalization="none"`` is DeepLab v2, Eq. 2-3 as written;
+    ``"symmetric"`` is the energy whose mean field pydensecrf runs.
+    """
+    flat = _labelling(labels, image, probs, normalization)
     unary = unary_energy(probs).astype(np.float64)[flat, np.arange(flat.size)].sum()  # sum_i -log P(x_i)
     k1, k2 = exact_kernels(image, theta_alpha=theta_alpha, theta_beta=theta_beta, theta_gamma=theta_gamma,
                            normalization=normalization)
     # Potts: sum over pairs with different labels = all pairs - pairs with the same label, and
     # sum_{i<j} = half the sum over ordered pairs (the kernels are symmetric; i = j never differs).
-    onehot = np.eye(c)[flat]  # (N, C)
+    onehot = np.eye(probs.shape[0])[flat]  # (N, C)
 
     def differing(k: np.ndarray) -> float:
         return 0.5 * float(k.sum() - (onehot * (k @ onehot)).sum())

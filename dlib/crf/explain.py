@@ -9,13 +9,14 @@
 * :func:`largest_object_class`, :func:`local_colour_variance`, :func:`smoothest_interior_pixel`: the pixel whose
   kernels (DeepLab v2, Eq. 3) the notebook draws;
 * :func:`label_changes`: how many labels each mean-field step changes (DeepLab v1, Fig. 2; v2, Fig. 5).
+* :func:`draw_cv_grid`: the cross-validation grid as annotated heat maps (seaborn), one colour bar in %.
 
 tests/test_explain.py checks each against a loop, a closed form or a hand count.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -211,6 +212,8 @@ def draw_lattice_steps(steps: LatticeSteps, axes: Sequence[Any]) -> None:
     axes[2].scatter(*steps.pixel_xy.T, s=400 * steps.exact, facecolors="none", edgecolors="k", zorder=3,
                     label="exact Gaussian")
     axes[2].legend(loc="lower right")
+    for ax in axes:
+        ax.set_axis_off()  # the plane's coordinates carry no unit of their own: only the shapes matter
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,3 +225,40 @@ def label_changes(beliefs: Sequence[np.ndarray]) -> list[dict[str, float]]:
     ``beliefs`` are Q_0, Q_1, ... each (C, H, W) (as ``DenseCRF.steps`` yields them)."""
     changed = [float((beliefs[t].argmax(0) != beliefs[t - 1].argmax(0)).mean()) for t in range(1, len(beliefs))]
     return [{"iteration": t, "pixels whose label changed": share} for t, share in enumerate(changed, start=1)]
+
+
+# ----------------------------------------------------------------------------------------------
+# The cross-validation grid, as an annotated heat map
+# ----------------------------------------------------------------------------------------------
+
+def draw_cv_grid(table: Any, best: Mapping[str, float], *, caption: str, stage: int = 1):
+    """Heat maps of a search's mIoU (%) over theta_alpha x theta_beta, one panel per w1 (stage ``stage`` of
+    dlib.crf.crossval.cross_validate's table), one colour scale and one colour bar for all, each cell annotated
+    (seaborn picks a dark or light text per cell, so every value reads); the best point framed in red."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from matplotlib.patches import Rectangle
+
+    rows = table[table["stage"] == stage]
+    w1s = sorted(rows["w1"].unique())
+    fig, axes = plt.subplots(1, len(w1s) + 1, figsize=(4.2 * len(w1s) + 1.2, 3.8), squeeze=False,
+                             gridspec_kw={"width_ratios": [1] * len(w1s) + [0.06]})
+    percent = 100 * rows["mean_iou"]
+    lo, hi = float(percent.min()), float(percent.max()) + 1e-9
+    for ax, w1 in zip(axes[0], w1s):
+        heat = (100 * rows[rows["w1"] == w1].pivot(index="theta_beta", columns="theta_alpha", values="mean_iou"))
+        sns.heatmap(heat, ax=ax, vmin=lo, vmax=hi, cmap="viridis", annot=True, fmt=".1f", cbar=ax is axes[0, 0],
+                    cbar_ax=axes[0, -1], annot_kws={"fontsize": 8}, linewidths=0.5, linecolor="white",
+                    cbar_kws={"label": "mIoU (%)"})
+        ax.invert_yaxis()
+        ax.set(xlabel="σα, theta_alpha (px)", ylabel="σβ, theta_beta (colour levels)", title=f"w1 = {w1:g}")
+        ax.set_xticklabels([f"{v:g}" for v in heat.columns])
+        ax.set_yticklabels([f"{v:g}" for v in heat.index], rotation=0)
+        if np.isclose(w1, best["w1"]):
+            i = list(heat.index).index(best["theta_beta"]) if best["theta_beta"] in heat.index else None
+            j = list(heat.columns).index(best["theta_alpha"]) if best["theta_alpha"] in heat.columns else None
+            if i is not None and j is not None:
+                ax.add_patch(Rectangle((j, i), 1, 1, fill=False, edgecolor="red", lw=2.5))
+    fig.suptitle(caption)
+    fig.tight_layout()
+    return fig

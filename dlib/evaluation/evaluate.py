@@ -2,7 +2,7 @@
 
 For each image: normalise, pad to ``data.eval_pad`` (513 in the ``gpu`` profile, mean colour; the
 padding is cut off again), run the network (with MSC: max fusion over scales {1, 0.75, 0.5},
-DeepLab v2, Sec. 3.1), upsample the stride-8 scores bilinearly to the image size
+DeepLab v2, Sec. 3.2), upsample the stride-8 scores bilinearly to the image size
 (:func:`dlib.nets.models.upsample_logits`), optionally average with the horizontally flipped image's
 scores, take the softmax and its argmax (in float32, or bf16 autocast on CUDA: :func:`eval_precision`;
 a released Caffe model in float32). The confusion matrix is accumulated over the whole set

@@ -16,20 +16,28 @@ import numpy as np
 _THIN_COLOURS = ("magenta", "darkorange")
 
 
-def class_iou_bars(class_iou, thin: Sequence[int], *, title: str):
-    """Bars of IoU (%) per class before and after the CRF (columns ``class``, ``before_crf``, ``after_crf``),
-    with the ``thin`` classes' (by number) tick labels in red."""
-    import matplotlib.pyplot as plt
+CRF_SERIES = {"before_crf": "DeepLab (before CRF)", "after_crf": "after the dense CRF"}
 
-    fig, ax = plt.subplots(figsize=(12, 3.8))
-    x = np.arange(len(class_iou))
-    ax.bar(x - 0.2, 100 * class_iou["before_crf"], 0.4, label="DeepLab (before CRF)")
-    ax.bar(x + 0.2, 100 * class_iou["after_crf"], 0.4, label="after the dense CRF")
-    ax.set_xticks(x, list(class_iou["class"]), rotation=60, ha="right")
+
+def class_iou_bars(class_iou, thin: Sequence[int], *, title: str, series: Mapping[str, str] = CRF_SERIES):
+    """Seaborn bars of IoU (%) per class, one colour per column of ``series`` (column of ``class_iou`` -> legend
+    text; default notebook 07's ``before_crf`` and ``after_crf``), beside a ``class`` column; the ``thin`` classes'
+    (by number) tick labels in red. The legend sits right of the axes, never on the bars; a class without an IoU
+    (NaN: absent from label and prediction) has no bar."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    classes = list(class_iou["class"])
+    long = class_iou.melt(id_vars="class", value_vars=list(series), var_name="series", value_name="iou")
+    long = long.assign(series=long["series"].map(series), iou=100 * long["iou"]).dropna(subset=["iou"])
+    fig, ax = plt.subplots(figsize=(12, 3.8), layout="constrained")
+    sns.barplot(long, x="class", y="iou", hue="series", order=classes, hue_order=list(series.values()),
+                errorbar=None, width=0.8, ax=ax)
+    ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right")
     for k in thin:
         ax.get_xticklabels()[k].set_color("crimson")
-    ax.set(ylabel="IoU (%)", title=title)
-    ax.legend()
+    ax.set(xlabel="class", ylabel="IoU (%)", ylim=(0, 100), title=title)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0), title=None, frameon=False)
     return fig
 
 
@@ -94,9 +102,11 @@ def stride_bound_figure(bound, thin: Mapping[int, str], *, stride: int, suptitle
     axes[0].bar(order["class"], 100 * order["iou_stride8_upper_bound"], color=colours)
     axes[0].set_ylim(100 * order["iou_stride8_upper_bound"].min() - 5, 100)
     axes[0].tick_params(axis="x", rotation=70)
-    axes[0].set(ylabel="IoU (%) (axis zoomed)", title=f"per-class IoU of a perfect stride-{stride} prediction")
+    axes[0].set(xlabel="class", ylabel="IoU (%) (axis zoomed)",
+                title=f"per-class IoU of a perfect stride-{stride} prediction")
     _scatter_objects(axes[1], bound.objects, "recall_stride8", thin, (8, 20))
-    axes[1].set(xscale="log", xlabel="object width (px)", ylabel="recall", ylim=(-0.03, 1.03),
+    axes[1].set(xscale="log", xlabel="object width (px)", ylabel="recall (fraction of the object's pixels)",
+                ylim=(-0.03, 1.03),
                 title="per-object recall vs width")
     axes[1].legend(fontsize=8, loc="center right")
     axes[2].plot(bound.trimap["width"], 100 * bound.trimap["mean_iou"], "o-")

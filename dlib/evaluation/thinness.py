@@ -182,8 +182,9 @@ def ribbon_width(area: float | np.ndarray, length: float | np.ndarray) -> float 
     length = np.asarray(length, dtype=np.float64)
     if (area < 0).any() or (length < 0).any():
         raise ValueError("area and length must be >= 0")
-    # Same value as 2 (sqrt(l^2 + pi A) - l) / pi, rationalised to avoid cancellation when l >> A / l.
-    width = 2.0 * area / (np.sqrt(length ** 2 + np.pi * area) + length + (area == 0))
+    root = np.sqrt(length ** 2 + np.pi * area)
+    # Same value as 2 (root - l) / pi, rationalised to avoid cancellation when l >> A / l; + 1 when A = 0 (0 / 1).
+    width = 2.0 * area / (root + length + (area == 0))
     return float(width) if width.ndim == 0 else width
 
 

@@ -1,7 +1,5 @@
-"""Reading the ablation: figures of the tables, and diagnoses of where each component's effect comes from.
-
-Figures: :func:`plot_increments` (Table 4 / one-at-a-time increments with their 95% intervals) and
-:func:`plot_table3` (Table 3 before / after the CRF). Diagnoses, on the trainings
+"""Reading the ablation: verdicts and paired comparisons of the tables, and diagnoses of where each component's
+effect comes from (the figures are in :mod:`dlib.experiments.ablation_figures`). Diagnoses, on the trainings
 :func:`dlib.experiments.ablation_runs.run_tables`
 left in ``run_root``: :func:`msc_diagnosis` (MSC at training vs at test time), :func:`context_diagnosis` (the
 proxy's look-alike classes, which only a large field of view tells apart), :func:`convergence` (the curve of
@@ -12,7 +10,6 @@ every checkpoint; the plateau criterion is in :mod:`dlib.experiments.convergence
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -26,62 +23,17 @@ from dlib.core.datasets import dataset_info
 from dlib.data.proxy import CONTEXT_PAIRS
 from dlib.evaluation.evaluate import evaluate
 from dlib.experiments.ablation import run_dir_of
+from dlib.experiments.ablation_figures import loss_terms
 from dlib.experiments.ablation_tables import ONE_AT_A_TIME, TABLE3, TABLE4, Row, Training, training_config
 from dlib.experiments.stats import paired_stats, verdict
 from dlib.nets import network
 from dlib.training.train import read_log
 
 
-def short_name(row: str) -> str:
-    """A row name short enough for an axis label ("ASPP (instead of LargeFOV)" -> "ASPP")."""
-    return row.replace(" (instead of LargeFOV)", "")
-
-
-def plot_increments(table, ax=None, *, paper: bool = True):
-    """Bars of each component's increment (points): the paper's beside the measured mean with its 95% interval."""
-    import matplotlib.pyplot as plt
-
-    df = table.iloc[1:]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(9, 3.6))
-    x = np.arange(len(df))
-    mean = df["measured_increment"].to_numpy(float)
-    err = np.vstack([mean - df["increment_ci_low"].to_numpy(float), df["increment_ci_high"].to_numpy(float) - mean])
-    if paper:
-        ax.bar(x - 0.2, df["paper_increment"], 0.4, label="paper (DeepLab v2, Table 4)", color="0.6")
-    ax.bar(x + (0.2 if paper else 0), mean, 0.4, yerr=np.nan_to_num(err), capsize=3,
-           label="measured (mean of the per-seed paired differences, 95% interval)", color="tab:red")
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(x, [short_name(r) for r in df["row"]], rotation=15)
-    ax.set_ylabel("mIoU increment (points)")
-    ax.legend()
-    return ax
-
-
 def verdicts(table) -> Any:
     """For each increment: the paper's, ours with its 95% interval, and the verdict that interval gives."""
     cols = ["row", "paper_increment", "measured_increment", "increment_ci_low", "increment_ci_high", "verdict"]
     return table.iloc[1:][cols].rename(columns={"row": "component"}).reset_index(drop=True)
-
-
-def plot_table3(table3, axes) -> None:
-    """Two panels: the paper's Table 3 and ours (mean +- std over seeds), each head before and after its CRF."""
-    heads = ["LargeFOV", "ASPP-S", "ASPP-L"]
-    t = table3.set_index("row")
-    for ax, col, label in ((axes[0], "paper_miou", "paper (DeepLab v2, Table 3; VGG-16, VOC val)"),
-                           (axes[1], "measured_mean", "measured (mean +- std over seeds)")):
-        before = [t.loc[h, col] for h in heads]
-        after = [t.loc[f"{h} +CRF", col] for h in heads]
-        xs = np.arange(len(heads))
-        err = ([t.loc[h, "measured_std"] for h in heads], [t.loc[f"{h} +CRF", "measured_std"] for h in heads])
-        ax.bar(xs - 0.2, before, 0.4, label="before CRF", yerr=err[0] if col == "measured_mean" else None, capsize=3)
-        ax.bar(xs + 0.2, after, 0.4, label="after CRF", yerr=err[1] if col == "measured_mean" else None, capsize=3)
-        values = [v for v in before + after if not math.isnan(v)]
-        if values:
-            ax.set_ylim(max(0, min(values) - 8), max(values) + 3)
-        ax.set_xticks(xs, heads)
-        ax.set(ylabel="mIoU %", title=label)
-        ax.legend(fontsize=8)
 
 
 def table3_comparisons(table3, runs: dict[tuple[str, int], dict[str, Any]], seeds: Sequence[int]):
@@ -175,15 +127,18 @@ def context_diagnosis(cfg: Config, runs: dict[tuple[str, int], dict[str, Any]], 
 
 
 def training_curves(cfg: Config, rows: Sequence[Row], seeds: Sequence[int], run_root: str | os.PathLike):
-    """The logged training loss of each row's training for each seed (``train_log.csv``): one line per log entry."""
+    """The logged training loss of each row's training for each seed (``train_log.csv``): one line per log entry,
+    with ``loss_terms``, how many losses the logged one sums (:func:`dlib.experiments.ablation_figures.loss_terms`)."""
     import pandas as pd
 
     frames = []
     for row in rows:
         for seed in seeds:
+            tcfg = training_config(cfg, row.training, seed)
             log = read_log(run_dir_of(cfg, row.training, seed, run_root))
+            terms = loss_terms(tcfg.train.msc, tcfg.model.msc_scales, tcfg.train.msc_loss)
             if log:
-                frames.append(pd.DataFrame(log).assign(row=row.name, seed=seed))
+                frames.append(pd.DataFrame(log).assign(row=row.name, seed=seed, loss_terms=terms))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

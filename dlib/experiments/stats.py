@@ -38,6 +38,13 @@ def increment_stats(diffs: Sequence[float], level: float = 0.95) -> dict[str, fl
     return {"mean": mean, "sd": sd, "n": n, "ci_low": mean - half, "ci_high": mean + half}
 
 
+def differences_with(mean: float, sd: float, n: int) -> np.ndarray:
+    """``n`` evenly spread per-seed differences with exactly this mean and sample standard deviation (n >= 2):
+    a made-up increment to ask how its interval behaves as seeds are added."""
+    z = np.arange(n) - (n - 1) / 2
+    return mean + sd * z / z.std(ddof=1)
+
+
 def verdict(ci_low: float, ci_high: float, paper: float = math.nan) -> str:
     """What a 95% interval of an increment says: its sign (or none), and whether that is the paper's."""
     if math.isnan(ci_low) or math.isnan(ci_high):

@@ -1,7 +1,7 @@
-"""Atrous Spatial Pyramid Pooling as in DeepLab v2 (TPAMI 2018, Sec. 3.1, Fig. 4 and Fig. 7).
+"""Atrous Spatial Pyramid Pooling as in DeepLab v2 (TPAMI 2018, Sec. 3.2, Fig. 4 and Fig. 7).
 
 ASPP probes the same feature map with parallel atrous filters at several rates r and **sums** the
-per-branch class scores (DeepLab v2, Sec. 3.1: "the features extracted for each sampling rate are
+per-branch class scores (DeepLab v2, Sec. 3.2: "the features extracted for each sampling rate are
 further processed in separate branches and fused"; the released prototxt fuses with an Eltwise SUM):
 
     score(x) = sum_r  f_r(x),   f_r = branch at rate r
@@ -111,7 +111,7 @@ class FCBranch(nn.Module):
 
 
 class ASPP(nn.Module):
-    """Parallel atrous branches whose class scores are summed (DeepLab v2, Sec. 3.1, Fig. 4).
+    """Parallel atrous branches whose class scores are summed (DeepLab v2, Sec. 3.2, Fig. 4).
 
     One branch per rate; a single rate gives DeepLab-LargeFOV (or the v1 field-of-view variants).
     """
@@ -141,10 +141,10 @@ class ASPP(nn.Module):
         return [p for branch in self.branches for p in branch.classifier.parameters()]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # DeepLab v2, Sec. 3.1: sum fusion of the branch scores, (N, classes, h, w).
-        out = self.branches[0](x)
-        for branch in self.branches[1:]:
-            out = out + branch(x)
+        """DeepLab v2, Sec. 3.2: f(x) = sum over the rates r of f_r(x), (N, C_in, h, w) -> (N, classes, h, w)."""
+        out = self.branches[0](x)  # f_r(x) of the first rate
+        for branch in self.branches[1:]:  # every other rate r in R
+            out = out + branch(x)  # + f_r(x)
         return out
 
 

@@ -84,6 +84,29 @@ def dilate_kernel(w: np.ndarray, rate: int) -> np.ndarray:
     return out
 
 
+def atrous_conv2d(x: np.ndarray, w: np.ndarray, rate: int = 1) -> np.ndarray:
+    """DeepLab v2, Eq. (1) in 2-D: y[i, j] = sum_{k,l} x[i + rate*k, j + rate*l] * w[k, l], "valid" output.
+
+    The double sum over the taps (k, l), each tap adding its weight times the input shifted by
+    (rate*k, rate*l) for every output (i, j) at once. Output (H - rate*(K-1), W - rate*(L-1)).
+    """
+    rate = _check_rate(rate)
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    if x.ndim != 2 or w.ndim != 2 or w.size == 0:
+        raise ValueError(f"x and w must be 2-D and w not empty, got shapes {x.shape} and {w.shape}")
+    K, L = w.shape
+    H, W = x.shape[0] - rate * (K - 1), x.shape[1] - rate * (L - 1)
+    if H < 1 or W < 1:
+        raise ValueError(f"input {x.shape} is smaller than the kernel's span {kernel_span(K, rate)}x"
+                         f"{kernel_span(L, rate)}; use a larger input or a smaller rate")
+    y = np.zeros((H, W))
+    for k in range(K):
+        for l in range(L):  # noqa: E741 (l as in the formula)
+            y += x[rate * k: rate * k + H, rate * l: rate * l + W] * w[k, l]
+    return y
+
+
 def atrous_conv1d_torch(x: np.ndarray, w: np.ndarray, rate: int = 1) -> np.ndarray:
     """The same operation as :func:`atrous_conv1d` through ``torch.nn.functional.conv1d(dilation=rate)``."""
     import torch
@@ -140,6 +163,27 @@ def receptive_field(layers: Iterable[Layer | tuple[int, int, int]]) -> FieldOfVi
         size += (effective - 1) * jump
         jump *= layer.stride
     return FieldOfView(size=size, stride=jump)
+
+
+def ones_stack(layers: Iterable[Layer | tuple[int, int, int]]):
+    """A one-channel torch network of ``layers`` (kernel, stride, dilation), float64, every weight 1.
+
+    Its gradients measure the receptive field that :func:`receptive_field` computes, independently of the
+    recurrence: with positive weights no path cancels, so |d y_centre / d x| is nonzero exactly on the window
+    (:func:`effective_receptive_field`). Padding d*(k-1)//2 per layer keeps odd kernels centred.
+    """
+    import torch
+    from torch import nn
+
+    convs = []
+    for layer in layers:
+        layer = layer if isinstance(layer, Layer) else Layer(*layer)
+        conv = nn.Conv2d(1, 1, layer.kernel, stride=layer.stride, dilation=layer.dilation, bias=False,
+                         padding=layer.dilation * (layer.kernel - 1) // 2)
+        with torch.no_grad():
+            conv.weight.fill_(1.0)
+        convs.append(conv)
+    return nn.Sequential(*convs).double()
 
 
 def receptive_field_table(layers: Sequence[Layer]) -> list[dict]:

@@ -1,4 +1,4 @@
-"""Multi-scale inputs with max fusion, "MSC" (DeepLab v2, Sec. 3.1 and Sec. 4.1, Table 4).
+"""Multi-scale inputs with max fusion, "MSC" (DeepLab v2, Sec. 3.2 and Sec. 4.1, Table 4).
 
 The same network (shared weights) scores the image at scales s in {1, 0.75, 0.5}; the score maps
 are brought to the scale-1 logit grid and fused by taking, at each position and for each class,
@@ -6,7 +6,7 @@ the maximum over scales:
 
     score(x) = max_s  R_s( f(D_s(x)) )      D_s: resize the image by s,  R_s: resize the scores back
 
-DeepLab v2 fuses "both during training and testing" (Sec. 3.1); its released training prototxt puts
+DeepLab v2 fuses "both during training and testing" (Sec. 3.2); its released training prototxt puts
 a softmax loss on every scale's output and on the fused one, which :func:`msc_loss` does. At test
 time only the fused scores are used. The fusion is done on the scale-1 logit grid (stride 8), as in
 the released prototxt, rather than at full image resolution.
@@ -122,25 +122,35 @@ class MSC(nn.Module):
     def head(self) -> nn.Module:
         return self.model.head
 
+    def input_size(self, image_size: tuple[int, int], scale: float) -> tuple[int, int]:
+        """(H_s, W_s): the side lengths the network sees at ``scale`` (:data:`INTERP_SIZES` of ``interp``)."""
+        return tuple(INTERP_SIZES[self.interp](n, scale) for n in image_size)
+
+    def to_scale1_grid(self, per_scale: Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]],
+                       image_size: tuple[int, int]) -> list[torch.Tensor]:
+        """R_s: every scale's logits (input ``sizes[i]``) resized onto the scale-1 logit grid, same shape each."""
+        H, W = image_size
+        if self.interp == "caffe":  # the scale-1 score map, whatever its size (fc1_voc12 in the prototxt)
+            grid = next((tuple(o.shape[-2:]) for o, sz in zip(per_scale, sizes) if sz == (H, W)),
+                        (output_size(H, self.output_stride), output_size(W, self.output_stride)))
+            return [o if tuple(o.shape[-2:]) == grid else
+                    F.interpolate(o, size=grid, mode="bilinear", align_corners=True) for o in per_scale]
+        grid = (output_size(H, self.output_stride), output_size(W, self.output_stride))
+        return [resample_to_grid(o, (H, W), sz, grid, output_stride=self.output_stride)
+                for o, sz in zip(per_scale, sizes)]
+
     def forward(self, x: torch.Tensor) -> MSCOutput | torch.Tensor:
+        """DeepLab v2, Sec. 3.2: f_MSC(x) = max over s of R_s(f(D_s x)), per position and class."""
         if x.dim() != 4:
             raise ValueError(f"expected images (N, 3, H, W), got shape {tuple(x.shape)}")
         H, W = x.shape[-2:]
         per_scale, sizes = [], []
-        for s in self.scales:
-            size = (INTERP_SIZES[self.interp](H, s), INTERP_SIZES[self.interp](W, s))
-            xs = x if size == (H, W) else F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-            per_scale.append(self.model(xs))  # (N, C, h_s, w_s): ceil(H_s/8) (Caffe layout: up to one more)
+        for s in self.scales:  # s in {1, 0.75, 0.5}
+            size = self.input_size((H, W), s)
+            xs = x if size == (H, W) else F.interpolate(x, size=size, mode="bilinear", align_corners=True)  # D_s x
+            per_scale.append(self.model(xs))  # f(D_s x), (N, C, h_s, w_s): ceil(H_s/8) (Caffe: up to one more)
             sizes.append(size)
-        if self.interp == "caffe":  # the scale-1 score map, whatever its size (fc1_voc12 in the prototxt)
-            grid = next((tuple(o.shape[-2:]) for o, sz in zip(per_scale, sizes) if sz == (H, W)),
-                        (output_size(H, self.output_stride), output_size(W, self.output_stride)))
-            aligned = [o if tuple(o.shape[-2:]) == grid else
-                       F.interpolate(o, size=grid, mode="bilinear", align_corners=True) for o in per_scale]
-        else:
-            grid = (output_size(H, self.output_stride), output_size(W, self.output_stride))
-            aligned = [resample_to_grid(o, (H, W), sz, grid, output_stride=self.output_stride)
-                       for o, sz in zip(per_scale, sizes)]
+        aligned = self.to_scale1_grid(per_scale, sizes, (H, W))  # R_s: each onto the scale-1 grid
         fused = torch.stack(aligned).amax(dim=0)  # max over scales, per position and class
         if self.training:
             return MSCOutput(per_scale, fused, sizes, (int(H), int(W)))

@@ -108,50 +108,89 @@ def headline_frame(profile: str, results_dir: str | os.PathLike | None = None):
     return pd.concat(frames, ignore_index=True).fillna("")  # Table 3 has no increment columns
 
 
+def _seeds(row: dict[str, str] | None) -> list[float]:
+    """The per-seed mIoU values (percent) of one table row, in seed order ("" when none ran)."""
+    text = (row or {}).get("per_seed") or ""
+    return [float(v) for v in text.split(";") if v.strip()]
+
+
+def _paired(a: dict[str, str] | None, b: dict[str, str] | None) -> list[float]:
+    """Per-seed differences a - b, when both rows ran on every seed (equal counts, as the ``seeds`` column says)."""
+    va, vb = _seeds(a), _seeds(b)
+    same = len(va) == len(vb) == to_float((a or {}).get("seeds")) == to_float((b or {}).get("seeds"))
+    return [x - y for x, y in zip(va, vb)] if va and same else []
+
+
 def increments(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """Every increment the paper's ablation measures, paper beside ours (points of mIoU).
 
     Table 4: each row over the row above (``table4.csv``); Table 3: ASPP against LargeFOV and each CRF gain
     (``table3_comparisons.csv``). Keys: ``table``, ``row``, ``paper``, ``measured``, ``ci_low``, ``ci_high``
-    (None where not measured: a row not run, or a CSV not written yet).
+    (None where not measured: a row not run, or a CSV not written yet) and ``per_seed``, the paired per-seed
+    differences (from the tables' ``per_seed`` columns; empty unless both rows ran on every seed).
     """
     out = []
     rows, _ = ablation_rows(results_dir, "table4")
-    for row in rows[1:]:
+    for above, row in zip(rows, rows[1:]):
         out.append({"table": "Table 4", "row": row.get("row", ""), "paper": to_float(row.get("paper_increment")),
                     "measured": to_float(row.get("measured_increment")),
-                    "ci_low": to_float(row.get("increment_ci_low")), "ci_high": to_float(row.get("increment_ci_high"))})
+                    "ci_low": to_float(row.get("increment_ci_low")), "ci_high": to_float(row.get("increment_ci_high")),
+                    "per_seed": _paired(row, above)})
+    table3 = {r.get("row"): r for r in ablation_rows(results_dir, "table3")[0]}
     header, lines = read_csv(Path(results_dir) / ABLATION_FOLDER / f"{TABLE3_COMPARISONS}.csv")
     for line in (dict(zip(header, values)) for values in lines):
+        a, _, b = line.get("comparison", "").partition(" - ")
         out.append({"table": "Table 3", "row": line.get("comparison", ""),
                     "paper": to_float(line.get("paper_difference")),
                     "measured": to_float(line.get("measured_difference")),
-                    "ci_low": to_float(line.get("ci_low")), "ci_high": to_float(line.get("ci_high"))})
+                    "ci_low": to_float(line.get("ci_low")), "ci_high": to_float(line.get("ci_high")),
+                    "per_seed": _paired(table3.get(a), table3.get(b))})
     return out
 
 
+def split_caption(profile: str, results_dir: str | os.PathLike) -> str:
+    """"<data set> <split> split, <profile> profile" of notebook 06's run (its ``runs.json`` config), else the
+    profile's own evaluation split."""
+    from dlib.core.io import read_json
+
+    path = Path(results_dir) / ABLATION_FOLDER / "runs.json"
+    if path.is_file():
+        data = read_json(path)["provenance"]["config"]["data"]
+        return f"{data['dataset']} {data['val_split']} split, {profile} profile"
+    from dlib.core import config
+
+    cfg = config.resolve(profile)
+    return f"{cfg.data.dataset} {cfg.data.val_split} split, {profile} profile"
+
+
 def plot_increments(profile: str, results_dir: str | os.PathLike | None = None):
-    """One row per increment: the paper's (grey diamond, above) and ours (red dot with its 95% interval, below).
+    """One row per increment: the paper's (grey diamond, labelled with its table), ours as one point per seed
+    (paired differences, seaborn) with the mean and its paired 95% interval (red bar).
 
     The axis spans the increments and their intervals (and 0), not 0-100: the paper's increments are
     0.7 to 4 points, invisible on a full mIoU scale. A row not measured says "not run".
     """
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
     results_dir = Path(results_dir) if results_dir is not None else results_root() / profile
     items = increments(results_dir)[::-1]  # top to bottom as in the tables
-    fig, ax = plt.subplots(figsize=(8, 0.42 * len(items) + 1.4))
+    fig, ax = plt.subplots(figsize=(11, 0.45 * len(items) + 1.6))
     y = list(range(len(items)))
-    ax.scatter([it["paper"] for it in items], [k + 0.15 for k in y], marker="D", color="0.45", zorder=3,
-               label="paper (DeepLab v2)")
+    ax.scatter([it["paper"] for it in items], [k + 0.2 for k in y], marker="D", color="0.45", zorder=3,
+               label="paper, DeepLab v2 Table 4 / Table 3")
+    seeds = [(v, k - 0.2) for k, it in enumerate(items) for v in it["per_seed"]]
+    if seeds:
+        sns.scatterplot(x=[v for v, _ in seeds], y=[k for _, k in seeds], color="0.3", s=18, alpha=0.8, ax=ax,
+                        zorder=4, label="measured, one point per seed (paired difference)")
     shown = [(k, it) for k, it in enumerate(items) if it["measured"] is not None]
     if shown:
         low = [it["measured"] - (it["ci_low"] if it["ci_low"] is not None else it["measured"]) for _, it in shown]
         high = [(it["ci_high"] if it["ci_high"] is not None else it["measured"]) - it["measured"] for _, it in shown]
-        ax.errorbar([it["measured"] for _, it in shown], [k - 0.15 for k, _ in shown], xerr=[low, high], fmt="o",
-                    color="#d1495b", capsize=3, zorder=4, label=f"measured ({profile}): mean, 95% interval")
-    values = [0.0] + [v for it in items for v in (it["paper"], it["measured"], it["ci_low"], it["ci_high"])
-                      if v is not None]
+        ax.errorbar([it["measured"] for _, it in shown], [k - 0.2 for k, _ in shown], xerr=[low, high], fmt="|",
+                    markersize=12, color="#d1495b", capsize=3, zorder=5, label="measured: mean, paired 95% interval")
+    values = [0.0] + [v for it in items for v in (it["paper"], it["measured"], it["ci_low"], it["ci_high"],
+                                                  *it["per_seed"]) if v is not None]
     pad = 0.08 * (max(values) - min(values) or 1.0)
     ax.set_xlim(min(values) - pad, max(values) + pad)
     for k, it in enumerate(items):
@@ -162,8 +201,9 @@ def plot_increments(profile: str, results_dir: str | os.PathLike | None = None):
         if items[k]["table"] != items[k - 1]["table"]:
             ax.axhline(k - 0.5, color="0.8", lw=0.8)
     ax.set_yticks(y, [f"{it['table']}: {it['row']}" for it in items], fontsize=8)
-    ax.set_xlabel("mIoU increment (points)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set(xlabel="mIoU increment (points)", ylabel="comparison",
+           title=f"DeepLab v2 ablations: increments, paper beside measured ({split_caption(profile, results_dir)})")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: it hides no row
     ax.grid(axis="x", color="0.92")
     fig.tight_layout()
     return fig

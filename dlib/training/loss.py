@@ -1,4 +1,4 @@
-"""The training loss (DeepLab v1, Sec. 3.1; DeepLab v2, Sec. 3.1): per-pixel softmax cross-entropy at stride 8.
+"""The training loss: per-pixel softmax cross-entropy at stride 8 (DeepLab v1, Sec. 3.1; MSC: DeepLab v2, Sec. 3.2).
 
 The label is subsampled to the score map by nearest neighbour (the label at each logit's centre), void
 (255) is ignored, and each output's loss is the sum over valid pixels divided by the valid pixels of the
@@ -25,7 +25,7 @@ def as_outputs(out: Any, image_size: tuple[int, int]) -> list[tuple[torch.Tensor
     """A model's training output as (scores (N, C, h, w), input size the network saw) pairs.
 
     A plain network gives one pair; :class:`dlib.nets.msc.MSC` gives every scale and the max fusion
-    (DeepLab v2, Sec. 3.1: a loss on each). Lists/tuples of tensors count as full-size outputs.
+    (DeepLab v2, Sec. 3.2: a loss on each). Lists/tuples of tensors count as full-size outputs.
     """
     if isinstance(out, torch.Tensor):
         return [(out, image_size)]

@@ -21,10 +21,12 @@ from dlib.core.config import Config
 
 
 def poly_lr(base_lr: float, iteration: int, max_iter: int, power: float = 0.9) -> float:
-    """DeepLab v2, Sec. 4.1: base_lr * (1 - iteration / max_iter) ** power."""
+    """DeepLab v2, Sec. 4.1: the "poly" rate, base_lr at iteration 0 falling to 0 at max_iter (formula: module
+    docstring); ``power`` 0.9 in the paper."""
     if not 0 <= iteration <= max_iter:
         raise ValueError(f"iteration {iteration} outside [0, {max_iter}]")
-    return base_lr * (1 - iteration / max_iter) ** power
+    remaining = 1 - iteration / max_iter  # the share of training still ahead, 1 -> 0
+    return base_lr * remaining ** power
 
 
 def step_lr(base_lr: float, iteration: int, step_size: int, gamma: float = 0.1) -> float:

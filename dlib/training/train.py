@@ -17,7 +17,7 @@ The recipe, from the papers and their released Caffe solvers:
   10x, classifier biases 20x (no weight decay); ResNet batch normalisation frozen.
 * Loss: per-pixel softmax cross-entropy against the label subsampled to the stride-8 score map by
   nearest neighbour (DeepLab v1, Sec. 3.1), void (255) ignored. With multi-scale inputs (MSC) the
-  loss is summed over every scale's output and the max-fused output (DeepLab v2, Sec. 3.1).
+  loss is summed over every scale's output and the max-fused output (DeepLab v2, Sec. 3.2).
   Each output's loss is the mean over the valid label pixels of the whole global batch, so the
   gradient is the same however the batch is split over accumulation steps or processes.
   Deviation from paper: Caffe normalises each micro-batch by its own valid-pixel count.
