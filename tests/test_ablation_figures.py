@@ -107,12 +107,6 @@ def test_convergence_figure_passes_the_check():
     assert fig.axes[0].get_ylim()[0] == 0
 
 
-def test_loss_terms_counts_every_summed_msc_output():
-    assert ablation_figures.loss_terms(True, (1.0, 0.75, 0.5), "sum") == 4  # three scales and the fusion
-    assert ablation_figures.loss_terms(True, (1.0, 0.75, 0.5), "mean") == 1  # already averaged
-    assert ablation_figures.loss_terms(False, (1.0, 0.75, 0.5), "sum") == 1
-
-
 def test_training_loss_figure_divides_by_the_loss_terms():
     curves = pd.DataFrame([{"row": row, "seed": s, "iteration": it, "loss": loss * terms, "loss_terms": terms}
                            for row, terms in (("baseline", 1), ("+MSC", 4)) for s in (0, 1)

@@ -54,3 +54,9 @@ def test_msc_loss_sums_every_scale_and_the_fusion(model):
     assert model.head.branches[0].conv.weight.grad is not None
     model.zero_grad()
     msc.eval()
+
+
+def test_loss_terms_counts_every_summed_msc_output():
+    assert dlib_loss.loss_terms(True, (1.0, 0.75, 0.5), "sum") == 4  # three scales and the fusion
+    assert dlib_loss.loss_terms(True, (1.0, 0.75, 0.5), "mean") == 1  # already averaged
+    assert dlib_loss.loss_terms(False, (1.0, 0.75, 0.5), "sum") == 1

@@ -73,7 +73,13 @@ def split_caption(cfg, split: str | None = None) -> str:
 
     ``split`` defaults to the evaluation split, ``cfg.data.val_split``.
     """
-    return f"{cfg.data.dataset} {split or cfg.data.val_split} split, {cfg.profile} profile"
+    return caption(cfg.data.dataset, split or cfg.data.val_split, cfg.profile)
+
+
+def caption(dataset: str, split: str, profile: str) -> str:
+    """``"<dataset> <split> split, <profile> profile"``: the words every figure title ends with
+    (:mod:`dlib.core.figures` looks for the profile and the split in them)."""
+    return f"{dataset} {split} split, {profile} profile"
 
 
 def synthetic_caption(cfg, what: str = "made-up numbers") -> str:

@@ -23,10 +23,10 @@ from dlib.core.datasets import dataset_info
 from dlib.data.proxy import CONTEXT_PAIRS
 from dlib.evaluation.evaluate import evaluate
 from dlib.experiments.ablation import run_dir_of
-from dlib.experiments.ablation_figures import loss_terms
 from dlib.experiments.ablation_tables import ONE_AT_A_TIME, TABLE3, TABLE4, Row, Training, training_config
 from dlib.experiments.stats import paired_stats, verdict
 from dlib.nets import network
+from dlib.training.loss import loss_terms
 from dlib.training.train import read_log
 
 
@@ -128,7 +128,7 @@ def context_diagnosis(cfg: Config, runs: dict[tuple[str, int], dict[str, Any]], 
 
 def training_curves(cfg: Config, rows: Sequence[Row], seeds: Sequence[int], run_root: str | os.PathLike):
     """The logged training loss of each row's training for each seed (``train_log.csv``): one line per log entry,
-    with ``loss_terms``, how many losses the logged one sums (:func:`dlib.experiments.ablation_figures.loss_terms`)."""
+    with ``loss_terms``, how many losses the logged one sums (:func:`dlib.training.loss.loss_terms`)."""
     import pandas as pd
 
     frames = []

@@ -154,14 +154,9 @@ def _t_interval(values) -> tuple[float, float]:
     return low, high
 
 
-def loss_terms(msc: bool, msc_scales: Sequence[float], msc_loss: str) -> int:
-    """How many losses a training's logged loss adds up: one per MSC scale and one for the fusion when MSC's
-    losses are summed (DeepLab v2, Sec. 3.2), else one."""
-    return len(msc_scales) + 1 if msc and msc_loss == "sum" else 1
-
-
 def plot_training_loss(curves, *, caption: str):
-    """The logged training loss per output (the loss divided by ``loss_terms``), one line per (row, seed)."""
+    """The logged training loss per output (the loss divided by its ``loss_terms`` column,
+    :func:`dlib.training.loss.loss_terms`), one line per (row, seed)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 

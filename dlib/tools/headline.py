@@ -14,7 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dlib.core import config, viz
 from dlib.core.datasets import dataset_info
+from dlib.core.io import read_json
 from dlib.experiments import ablation_tables
 from dlib.experiments.results import ABLATION_FOLDER, results_root
 from dlib.tools.markdown import format_number, link, markdown_table, read_csv, to_float
@@ -151,16 +153,11 @@ def increments(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
 def split_caption(profile: str, results_dir: str | os.PathLike) -> str:
     """"<data set> <split> split, <profile> profile" of notebook 06's run (its ``runs.json`` config), else the
     profile's own evaluation split."""
-    from dlib.core.io import read_json
-
     path = Path(results_dir) / ABLATION_FOLDER / "runs.json"
     if path.is_file():
         data = read_json(path)["provenance"]["config"]["data"]
-        return f"{data['dataset']} {data['val_split']} split, {profile} profile"
-    from dlib.core import config
-
-    cfg = config.resolve(profile)
-    return f"{cfg.data.dataset} {cfg.data.val_split} split, {profile} profile"
+        return viz.caption(data["dataset"], data["val_split"], profile)
+    return viz.split_caption(config.resolve(profile))
 
 
 def plot_increments(profile: str, results_dir: str | os.PathLike | None = None):

@@ -72,3 +72,9 @@ def segmentation_loss(outputs: list[tuple[torch.Tensor, tuple[int, int]]], label
         ce = F.cross_entropy(out.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
         loss = loss + ce * (weight / float(count))
     return loss
+
+
+def loss_terms(msc: bool, msc_scales: Sequence[float], msc_loss: str) -> int:
+    """How many losses :func:`segmentation_loss` adds up for a training: one per MSC scale and one for the fusion
+    when MSC's losses are summed (DeepLab v2, Sec. 3.2), else one (a plain network, or "mean")."""
+    return len(msc_scales) + 1 if msc and msc_loss == "sum" else 1
